@@ -1,0 +1,81 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+  name: "Apus",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "apus", targets: ["apus"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+  ],
+  targets: [
+    // C libraries, exposed only through module maps.
+    .systemLibrary(
+      name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+    .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+    .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+    // Protobuf wire codec and the REAPI messages. Pure Swift: no I/O, no NIO.
+    .target(name: "ApusProto", swiftSettings: strict),
+    // gRPC over HTTP/2 (nghttp2), knows nothing of REAPI.
+    .target(
+      name: "ApusRPC",
+      dependencies: [
+        "CNGHTTP2", "CZlib",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict),
+    .target(name: "ApusConfig", dependencies: ["ApusProto"], swiftSettings: strict),
+    .target(
+      name: "ApusStore",
+      dependencies: [
+        "ApusProto", "ApusConfig", "COpenSSL",
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict),
+    .target(
+      name: "ApusServices",
+      dependencies: [
+        "ApusProto", "ApusRPC", "ApusStore", "ApusConfig",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict),
+    .target(
+      name: "ApusServer",
+      dependencies: [
+        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
+    .executableTarget(
+      name: "apus",
+      dependencies: [
+        "ApusServer", "ApusConfig",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
+
+    .testTarget(name: "ApusProtoTests", dependencies: ["ApusProto"], swiftSettings: strict),
+    .testTarget(name: "ApusRPCTests", dependencies: ["ApusRPC"], swiftSettings: strict),
+    .testTarget(name: "ApusConfigTests", dependencies: ["ApusConfig"], swiftSettings: strict),
+    .testTarget(
+      name: "ApusStoreTests", dependencies: ["ApusStore", "ApusProto"], swiftSettings: strict),
+    .testTarget(
+      name: "ApusServicesTests",
+      dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC"],
+      swiftSettings: strict),
+  ]
+)

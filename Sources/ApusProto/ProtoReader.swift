@@ -1,0 +1,139 @@
+/// Reads protobuf wire-format fields from a byte array without copying nested messages.
+///
+/// Every read is bounds-checked and throws ``ProtoDecodingError`` on malformed input.
+public struct ProtoReader: Sendable {
+  let storage: [UInt8]
+  var index: Int
+  let end: Int
+  /// Nesting depth, bounded so hostile input cannot exhaust the stack.
+  let depth: Int
+
+  static let maxDepth = 100
+
+  public init(_ bytes: [UInt8]) {
+    storage = bytes
+    index = 0
+    end = bytes.count
+    depth = 0
+  }
+
+  init(storage: [UInt8], range: Range<Int>, depth: Int) {
+    self.storage = storage
+    self.index = range.lowerBound
+    self.end = range.upperBound
+    self.depth = depth
+  }
+
+  public var isAtEnd: Bool { index >= end }
+
+  public mutating func readVarint() throws -> UInt64 {
+    var result: UInt64 = 0
+    var shift: UInt64 = 0
+    while true {
+      guard index < end else { throw ProtoDecodingError("truncated varint") }
+      let byte = storage[index]
+      index += 1
+      if shift == 63 && byte > 1 { throw ProtoDecodingError("varint overflows 64 bits") }
+      result |= UInt64(byte & 0x7F) << shift
+      if byte & 0x80 == 0 { return result }
+      shift += 7
+      if shift > 63 { throw ProtoDecodingError("varint longer than 10 bytes") }
+    }
+  }
+
+  /// The next field's tag, or `nil` at the end of the message.
+  public mutating func nextTag() throws -> FieldTag? {
+    guard index < end else { return nil }
+    let key = try readVarint()
+    let number = key >> 3
+    guard number > 0, number <= 0x1FFF_FFFF else {
+      throw ProtoDecodingError("invalid field number \(number)")
+    }
+    guard let wireType = WireType(rawValue: UInt8(key & 7)) else {
+      throw ProtoDecodingError("unsupported wire type \(key & 7) for field \(number)")
+    }
+    return FieldTag(number: Int(number), wireType: wireType)
+  }
+
+  /// Skips an unknown field.
+  public mutating func skip(_ tag: FieldTag) throws {
+    switch tag.wireType {
+    case .varint: _ = try readVarint()
+    case .fixed64: try advance(8)
+    case .fixed32: try advance(4)
+    case .lengthDelimited: _ = try lengthDelimitedRange(tag)
+    }
+  }
+
+  private mutating func advance(_ count: Int) throws {
+    guard end - index >= count else { throw ProtoDecodingError("truncated fixed-width field") }
+    index += count
+  }
+
+  private func expect(_ tag: FieldTag, _ wireType: WireType) throws {
+    guard tag.wireType == wireType else {
+      throw ProtoDecodingError(
+        "field \(tag.number) has wire type \(tag.wireType.rawValue), expected \(wireType.rawValue)")
+    }
+  }
+
+  private mutating func lengthDelimitedRange(_ tag: FieldTag) throws -> Range<Int> {
+    try expect(tag, .lengthDelimited)
+    let length = try readVarint()
+    guard length <= UInt64(end - index) else {
+      throw ProtoDecodingError("field \(tag.number) length \(length) exceeds the message")
+    }
+    let start = index
+    index += Int(length)
+    return start..<index
+  }
+
+  public mutating func uint64(_ tag: FieldTag) throws -> UInt64 {
+    try expect(tag, .varint)
+    return try readVarint()
+  }
+
+  public mutating func int64(_ tag: FieldTag) throws -> Int64 {
+    Int64(bitPattern: try uint64(tag))
+  }
+
+  /// int32 is encoded as a sign-extended varint; out-of-range values are truncated as
+  /// protobuf's reference implementations do.
+  public mutating func int32(_ tag: FieldTag) throws -> Int32 {
+    Int32(truncatingIfNeeded: try uint64(tag))
+  }
+
+  public mutating func bool(_ tag: FieldTag) throws -> Bool {
+    try uint64(tag) != 0
+  }
+
+  public mutating func bytes(_ tag: FieldTag) throws -> [UInt8] {
+    Array(storage[try lengthDelimitedRange(tag)])
+  }
+
+  public mutating func string(_ tag: FieldTag) throws -> String {
+    let range = try lengthDelimitedRange(tag)
+    guard let value = String(validating: storage[range], as: UTF8.self) else {
+      throw ProtoDecodingError("field \(tag.number) is not valid UTF-8")
+    }
+    return value
+  }
+
+  public mutating func message<M: ProtoMessage>(_ tag: FieldTag, as: M.Type = M.self) throws -> M {
+    let range = try lengthDelimitedRange(tag)
+    guard depth < Self.maxDepth else { throw ProtoDecodingError("messages nested too deeply") }
+    var inner = ProtoReader(storage: storage, range: range, depth: depth + 1)
+    return try M(reading: &inner)
+  }
+
+  /// Repeated varint field in either packed or unpacked encoding.
+  public mutating func appendVarints(_ tag: FieldTag, to values: inout [UInt64]) throws {
+    if tag.wireType == .lengthDelimited {
+      let range = try lengthDelimitedRange(tag)
+      var inner = ProtoReader(storage: storage, range: range, depth: depth + 1)
+      while !inner.isAtEnd { values.append(try inner.readVarint()) }
+    } else {
+      values.append(try uint64(tag))
+    }
+  }
+}

@@ -1,0 +1,163 @@
+import NIOCore
+import Synchronization
+
+/// The request messages of one call, as an async sequence of payloads.
+///
+/// Back-pressure: the connection stops acknowledging (HTTP/2 WINDOW_UPDATE) a stream's
+/// bytes while more than a high-water mark of decoded messages waits here, and resumes when
+/// the handler drains them, so a slow handler never makes the server buffer a whole upload.
+public struct RPCRequestStream: AsyncSequence, Sendable {
+  public typealias Element = [UInt8]
+  let queue: InboundMessageQueue
+
+  public struct AsyncIterator: AsyncIteratorProtocol {
+    let queue: InboundMessageQueue
+    public mutating func next() async throws -> [UInt8]? { try await queue.next() }
+  }
+
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(queue: queue) }
+
+  /// The single message of a unary or server-streaming call.
+  public func single() async throws -> [UInt8] {
+    var it = makeAsyncIterator()
+    guard let first = try await it.next() else {
+      throw RPCError(.internal, "expected one request message, got none")
+    }
+    guard try await it.next() == nil else {
+      throw RPCError(.internal, "expected one request message, got more")
+    }
+    return first
+  }
+}
+
+/// A queue of decoded messages fed by the event loop and drained by the handler task.
+final class InboundMessageQueue: Sendable {
+  private struct State {
+    var messages = CircularBuffer<GRPCMessageDeframer.Message>()
+    var bufferedBytes = 0
+    var end: RPCError?? = nil  // .some(nil): clean end; .some(error): failed
+    var waiter: CheckedContinuation<GRPCMessageDeframer.Message?, any Error>?
+    var paused = false
+  }
+
+  private let state = Mutex(State())
+  let highWater: Int
+  let lowWater: Int
+  let decompressLimit: Int
+  let compressed: Bool
+  /// Called (off the event loop) when a paused queue drains below `lowWater`.
+  private let onDrained: @Sendable () -> Void
+
+  init(
+    highWater: Int, decompressLimit: Int, compressed: Bool,
+    onDrained: @escaping @Sendable () -> Void
+  ) {
+    self.highWater = highWater
+    self.lowWater = highWater / 4
+    self.decompressLimit = decompressLimit
+    self.compressed = compressed
+    self.onDrained = onDrained
+  }
+
+  /// Event loop: adds a message. Returns true when the producer should stop acknowledging.
+  func push(_ message: GRPCMessageDeframer.Message) -> Bool {
+    state.withLock { s in
+      guard s.end == nil else { return false }
+      if let waiter = s.waiter {
+        s.waiter = nil
+        waiter.resume(returning: message)
+        return false
+      }
+      s.messages.append(message)
+      s.bufferedBytes += message.payload.count
+      if s.bufferedBytes >= highWater { s.paused = true }
+      return s.paused
+    }
+  }
+
+  var isPaused: Bool { state.withLock { $0.paused } }
+
+  /// Ends the sequence: `nil` after the last message, or an error to throw at once.
+  func finish(_ error: RPCError?) {
+    state.withLock { s in
+      guard s.end == nil else { return }
+      if error != nil {
+        s.messages.removeAll()
+        s.bufferedBytes = 0
+      }
+      s.end = .some(error)
+      if let waiter = s.waiter {
+        s.waiter = nil
+        if let error { waiter.resume(throwing: error) } else { waiter.resume(returning: nil) }
+      }
+    }
+  }
+
+  func next() async throws -> [UInt8]? {
+    guard let message = try await nextFramed() else { return nil }
+    guard message.compressed else { return message.payload }
+    guard compressed else {
+      throw RPCError(.internal, "compressed message without a grpc-encoding header")
+    }
+    return try Gzip.decompress(message.payload, limit: decompressLimit)
+  }
+
+  private func nextFramed() async throws -> GRPCMessageDeframer.Message? {
+    enum Outcome { case message(GRPCMessageDeframer.Message, resume: Bool), end(RPCError?), wait }
+    let outcome: Outcome = state.withLock { s in
+      if let m = s.messages.popFirst() {
+        s.bufferedBytes -= m.payload.count
+        var resume = false
+        if s.paused && s.bufferedBytes <= lowWater {
+          s.paused = false
+          resume = true
+        }
+        return .message(m, resume: resume)
+      }
+      if let end = s.end { return .end(end) }
+      return .wait
+    }
+    switch outcome {
+    case .message(let m, let resume):
+      if resume { onDrained() }
+      return m
+    case .end(let error):
+      if let error { throw error }
+      return nil
+    case .wait:
+      return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { continuation in
+          let resume = state.withLock { s -> Bool in
+            if let m = s.messages.popFirst() {
+              s.bufferedBytes -= m.payload.count
+              continuation.resume(returning: m)
+              if s.paused && s.bufferedBytes <= lowWater {
+                s.paused = false
+                return true
+              }
+            } else if let end = s.end {
+              if let error = end {
+                continuation.resume(throwing: error)
+              } else {
+                continuation.resume(returning: nil)
+              }
+            } else if Task.isCancelled {
+              continuation.resume(throwing: CancellationError())
+            } else {
+              s.waiter = continuation
+            }
+            return false
+          }
+          if resume { onDrained() }
+        }
+      } onCancel: {
+        state.withLock { s in
+          if let waiter = s.waiter {
+            s.waiter = nil
+            waiter.resume(throwing: CancellationError())
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,153 @@
+import NIOCore
+import Synchronization
+
+/// Sends the response messages of one call.
+///
+/// `write` returns once the message is queued; it suspends while more than a high-water
+/// mark of bytes waits for the peer (HTTP/2 flow control or a slow socket), so a large
+/// download is streamed, never held whole.
+public struct RPCResponseWriter: Sendable {
+  let queue: OutboundQueue
+
+  public func write(_ message: [UInt8]) async throws {
+    try await queue.write([grpcMessagePrefix(length: message.count), message])
+  }
+}
+
+/// The final status of a call, sent as HTTP/2 trailers.
+struct CallStatus: Sendable {
+  var error: RPCError?
+}
+
+/// Bytes waiting to become DATA frames, shared by the handler task (producer) and the
+/// event loop's nghttp2 data source callback (consumer).
+final class OutboundQueue: Sendable {
+  private struct State {
+    var chunks = CircularBuffer<[UInt8]>()
+    var headOffset = 0
+    var queuedBytes = 0
+    var status: CallStatus?
+    var closed: RPCError?
+    var writeWaiter: CheckedContinuation<Void, any Error>?
+    /// True while the event loop is idle on this stream and must be woken for new data.
+    var needsWake = true
+    var wroteAny = false
+  }
+
+  enum ReadResult {
+    case data(Int)
+    case deferred
+    /// All data sent: end the DATA and send trailers.
+    case end(Int, CallStatus)
+  }
+
+  private let state = Mutex(State())
+  private let highWater: Int
+  private let wake: @Sendable () -> Void
+
+  init(highWater: Int, wake: @escaping @Sendable () -> Void) {
+    self.highWater = highWater
+    self.wake = wake
+  }
+
+  func write(_ chunks: [[UInt8]]) async throws {
+    let (mustWait, wakeNow) = try state.withLock { s throws -> (Bool, Bool) in
+      if let closed = s.closed { throw closed }
+      guard s.status == nil else { throw RPCError(.internal, "write after the call finished") }
+      for chunk in chunks where !chunk.isEmpty {
+        s.chunks.append(chunk)
+        s.queuedBytes += chunk.count
+      }
+      s.wroteAny = true
+      let wakeNow = s.needsWake
+      s.needsWake = false
+      return (s.queuedBytes > highWater, wakeNow)
+    }
+    if wakeNow { wake() }
+    guard mustWait else { return }
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+        state.withLock { s in
+          if let closed = s.closed {
+            c.resume(throwing: closed)
+          } else if s.queuedBytes <= highWater / 2 || Task.isCancelled {
+            c.resume()
+          } else {
+            s.writeWaiter = c
+          }
+        }
+      }
+    } onCancel: {
+      state.withLock { s in
+        s.writeWaiter?.resume(throwing: CancellationError())
+        s.writeWaiter = nil
+      }
+    }
+  }
+
+  /// Records the final status. Returns false if the call had already finished.
+  @discardableResult
+  func finish(_ status: CallStatus) -> Bool {
+    let (accepted, wakeNow) = state.withLock { s -> (Bool, Bool) in
+      guard s.status == nil, s.closed == nil else { return (false, false) }
+      s.status = status
+      let w = s.needsWake
+      s.needsWake = false
+      return (true, w)
+    }
+    if wakeNow { wake() }
+    return accepted
+  }
+
+  /// The stream is gone (reset, connection closed): writers fail from now on.
+  func close(_ error: RPCError) {
+    state.withLock { s in
+      if s.closed == nil { s.closed = error }
+      s.chunks.removeAll()
+      s.queuedBytes = 0
+      s.writeWaiter?.resume(throwing: error)
+      s.writeWaiter = nil
+    }
+  }
+
+  /// Event loop: whether nothing was written, and the status if finished (trailers-only).
+  var trailersOnlyStatus: CallStatus? {
+    state.withLock { s in s.wroteAny ? nil : s.status }
+  }
+
+  /// Event loop, inside nghttp2's data source callback: copies up to `capacity` bytes.
+  func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
+    state.withLock { s in
+      var written = 0
+      while written < buffer.count, let head = s.chunks.first {
+        let available = head.count - s.headOffset
+        let take = min(available, buffer.count - written)
+        head.withUnsafeBytes { src in
+          let from = UnsafeRawBufferPointer(rebasing: src[s.headOffset..<(s.headOffset + take)])
+          UnsafeMutableRawBufferPointer(rebasing: buffer[written..<(written + take)])
+            .copyMemory(from: from)
+        }
+        written += take
+        if take == available {
+          s.chunks.removeFirst()
+          s.headOffset = 0
+        } else {
+          s.headOffset += take
+        }
+      }
+      s.queuedBytes -= written
+      if let waiter = s.writeWaiter, s.queuedBytes <= highWater / 2 {
+        s.writeWaiter = nil
+        waiter.resume()
+      }
+      if s.chunks.isEmpty {
+        if let status = s.status { return .end(written, status) }
+        if written == 0 {
+          s.needsWake = true
+          return .deferred
+        }
+      }
+      return .data(written)
+    }
+  }
+}

@@ -1,0 +1,26 @@
+/// What a handler knows about its call besides the messages.
+public struct ServerContext: Sendable {
+  /// `/package.Service/Method`.
+  public var path: String
+  /// Request headers, pseudo-headers and gRPC reserved headers removed.
+  public var metadata: Metadata
+  /// From `grpc-timeout`; `nil` means none.
+  public var deadline: ContinuousClock.Instant?
+  /// The remote address, for logs.
+  public var peer: String
+
+  public init(
+    path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String
+  ) {
+    self.path = path
+    self.metadata = metadata
+    self.deadline = deadline
+    self.peer = peer
+  }
+}
+
+/// A handler for one method. It reads request messages from `requests`, writes response
+/// messages to `responses`, and returns normally for status OK or throws for any other
+/// status (see ``RPCError``). Unary, server-, client- and bidi-streaming are all this shape.
+public typealias RPCHandler =
+  @Sendable (RPCRequestStream, RPCResponseWriter, ServerContext) async throws -> Void
