@@ -34,7 +34,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
-    .target(name: "ApusConfig", dependencies: ["ApusProto"], swiftSettings: strict),
+    .target(name: "ApusConfig", swiftSettings: strict),
     .target(
       name: "ApusStore",
       dependencies: [

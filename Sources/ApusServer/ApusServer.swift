@@ -1,0 +1,92 @@
+import ApusConfig
+import ApusRPC
+import ApusServices
+import ApusStore
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// Runs every role a configuration asks for in this process, until graceful shutdown.
+///
+/// Named stores are built once and shared by every instance that names them. Each CAS an
+/// instance serves is verified on upload (size and SHA-256) unless its tree already starts
+/// with a `verify` node, so content is hashed exactly once.
+public final class ApusServer: Service {
+  public let config: ApusConfiguration
+  private let logger: Logger
+  private let home: String
+  private let bound = Mutex<[SocketAddress]>([])
+  private let readyWaiters = Mutex<[CheckedContinuation<[SocketAddress], Never>]>([])
+
+  public init(config: ApusConfiguration, home: String, logger: Logger) {
+    self.config = config
+    self.home = home
+    self.logger = logger
+  }
+
+  /// Returns the bound addresses once every listener is up.
+  public func waitUntilListening() async -> [SocketAddress] {
+    await withCheckedContinuation { c in
+      let ready = bound.withLock { $0.count == config.servers.count ? $0 : nil }
+      if let ready { c.resume(returning: ready) } else { readyWaiters.withLock { $0.append(c) } }
+    }
+  }
+
+  public func run() async throws {
+    var stores: [String: any BlobStore] = [:]
+    for (name, spec) in config.stores.sorted(by: { $0.key < $1.key }) {
+      do {
+        stores[name] = try await StoreFactory.make(spec, home: home)
+      } catch {
+        throw ConfigError(path: "stores.\(name)", "cannot open the store: \(error)")
+      }
+    }
+    let group = MultiThreadedEventLoopGroup.singleton
+    var servers: [GRPCServer] = []
+    for server in config.servers {
+      let table = InstanceTable(
+        instances: server.instances.mapValues { instance in
+          Instance(
+            cas: instance.cas.map { name -> any BlobStore in
+              guard case .verify = config.stores[name] else {
+                return VerifyStore(backend: stores[name]!)
+              }
+              return stores[name]!
+            },
+            actionCache: instance.actionCache.map { stores[$0]! },
+            actionCacheUpdates: instance.actionCacheUpdates)
+        },
+        maxMessageBytes: server.maxMessageBytes)
+      var options = GRPCServerOptions()
+      options.maxReceiveMessageBytes = server.maxMessageBytes
+      let grpc = GRPCServer(
+        router: RemoteExecutionAPI.router(for: table), options: options, group: group,
+        logger: logger)
+      guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
+        throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
+      }
+      let address = try await grpc.start(host: host, port: port)
+      logger.info(
+        "listening",
+        metadata: [
+          "address": "\(address)", "instances": "\(server.instances.keys.sorted())",
+        ])
+      servers.append(grpc)
+      bound.withLock { $0.append(address) }
+    }
+    let addresses = bound.withLock { $0 }
+    for waiter in readyWaiters.withLock({ w in defer { w = [] }; return w }) {
+      waiter.resume(returning: addresses)
+    }
+
+    try? await gracefulShutdown()
+    logger.info("shutting down", metadata: ["grace_seconds": "\(config.global.shutdownGraceSeconds)"])
+    let grace = Duration.seconds(config.global.shutdownGraceSeconds)
+    await withTaskGroup(of: Void.self) { group in
+      for server in servers { group.addTask { await server.shutdown(grace: grace) } }
+    }
+    logger.info("stopped")
+  }
+}

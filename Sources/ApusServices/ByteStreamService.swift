@@ -1,0 +1,202 @@
+import ApusProto
+import ApusRPC
+import ApusStore
+import Synchronization
+
+/// `google.bytestream.ByteStream` over the CAS: streamed reads with offset and limit,
+/// streamed verified writes, and write status for resuming clients.
+///
+/// Partial uploads are not kept: a failed Write leaves nothing, QueryWriteStatus reports
+/// `committed_size` 0 for it, and the client restarts from offset 0.
+struct ByteStreamService {
+  let table: InstanceTable
+  let uploads: UploadTable
+  static let prefix = "/google.bytestream.ByteStream/"
+
+  func register(on router: inout RPCRouter) {
+    let table = self.table
+    let uploads = self.uploads
+    router.serverStreaming(Self.prefix + "Read", ReadRequest.self) { request, writer, _ in
+      try await Self.read(table, request, writer)
+    }
+    router.register(Self.prefix + "Write") { requests, responses, _ in
+      var response = WriteResponse()
+      response.committedSize = try await Self.write(table, uploads, requests)
+      try await responses.write(response.serializedBytes())
+    }
+    router.unary(Self.prefix + "QueryWriteStatus", QueryWriteStatusRequest.self) { request, _ in
+      try await Self.queryWriteStatus(table, uploads, request).serializedBytes()
+    }
+  }
+
+  static func resource(_ name: String, _ kind: ResourceName.Kind) throws -> ResourceName {
+    switch ResourceName.parse(name, kind: kind) {
+    case .success(let r):
+      if let compressor = r.compressor {
+        throw RPCError.invalidArgument(
+          "compressed-blobs/\(compressor) is not supported; this server advertises no compressors")
+      }
+      return r
+    case .failure(let e): throw RPCError.invalidArgument(e.description)
+    }
+  }
+
+  static func read(
+    _ table: InstanceTable, _ request: ReadRequest, _ writer: RPCResponseWriter
+  ) async throws {
+    let name = try resource(request.resourceName, .read)
+    let cas = try table.cas(name.instanceName)
+    let size = name.digest.sizeBytes
+    guard request.readOffset >= 0, request.readOffset <= size else {
+      throw RPCError(.outOfRange, "read_offset \(request.readOffset) is outside 0...\(size)")
+    }
+    guard request.readLimit >= 0 else {
+      throw RPCError.invalidArgument("read_limit \(request.readLimit) is negative")
+    }
+    if name.digest.isEmpty { return }
+    let limit = request.readLimit == 0 ? nil : request.readLimit
+    let found = try await cas.read(name.digest, offset: request.readOffset, limit: limit) { chunk in
+      var response = ReadResponse()
+      response.data = Array(chunk)
+      try await writer.write(response.serializedBytes())
+    }
+    guard found else { throw RPCError(.notFound, "blob \(name.digest) not found") }
+  }
+
+  /// Returns the committed size.
+  static func write(
+    _ table: InstanceTable, _ uploads: UploadTable, _ requests: RPCRequestStream
+  ) async throws -> Int64 {
+    var iterator = requests.makeAsyncIterator()
+    guard let firstBytes = try await iterator.next() else {
+      throw RPCError.invalidArgument("Write received no request")
+    }
+    let first = try WriteRequest(serializedBytes: firstBytes)
+    guard !first.resourceName.isEmpty else {
+      throw RPCError.invalidArgument("the first WriteRequest must carry resource_name")
+    }
+    let name = try resource(first.resourceName, .write)
+    let cas = try table.cas(name.instanceName)
+    let size = name.digest.sizeBytes
+    guard first.writeOffset == 0 else {
+      throw RPCError.invalidArgument(
+        "write_offset \(first.writeOffset): this server keeps no partial uploads; start at 0")
+    }
+    uploads.started(first.resourceName)
+    // An existing blob ends the call at once with its full size, as REAPI allows.
+    if try await exists(cas, name.digest) { return size }
+    let chunks = WriteChunks(
+      first: first, rest: iterator, resourceName: first.resourceName, expectedSize: size)
+    try await cas.write(name.digest, from: chunks)
+    return size
+  }
+
+  static func exists(_ cas: any BlobStore, _ digest: BlobDigest) async throws -> Bool {
+    if digest.isEmpty { return true }
+    return try await cas.contains(digest)
+  }
+
+  static func queryWriteStatus(
+    _ table: InstanceTable, _ uploads: UploadTable, _ request: QueryWriteStatusRequest
+  ) async throws -> QueryWriteStatusResponse {
+    let name = try resource(request.resourceName, .write)
+    let cas = try table.cas(name.instanceName)
+    var response = QueryWriteStatusResponse()
+    if try await exists(cas, name.digest) {
+      response.committedSize = name.digest.sizeBytes
+      response.complete = true
+      return response
+    }
+    guard uploads.isKnown(request.resourceName) else {
+      throw RPCError(.notFound, "no upload named \"\(request.resourceName)\"")
+    }
+    return response
+  }
+}
+
+/// The data of a Write call as chunks, checking offsets and `finish_write` on the way.
+struct WriteChunks: AsyncSequence {
+  typealias Element = [UInt8]
+  let first: WriteRequest
+  let rest: RPCRequestStream.AsyncIterator
+  let resourceName: String
+  let expectedSize: Int64
+
+  struct AsyncIterator: AsyncIteratorProtocol {
+    var pending: WriteRequest?
+    var rest: RPCRequestStream.AsyncIterator
+    let resourceName: String
+    let expectedSize: Int64
+    var offset: Int64 = 0
+    var finished = false
+
+    mutating func next() async throws -> [UInt8]? {
+      while true {
+        if finished {
+          guard try await rest.next() == nil else {
+            throw RPCError.invalidArgument("WriteRequest received after finish_write")
+          }
+          return nil
+        }
+        let request: WriteRequest
+        if let p = pending {
+          request = p
+          pending = nil
+        } else {
+          guard let bytes = try await rest.next() else {
+            throw RPCError.invalidArgument(
+              "the client ended the Write without finish_write after \(offset) bytes")
+          }
+          request = try WriteRequest(serializedBytes: bytes)
+          guard request.resourceName.isEmpty || request.resourceName == resourceName else {
+            throw RPCError.invalidArgument("resource_name changed during the Write")
+          }
+        }
+        guard request.writeOffset == offset else {
+          throw RPCError.invalidArgument(
+            "write_offset \(request.writeOffset) does not continue at \(offset)")
+        }
+        offset += Int64(request.data.count)
+        guard offset <= expectedSize else {
+          throw RPCError.invalidArgument("Write sent more than the \(expectedSize) bytes of the digest")
+        }
+        finished = request.finishWrite
+        if !request.data.isEmpty { return request.data }
+      }
+    }
+  }
+
+  func makeAsyncIterator() -> AsyncIterator {
+    AsyncIterator(pending: first, rest: rest, resourceName: resourceName, expectedSize: expectedSize)
+  }
+}
+
+/// Upload names seen recently, so QueryWriteStatus can tell "unknown" from "restart at 0".
+final class UploadTable: Sendable {
+  private struct State {
+    var known: Set<String> = []
+    var order: [String] = []
+    var head = 0
+  }
+  private let state = Mutex(State())
+  private let capacity: Int
+
+  init(capacity: Int = 100_000) { self.capacity = capacity }
+
+  func started(_ name: String) {
+    state.withLock { s in
+      guard s.known.insert(name).inserted else { return }
+      s.order.append(name)
+      if s.known.count > capacity {
+        s.known.remove(s.order[s.head])
+        s.head += 1
+        if s.head > capacity {
+          s.order.removeFirst(s.head)
+          s.head = 0
+        }
+      }
+    }
+  }
+
+  func isKnown(_ name: String) -> Bool { state.withLock { $0.known.contains(name) } }
+}

@@ -1,0 +1,160 @@
+import ApusProto
+import ApusRPC
+import ApusStore
+
+/// `build.bazel.remote.execution.v2.ContentAddressableStorage`.
+struct ContentAddressableStorageService {
+  let table: InstanceTable
+  static let prefix = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+  /// GetTree pages hold at most this many directories unless the client asks for fewer.
+  static let maxTreePage = 1000
+
+  func register(on router: inout RPCRouter) {
+    let table = self.table
+    router.unary(Self.prefix + "FindMissingBlobs", FindMissingBlobsRequest.self) { request, _ in
+      try await Self.findMissing(table, request).serializedBytes()
+    }
+    router.unary(Self.prefix + "BatchUpdateBlobs", BatchUpdateBlobsRequest.self) { request, _ in
+      try await Self.batchUpdate(table, request).serializedBytes()
+    }
+    router.unary(Self.prefix + "BatchReadBlobs", BatchReadBlobsRequest.self) { request, _ in
+      try await Self.batchRead(table, request).serializedBytes()
+    }
+    router.serverStreaming(Self.prefix + "GetTree", GetTreeRequest.self) { request, writer, _ in
+      try await Self.getTree(table, request, writer)
+    }
+  }
+
+  static func findMissing(
+    _ table: InstanceTable, _ request: FindMissingBlobsRequest
+  ) async throws -> FindMissingBlobsResponse {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let cas = try table.cas(request.instanceName)
+    var digests: [BlobDigest] = []
+    digests.reserveCapacity(request.blobDigests.count)
+    for (i, d) in request.blobDigests.enumerated() {
+      let valid = try DigestCheck.validate(d, "blob_digests[\(i)]")
+      if !valid.isEmpty { digests.append(valid) }
+    }
+    var response = FindMissingBlobsResponse()
+    response.missingBlobDigests = try await cas.findMissing(digests).map(\.proto)
+    return response
+  }
+
+  static func batchUpdate(
+    _ table: InstanceTable, _ request: BatchUpdateBlobsRequest
+  ) async throws -> BatchUpdateBlobsResponse {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let cas = try table.cas(request.instanceName)
+    let total = request.requests.reduce(Int64(0)) { $0 + Int64($1.data.count) }
+    guard total <= table.maxBatchTotalBytes else {
+      throw RPCError.invalidArgument(
+        "batch carries \(total) bytes, over the limit of \(table.maxBatchTotalBytes)")
+    }
+    var response = BatchUpdateBlobsResponse()
+    for (i, item) in request.requests.enumerated() {
+      var entry = BatchUpdateBlobsResponse.Response()
+      entry.digest = item.digest
+      do {
+        let digest = try DigestCheck.validate(item.digest, "requests[\(i)].digest")
+        guard item.compressor == .identity else {
+          throw RPCError.invalidArgument("compressor \(item.compressor.rawValue) is not supported")
+        }
+        guard Int64(item.data.count) == digest.sizeBytes else {
+          throw RPCError.invalidArgument(
+            "requests[\(i)] has \(item.data.count) bytes, the digest says \(digest.sizeBytes)")
+        }
+        if !digest.isEmpty { try await cas.writeAll(digest, item.data) }
+        entry.status = .ok
+      } catch {
+        entry.status = RPCError(from: error).statusMessage
+      }
+      response.responses.append(entry)
+    }
+    return response
+  }
+
+  static func batchRead(
+    _ table: InstanceTable, _ request: BatchReadBlobsRequest
+  ) async throws -> BatchReadBlobsResponse {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let cas = try table.cas(request.instanceName)
+    var digests: [BlobDigest] = []
+    for (i, d) in request.digests.enumerated() {
+      digests.append(try DigestCheck.validate(d, "digests[\(i)]"))
+    }
+    let total = digests.reduce(Int64(0)) { $0 + $1.sizeBytes }
+    guard total <= table.maxBatchTotalBytes else {
+      throw RPCError.invalidArgument(
+        "batch asks for \(total) bytes, over the limit of \(table.maxBatchTotalBytes)")
+    }
+    var response = BatchReadBlobsResponse()
+    for (digest, original) in zip(digests, request.digests) {
+      var entry = BatchReadBlobsResponse.Response()
+      entry.digest = original
+      if digest.isEmpty {
+        entry.status = .ok
+      } else if let data = try await cas.readAll(digest, maxBytes: Int(digest.sizeBytes)) {
+        entry.data = data
+        entry.status = .ok
+      } else {
+        entry.status = RPCError(.notFound, "blob \(digest) not found").statusMessage
+      }
+      response.responses.append(entry)
+    }
+    return response
+  }
+
+  /// Breadth-first walk from the root. The page token is the number of directories already
+  /// returned, so paging needs no server state; directories missing from the CAS are skipped.
+  static func getTree(
+    _ table: InstanceTable, _ request: GetTreeRequest, _ writer: RPCResponseWriter
+  ) async throws {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let cas = try table.cas(request.instanceName)
+    let root = try DigestCheck.validate(request.rootDigest, "root_digest")
+    guard request.pageSize >= 0 else { throw RPCError.invalidArgument("page_size is negative") }
+    var skip = 0
+    if !request.pageToken.isEmpty {
+      guard let n = Int(request.pageToken), n >= 0 else {
+        throw RPCError.invalidArgument("page_token \"\(request.pageToken)\" is not one this server issued")
+      }
+      skip = n
+    }
+    let pageSize = request.pageSize == 0 ? maxTreePage : min(Int(request.pageSize), maxTreePage)
+    let maxDirectoryBytes = table.maxMessageBytes
+
+    guard let rootBytes = try await cas.readAll(root, maxBytes: maxDirectoryBytes) else {
+      throw RPCError(.notFound, "root directory \(root) not found")
+    }
+    var queue: [(BlobDigest, [UInt8])] = [(root, rootBytes)]
+    var seen: Set<BlobDigest> = [root]
+    var emitted = 0
+    var page = GetTreeResponse()
+    var pageBytes = 0
+    var head = 0
+    while head < queue.count {
+      let (_, bytes) = queue[head]
+      head += 1
+      let directory = try Directory(serializedBytes: bytes)
+      for child in directory.directories {
+        guard let d = child.digest?.validated, !seen.contains(d) else { continue }
+        seen.insert(d)
+        if let childBytes = try await cas.readAll(d, maxBytes: maxDirectoryBytes) {
+          queue.append((d, childBytes))
+        }
+      }
+      emitted += 1
+      guard emitted > skip else { continue }
+      // Keep each response well under the message limit as well as under the page size.
+      if page.directories.count == pageSize || pageBytes + bytes.count > maxDirectoryBytes / 2 {
+        page.nextPageToken = String(emitted - 1)
+        try await writer.write(page.serializedBytes())
+        return
+      }
+      page.directories.append(directory)
+      pageBytes += bytes.count
+    }
+    try await writer.write(page.serializedBytes())
+  }
+}

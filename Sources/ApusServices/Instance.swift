@@ -1,0 +1,74 @@
+import ApusProto
+import ApusRPC
+import ApusStore
+
+/// The stores behind one REAPI instance name.
+public struct Instance: Sendable {
+  public var cas: (any BlobStore)?
+  public var actionCache: (any BlobStore)?
+  public var actionCacheUpdates: Bool
+
+  public init(cas: (any BlobStore)?, actionCache: (any BlobStore)?, actionCacheUpdates: Bool) {
+    self.cas = cas
+    self.actionCache = actionCache
+    self.actionCacheUpdates = actionCacheUpdates
+  }
+}
+
+/// Instance lookup and the request checks every service shares.
+public struct InstanceTable: Sendable {
+  public var instances: [String: Instance]
+  /// Largest message the server accepts; batch limits derive from it.
+  public var maxMessageBytes: Int
+
+  public init(instances: [String: Instance], maxMessageBytes: Int) {
+    self.instances = instances
+    self.maxMessageBytes = maxMessageBytes
+  }
+
+  /// What a batch may carry in blob bytes, leaving room for the message framing around them.
+  var maxBatchTotalBytes: Int64 { Int64(maxMessageBytes) - 64 * 1024 }
+
+  func instance(_ name: String) throws -> Instance {
+    guard let instance = instances[name] else {
+      throw RPCError.invalidArgument("unknown instance name \"\(name)\"")
+    }
+    return instance
+  }
+
+  func cas(_ name: String) throws -> any BlobStore {
+    guard let cas = try instance(name).cas else {
+      throw RPCError(.unimplemented, "instance \"\(name)\" has no content-addressable storage")
+    }
+    return cas
+  }
+
+  func actionCache(_ name: String) throws -> any BlobStore {
+    guard let ac = try instance(name).actionCache else {
+      throw RPCError(.unimplemented, "instance \"\(name)\" has no action cache")
+    }
+    return ac
+  }
+}
+
+/// Digest checks shared by every service.
+enum DigestCheck {
+  static func validate(_ digest: Digest?, _ field: String) throws -> BlobDigest {
+    guard let digest else { throw RPCError.invalidArgument("\(field) is missing") }
+    guard let valid = digest.validated else {
+      if digest.sizeBytes < 0 {
+        throw RPCError.invalidArgument("\(field) has negative size \(digest.sizeBytes)")
+      }
+      throw RPCError.invalidArgument(
+        "\(field) hash \"\(digest.hash)\" is not 64 lowercase hex digits (SHA-256)")
+    }
+    return valid
+  }
+
+  static func checkFunction(_ function: DigestFunction) throws {
+    guard function == .unknown || function == .sha256 else {
+      throw RPCError.invalidArgument(
+        "digest function \(function.rawValue) is not supported; this server uses SHA256")
+    }
+  }
+}

@@ -1,0 +1,62 @@
+import ApusProto
+
+/// The one storage protocol every backend and wrapper implements.
+///
+/// Keys are validated digests. For a CAS the content hashes to the key; for an action cache
+/// the key is the action digest and the content is an encoded `ActionResult`, so stores never
+/// assume `content.count == key.sizeBytes`. Writes are streamed and committed atomically:
+/// if the chunk sequence throws, nothing becomes visible under the key.
+public protocol BlobStore: Sendable {
+  /// The subset of `digests` not present, in input order.
+  func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest]
+
+  /// Streams the content from `offset`, at most `limit` bytes (`nil`: to the end), to
+  /// `sink`. Returns false, without calling `sink`, when the key is absent.
+  func read(
+    _ digest: BlobDigest, offset: Int64, limit: Int64?,
+    into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool
+
+  /// Stores the concatenated chunks under `digest`.
+  func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+    _ digest: BlobDigest, from chunks: Chunks
+  ) async throws
+}
+
+extension BlobStore {
+  public func contains(_ digest: BlobDigest) async throws -> Bool {
+    try await findMissing([digest]).isEmpty
+  }
+
+  /// Reads a whole value into memory, refusing values over `maxBytes`.
+  public func readAll(_ digest: BlobDigest, maxBytes: Int) async throws -> [UInt8]? {
+    var out: [UInt8] = []
+    let found = try await read(digest, offset: 0, limit: nil) { chunk in
+      guard out.count + chunk.count <= maxBytes else {
+        throw StoreError(.resourceExhausted, "value \(digest) is larger than \(maxBytes) bytes")
+      }
+      out.append(contentsOf: chunk)
+    }
+    return found ? out : nil
+  }
+
+  public func writeAll(_ digest: BlobDigest, _ bytes: [UInt8]) async throws {
+    try await write(digest, from: SingleChunk(bytes))
+  }
+}
+
+/// An async sequence of exactly one chunk, for writes of values already in memory.
+public struct SingleChunk: AsyncSequence, Sendable {
+  public typealias Element = [UInt8]
+  let bytes: [UInt8]
+  public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+  public struct AsyncIterator: AsyncIteratorProtocol {
+    var bytes: [UInt8]?
+    public mutating func next() async throws -> [UInt8]? {
+      defer { bytes = nil }
+      return bytes
+    }
+  }
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(bytes: bytes) }
+}

@@ -1,0 +1,77 @@
+import ApusProto
+import Synchronization
+
+/// An in-memory store with LRU eviction by total bytes, entry count and idle age.
+///
+/// The reference backend: every test can use it, and a small AC or a laptop cache can run
+/// on it. A write becomes visible only after its last chunk arrived.
+public final class MemoryStore: BlobStore {
+  public struct Limits: Sendable, Equatable {
+    public var maxBytes: Int64?
+    public var maxCount: Int?
+    public var maxSeconds: UInt32?
+    public init(maxBytes: Int64? = nil, maxCount: Int? = nil, maxSeconds: UInt32? = nil) {
+      self.maxBytes = maxBytes
+      self.maxCount = maxCount
+      self.maxSeconds = maxSeconds
+    }
+  }
+
+  private let limits: Limits
+  private let index = Mutex(LRUIndex<BlobDigest, [UInt8]>())
+  static let readChunkBytes = 256 * 1024
+
+  public init(limits: Limits = .init()) {
+    self.limits = limits
+  }
+
+  public var totalBytes: Int64 { index.withLock { $0.totalBytes } }
+  public var count: Int { index.withLock { $0.count } }
+
+  public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {
+    let now = StoreClock.now()
+    return index.withLock { idx in
+      expire(&idx, now: now)
+      return digests.filter { idx.get($0, now: now) == nil }
+    }
+  }
+
+  public func read(
+    _ digest: BlobDigest, offset: Int64, limit: Int64?,
+    into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    let now = StoreClock.now()
+    let value = index.withLock { idx in
+      expire(&idx, now: now)
+      return idx.get(digest, now: now)
+    }
+    guard let value else { return false }
+    let start = Int(min(max(offset, 0), Int64(value.count)))
+    let end = limit.map { min(value.count, start + Int(min($0, Int64(Int.max / 2)))) } ?? value.count
+    var i = start
+    while i < end {
+      let j = min(i + Self.readChunkBytes, end)
+      try await sink(value[i..<j])
+      i = j
+    }
+    return true
+  }
+
+  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+    _ digest: BlobDigest, from chunks: Chunks
+  ) async throws {
+    var value: [UInt8] = []
+    value.reserveCapacity(Int(min(max(digest.sizeBytes, 0), 64 * 1024 * 1024)))
+    for try await chunk in chunks { value.append(contentsOf: chunk) }
+    let now = StoreClock.now()
+    index.withLock { idx in
+      idx.set(digest, value, size: Int64(value.count), now: now)
+      expire(&idx, now: now)
+    }
+  }
+
+  private func expire(_ idx: inout LRUIndex<BlobDigest, [UInt8]>, now: UInt32) {
+    _ = idx.evict(
+      maxBytes: limits.maxBytes, maxCount: limits.maxCount, maxAge: limits.maxSeconds, now: now)
+  }
+}

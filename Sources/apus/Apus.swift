@@ -1,0 +1,108 @@
+import ApusConfig
+import ApusServer
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// `apus`: the remote cache server. One JSON config, any mix of roles.
+@main
+struct Apus: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "apus",
+    abstract: "Remote build cache for Bazel (Remote Execution API v2).",
+    discussion: """
+      With no argument, runs the built-in default: a cache on 127.0.0.1:50051 with its data \
+      under ~/.cache/apus. `apus CONFIG` runs a JSON (JSON5) config; `apus check CONFIG` \
+      validates one.
+      """,
+    version: ApusVersion.string,
+    subcommands: [Run.self, Check.self],
+    defaultSubcommand: Run.self)
+}
+
+enum ApusVersion {
+  static let string = "0.1.0"
+}
+
+struct Run: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run the server (the default command).")
+
+  @Argument(help: "Path of the JSON config. Omit to run the built-in default.")
+  var config: String?
+
+  func run() async throws {
+    let configuration = try loadConfiguration(config)
+    let level = Logger.Level(rawValue: configuration.global.logLevel) ?? .info
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "apus")
+    let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+    let server = ApusServer(config: configuration, home: home, logger: logger)
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [.init(service: server)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+    do {
+      try await group.run()
+    } catch let error as ConfigError {
+      logger.critical("config error: \(error)")
+      throw ExitCode(2)
+    }
+  }
+}
+
+struct Check: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Validate a config and print what it would run.")
+
+  @Argument(help: "Path of the JSON config.")
+  var config: String
+
+  func run() throws {
+    let c = try loadConfiguration(config)
+    print("config OK: \(config)")
+    for name in c.stores.keys.sorted() {
+      print("  store \(name): \(describe(c.stores[name]!))")
+    }
+    for server in c.servers {
+      print("  server \(server.listen) (max message \(server.maxMessageBytes) bytes)")
+      for (name, i) in server.instances.sorted(by: { $0.key < $1.key }) {
+        var roles: [String] = []
+        if let cas = i.cas { roles.append("cas=\(cas) (+bytestream)") }
+        if let ac = i.actionCache {
+          roles.append("action_cache=\(ac)\(i.actionCacheUpdates ? "" : " (read-only)")")
+        }
+        print("    instance \"\(name)\": \(roles.joined(separator: ", "))")
+      }
+    }
+  }
+
+  private func describe(_ spec: StoreSpec) -> String {
+    switch spec {
+    case .memory(let m):
+      "memory(max_bytes: \(m.maxBytes.map(String.init) ?? "unlimited"))"
+    case .filesystem(let f):
+      "filesystem(\(f.path), max_bytes: \(f.maxBytes.map(String.init) ?? "unlimited"))"
+    case .verify(let backend, let hash):
+      "verify(\(hash ? "size+sha256" : "size"), \(describe(backend)))"
+    }
+  }
+}
+
+/// Loads `path`, or the built-in default; config errors exit with status 2 and the JSON path.
+func loadConfiguration(_ path: String?) throws -> ApusConfiguration {
+  let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+  guard let path else { return .builtInDefault(home: home) }
+  do {
+    return try ApusConfiguration.load(path: path)
+  } catch {
+    FileHandle.standardError.write(Data("apus: config error: \(error)\n".utf8))
+    throw ExitCode(2)
+  }
+}
