@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+@testable import ApusConfig
+
+@Suite("Configuration")
+struct ApusConfigurationTests {
+  func parse(_ text: String, env: [String: String] = [:]) throws(ConfigError) -> ApusConfiguration {
+    try ApusConfiguration.parse(Data(text.utf8), environment: env)
+  }
+
+  func error(_ text: String, env: [String: String] = [:]) -> String {
+    do {
+      _ = try parse(text, env: env)
+      return "no error"
+    } catch {
+      return error.description
+    }
+  }
+
+  let minimal = """
+    {
+      // JSON5: comments, trailing commas
+      stores: { cas: { memory: { max_bytes: 1000 } }, ac: { memory: {} }, },
+      servers: [ { listen: "127.0.0.1:0", instances: { "": { cas: "cas", action_cache: "ac" } } } ],
+    }
+    """
+
+  @Test("a minimal JSON5 config")
+  func minimalConfig() throws {
+    let c = try parse(minimal)
+    #expect(c.stores["cas"] == .memory(MemoryStoreSpec(maxBytes: 1000)))
+    #expect(c.servers[0].instances[""] == InstanceConfig(cas: "cas", actionCache: "ac"))
+    #expect(c.servers[0].maxMessageBytes == 4 * 1024 * 1024)
+    #expect(c.global.shutdownGraceSeconds == 10)
+  }
+
+  @Test("environment variables with defaults")
+  func environment() throws {
+    let text = """
+      { stores: { cas: { filesystem: { path: "${DATA}/cas", max_bytes: "${MAX:-2048}" } } },
+        servers: [ { listen: "${HOST:-0.0.0.0}:${PORT}", instances: { "": { cas: "cas" } } } ] }
+      """
+    let c = try parse(text, env: ["DATA": "/srv", "PORT": "9092"])
+    #expect(c.stores["cas"] == .filesystem(FilesystemStoreSpec(path: "/srv/cas", maxBytes: 2048)))
+    #expect(c.servers[0].listen == "0.0.0.0:9092")
+    #expect(error(text, env: ["DATA": "/srv"]).contains("servers[0].listen: environment variable PORT is not set"))
+  }
+
+  @Test("errors name the JSON path", arguments: [
+    (#"{ stores: { cas: { filesystem: { path: "/x", max_bytes: "10G" } } }, servers: [] }"#,
+     #"stores.cas.filesystem.max_bytes: expected a positive integer, got "10G""#),
+    (#"{ stores: { cas: { memory: { max_bytes: -5 } } }, servers: [] }"#,
+     "stores.cas.memory.max_bytes: expected a positive integer, got -5"),
+    (#"{ stores: { cas: { memroy: {} } }, servers: [] }"#,
+     "stores.cas.memroy: unknown key"),
+    (#"{ stores: { cas: { memory: {}, filesystem: { path: "/x" } } }, servers: [] }"#,
+     "stores.cas: expected an object with exactly one store kind"),
+    (#"{ stores: {}, servers: [ { listen: "nohost", instances: { "": {} } } ] }"#,
+     #"servers[0].listen: expected host:port, got "nohost""#),
+    (#"{ stores: {}, servers: [ { listen: "a:1", instances: { "": { cas: "missing" } } } ] }"#,
+     #"servers[0].instances."".cas: no store named "missing""#),
+    (#"{ stores: {}, servers: [ { listen: "a:1", instances: { "x/blobs": {} } } ] }"#,
+     #"reserved segment "blobs""#),
+    (#"{ stores: {}, servers: [ { listen: "a:1", instances: { "": {} } } ], colour: 1 }"#,
+     "colour: unknown key"),
+    (#"{ stores: {}, servers: [] }"#, "servers: at least one server is required"),
+    (#"{ stores: {}, servers: [ { listen: 5, instances: { "": {} } } ] }"#,
+     "servers[0].listen: expected a string"),
+    (#"{ stores: { "#, "not valid JSON"),
+    (#"{ stores: { v: { verify: { } } }, servers: [] }"#, "stores.v.verify.backend: is required"),
+    (#"{ global: { log_level: "loud" }, servers: [] }"#, "global.log_level: expected one of"),
+  ])
+  func errors(text: String, expected: String) {
+    let message = error(text)
+    #expect(message.contains(expected), "got: \(message)")
+  }
+
+  @Test("verify wraps a backend")
+  func verify() throws {
+    let c = try parse("""
+      { stores: { cas: { verify: { backend: { memory: {} }, verify_hash: false } } },
+        servers: [ { listen: "[::1]:50051", instances: { "": { cas: "cas" } } } ] }
+      """)
+    #expect(c.stores["cas"] == .verify(backend: .memory(MemoryStoreSpec()), verifyHash: false))
+    #expect(ServerConfig.splitHostPort(c.servers[0].listen)! == ("::1", 50051))
+  }
+
+  @Test("the built-in default listens on 127.0.0.1:50051 under ~/.cache/apus")
+  func builtIn() {
+    let c = ApusConfiguration.builtInDefault(home: "/home/u")
+    #expect(c.servers[0].listen == "127.0.0.1:50051")
+    guard case .filesystem(let fs) = c.stores["cas"] else {
+      Issue.record("cas is not a filesystem store")
+      return
+    }
+    #expect(fs.path == "/home/u/.cache/apus/cas")
+  }
+
+  @Test("every file in configs/ loads")
+  func shippedConfigs() throws {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .appendingPathComponent("../../configs").standardized
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+      .filter { $0.hasSuffix(".json") || $0.hasSuffix(".json5") }
+    #expect(!files.isEmpty)
+    for file in files {
+      let data = try Data(contentsOf: dir.appendingPathComponent(file))
+      let env = ["HOME": "/home/u", "APUS_DATA": "/var/lib/apus"]
+      do {
+        let c = try ApusConfiguration.parse(data, environment: env)
+        #expect(!c.servers.isEmpty, "\(file)")
+      } catch {
+        Issue.record("\(file): \(error)")
+      }
+    }
+  }
+}
+
+@Suite("Environment expansion")
+struct EnvironmentExpansionTests {
+  let e = EnvironmentExpansion(variables: ["A": "1", "EMPTY": ""])
+
+  @Test("expansions", arguments: [
+    ("plain", "plain"), ("${A}", "1"), ("x${A}y${A}", "x1y1"), ("${B:-two}", "two"),
+    ("${EMPTY:-d}", "d"), ("$$A", "$A"), ("cost $5", "cost $5"), ("${A:-}", "1"),
+  ])
+  func expands(input: String, output: String) throws {
+    #expect(try e.expand(input).get() == output)
+  }
+
+  @Test("failures", arguments: ["${B}", "${A", "${bad name}", "${}"])
+  func fails(input: String) {
+    #expect(throws: ConfigError.self) { try e.expand(input).get() }
+  }
+}

@@ -1,0 +1,38 @@
+import ApusProto
+import Testing
+
+@testable import ApusServices
+
+@Suite("ByteStream resource names")
+struct ResourceNameTests {
+  static let h = String(repeating: "a", count: 64)
+
+  @Test("valid names", arguments: [
+    ("blobs/\(h)/5", ResourceName.Kind.read, "", nil as String?, nil as String?),
+    ("main/blobs/\(h)/5", .read, "main", nil, nil),
+    ("a/b/c/blobs/\(h)/5", .read, "a/b/c", nil, nil),
+    ("uploads/u-1/blobs/\(h)/5", .write, "", "u-1", nil),
+    ("x/uploads/u/blobs/\(h)/5/some/metadata", .write, "x", "u", nil),
+    ("x/compressed-blobs/zstd/\(h)/5", .read, "x", nil, "zstd"),
+    ("uploads/u/compressed-blobs/zstd/\(h)/5", .write, "", "u", "zstd"),
+  ])
+  func valid(name: String, kind: ResourceName.Kind, instance: String, upload: String?, compressor: String?) throws {
+    let r = try ResourceName.parse(name, kind: kind).get()
+    #expect(r.instanceName == instance)
+    #expect(r.uploadID == upload)
+    #expect(r.compressor == compressor)
+    #expect(r.digest == BlobDigest(hash: Self.h, sizeBytes: 5))
+  }
+
+  @Test("invalid names", arguments: [
+    ("", ResourceName.Kind.read), ("blobs", .read), ("blobs/\(h)", .read),
+    ("blobs/\(h)/x", .read), ("blobs/\(h)/-1", .read), ("blobs/abc/1", .read),
+    ("blobs/\(h)/1/extra", .read), ("/blobs/\(h)/1", .read), ("a//blobs/\(h)/1", .read),
+    ("uploads/blobs/\(h)/1", .write), ("blobs/\(h)/1", .write), ("uploads/u/\(h)/1", .write),
+    ("uploads//blobs/\(h)/1", .write), ("uploads/u/blobs/\(h.uppercased())/1", .write),
+    ("uploads/u/blobs/\(h)/99999999999999999999", .write),
+  ])
+  func invalid(name: String, kind: ResourceName.Kind) {
+    #expect(throws: ResourceNameError.self) { try ResourceName.parse(name, kind: kind).get() }
+  }
+}

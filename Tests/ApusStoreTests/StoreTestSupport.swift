@@ -1,0 +1,42 @@
+import ApusProto
+import ApusStore
+import Foundation
+
+func digestOf(_ bytes: [UInt8]) -> BlobDigest { SHA256Hasher.digest(of: bytes) }
+
+func randomBytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255) } }
+
+func temporaryDirectory() -> String {
+  let path = NSTemporaryDirectory() + "apus-test-\(UInt64.random(in: 0...UInt64.max))"
+  try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  return path
+}
+
+/// Chunks that fail after yielding `failAfter` chunks: a client that disconnects mid-upload.
+struct FailingChunks: AsyncSequence {
+  typealias Element = [UInt8]
+  let chunks: [[UInt8]]
+  let failAfter: Int
+
+  struct Disconnected: Error {}
+
+  struct AsyncIterator: AsyncIteratorProtocol {
+    var chunks: [[UInt8]]
+    var remaining: Int
+    mutating func next() async throws -> [UInt8]? {
+      guard remaining > 0 else { throw Disconnected() }
+      remaining -= 1
+      return chunks.isEmpty ? nil : chunks.removeFirst()
+    }
+  }
+
+  func makeAsyncIterator() -> AsyncIterator { AsyncIterator(chunks: chunks, remaining: failAfter) }
+}
+
+func readRange(_ store: any BlobStore, _ d: BlobDigest, offset: Int64 = 0, limit: Int64? = nil)
+  async throws -> [UInt8]?
+{
+  var out: [UInt8] = []
+  let found = try await store.read(d, offset: offset, limit: limit) { out.append(contentsOf: $0) }
+  return found ? out : nil
+}
