@@ -36,6 +36,11 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
   public static func parse(
     _ data: Data, environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws(ConfigError) -> ApusConfiguration {
+    // Foundation's JSON5 scanner traps on invalid UTF-8 inside a comment (found by
+    // Fuzz/targets/ConfigFuzzer.swift), so the encoding is checked first.
+    guard String(validating: data, as: UTF8.self) != nil else {
+      throw ConfigError(path: "", "the config is not valid UTF-8")
+    }
     let decoder = JSONDecoder()
     decoder.allowsJSON5 = true
     decoder.userInfo[.environment] = EnvironmentExpansion(variables: environment)

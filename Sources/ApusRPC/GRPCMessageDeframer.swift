@@ -21,8 +21,8 @@ public struct GRPCMessageDeframer: Sendable {
     header.reserveCapacity(5)
   }
 
-  /// Bytes held for a message not yet complete.
-  public var bufferedBytes: Int { header.count + payload.count }
+  /// Bytes of the incomplete message received so far, its 5-byte prefix included.
+  public var bufferedBytes: Int { expected < 0 ? header.count : 5 + payload.count }
 
   /// Appends `bytes`, returning the messages they complete.
   public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(RPCError) -> [Message] {

@@ -76,6 +76,14 @@ struct ApusConfigurationTests {
     #expect(message.contains(expected), "got: \(message)")
   }
 
+  @Test("invalid UTF-8 is an error, not a crash (fuzzer finding)")
+  func invalidUTF8() {
+    let bytes = Array("// comment \u{80}x\n{ servers: [] }".utf8).map { $0 == 0x78 ? 0x80 : $0 }
+    #expect(throws: ConfigError(path: "", "the config is not valid UTF-8")) {
+      try ApusConfiguration.parse(Data(bytes), environment: [:])
+    }
+  }
+
   @Test("verify wraps a backend")
   func verify() throws {
     let c = try parse("""

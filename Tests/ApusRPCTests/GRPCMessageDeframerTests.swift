@@ -51,6 +51,10 @@ struct GRPCMessageDeframerTests {
     var d = GRPCMessageDeframer(maxMessageBytes: 10)
     _ = try feed(&d, [0, 0, 0, 0, 5, 1])
     #expect(!d.isAtMessageBoundary)
+    // Every byte is either in a returned message or still buffered (fuzzer finding).
+    #expect(d.bufferedBytes == 6)
+    _ = try feed(&d, [2, 3, 4, 5, 0, 0])
+    #expect(d.bufferedBytes == 2)
   }
 }
 
