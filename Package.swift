@@ -21,6 +21,8 @@ let package = Package(
       name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
     .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    // One C function: glibc allocator tuning for the executable (malloc.h is not in Glibc).
+    .target(name: "CApusAllocator"),
 
     // Protobuf wire codec and the REAPI messages. Pure Swift: no I/O, no NIO.
     .target(name: "ApusProto", swiftSettings: strict),
@@ -61,7 +63,7 @@ let package = Package(
     .executableTarget(
       name: "apus",
       dependencies: [
-        "ApusServer", "ApusConfig",
+        "ApusServer", "ApusConfig", "CApusAllocator",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -32,7 +32,7 @@ public struct GRPCMessageDeframer: Sendable {
     while i < n {
       if expected < 0 {
         let take = min(5 - header.count, n - i)
-        header.append(contentsOf: bytes[i..<(i + take)])
+        header.append(contentsOf: Self.slice(bytes, i, take))
         i += take
         guard header.count == 5 else { break }
         guard header[0] <= 1 else {
@@ -52,7 +52,7 @@ public struct GRPCMessageDeframer: Sendable {
         payload.reserveCapacity(length)
       }
       let take = min(expected - payload.count, n - i)
-      payload.append(contentsOf: bytes[i..<(i + take)])
+      payload.append(contentsOf: Self.slice(bytes, i, take))
       i += take
       if payload.count == expected {
         messages.append(Message(compressed: compressed, payload: payload))
@@ -61,6 +61,14 @@ public struct GRPCMessageDeframer: Sendable {
       }
     }
     return messages
+  }
+
+  /// A typed view of part of `bytes`, so appends are one memcpy rather than a byte loop.
+  @inline(__always)
+  private static func slice(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ count: Int)
+    -> UnsafeBufferPointer<UInt8>
+  {
+    UnsafeBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + start, count: count)
   }
 
   /// Whether the body ended cleanly, between two messages.

@@ -18,7 +18,9 @@ public final class MemoryStore: BlobStore {
   }
 
   private let limits: Limits
-  private let index = Mutex(LRUIndex<BlobDigest, [UInt8]>())
+  /// Values are kept as the chunks they arrived in: no concatenation copy on write, and
+  /// reads hand out slices of them.
+  private let index = Mutex(LRUIndex<BlobDigest, [[UInt8]]>())
   static let readChunkBytes = 256 * 1024
 
   public init(limits: Limits = .init()) {
@@ -46,13 +48,21 @@ public final class MemoryStore: BlobStore {
       return idx.get(digest, now: now)
     }
     guard let value else { return false }
-    let start = Int(min(max(offset, 0), Int64(value.count)))
-    let end = limit.map { min(value.count, start + Int(min($0, Int64(Int.max / 2)))) } ?? value.count
-    var i = start
-    while i < end {
-      let j = min(i + Self.readChunkBytes, end)
-      try await sink(value[i..<j])
-      i = j
+    var skip = Int(max(offset, 0))
+    var remaining = limit.map { Int(clamping: $0) } ?? Int.max
+    for chunk in value where remaining > 0 {
+      guard skip < chunk.count else {
+        skip -= chunk.count
+        continue
+      }
+      var i = skip
+      skip = 0
+      while i < chunk.count && remaining > 0 {
+        let j = min(chunk.count, i + min(Self.readChunkBytes, remaining))
+        try await sink(chunk[i..<j])
+        remaining -= j - i
+        i = j
+      }
     }
     return true
   }
@@ -60,17 +70,20 @@ public final class MemoryStore: BlobStore {
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
-    var value: [UInt8] = []
-    value.reserveCapacity(Int(min(max(digest.sizeBytes, 0), 64 * 1024 * 1024)))
-    for try await chunk in chunks { value.append(contentsOf: chunk) }
+    var value: [[UInt8]] = []
+    var size = 0
+    for try await chunk in chunks where !chunk.isEmpty {
+      value.append(chunk)
+      size += chunk.count
+    }
     let now = StoreClock.now()
     index.withLock { idx in
-      idx.set(digest, value, size: Int64(value.count), now: now)
+      idx.set(digest, value, size: Int64(size), now: now)
       expire(&idx, now: now)
     }
   }
 
-  private func expire(_ idx: inout LRUIndex<BlobDigest, [UInt8]>, now: UInt32) {
+  private func expire(_ idx: inout LRUIndex<BlobDigest, [[UInt8]]>, now: UInt32) {
     _ = idx.evict(
       maxBytes: limits.maxBytes, maxCount: limits.maxCount, maxAge: limits.maxSeconds, now: now)
   }
