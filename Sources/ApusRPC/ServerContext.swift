@@ -23,4 +23,4 @@ public struct ServerContext: Sendable {
 /// messages to `responses`, and returns normally for status OK or throws for any other
 /// status (see ``RPCError``). Unary, server-, client- and bidi-streaming are all this shape.
 public typealias RPCHandler =
-  @Sendable (RPCRequestStream, RPCResponseWriter, ServerContext) async throws -> Void
+  @Sendable (RPCMessageStream, RPCMessageWriter, ServerContext) async throws -> Void

@@ -42,7 +42,7 @@ struct ByteStreamService {
   }
 
   static func read(
-    _ table: InstanceTable, _ request: ReadRequest, _ writer: RPCResponseWriter
+    _ table: InstanceTable, _ request: ReadRequest, _ writer: RPCMessageWriter
   ) async throws {
     let name = try resource(request.resourceName, .read)
     let cas = try table.cas(name.instanceName)
@@ -65,7 +65,7 @@ struct ByteStreamService {
 
   /// Returns the committed size.
   static func write(
-    _ table: InstanceTable, _ uploads: UploadTable, _ requests: RPCRequestStream
+    _ table: InstanceTable, _ uploads: UploadTable, _ requests: RPCMessageStream
   ) async throws -> Int64 {
     var iterator = requests.makeAsyncIterator()
     guard let firstBytes = try await iterator.next() else {
@@ -118,13 +118,13 @@ struct ByteStreamService {
 struct WriteChunks: AsyncSequence {
   typealias Element = [UInt8]
   let first: WriteRequest
-  let rest: RPCRequestStream.AsyncIterator
+  let rest: RPCMessageStream.AsyncIterator
   let resourceName: String
   let expectedSize: Int64
 
   struct AsyncIterator: AsyncIteratorProtocol {
     var pending: WriteRequest?
-    var rest: RPCRequestStream.AsyncIterator
+    var rest: RPCMessageStream.AsyncIterator
     let resourceName: String
     let expectedSize: Int64
     var offset: Int64 = 0

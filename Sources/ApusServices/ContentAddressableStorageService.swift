@@ -108,7 +108,7 @@ struct ContentAddressableStorageService {
   /// Breadth-first walk from the root. The page token is the number of directories already
   /// returned, so paging needs no server state; directories missing from the CAS are skipped.
   static func getTree(
-    _ table: InstanceTable, _ request: GetTreeRequest, _ writer: RPCResponseWriter
+    _ table: InstanceTable, _ request: GetTreeRequest, _ writer: RPCMessageWriter
   ) async throws {
     try DigestCheck.checkFunction(request.digestFunction)
     let cas = try table.cas(request.instanceName)

@@ -17,7 +17,7 @@ extension RPCRouter {
   /// One request, a stream of responses written by `body`.
   mutating func serverStreaming<Request: ProtoMessage>(
     _ path: String, _ : Request.Type,
-    _ body: @escaping @Sendable (Request, RPCResponseWriter, ServerContext) async throws -> Void
+    _ body: @escaping @Sendable (Request, RPCMessageWriter, ServerContext) async throws -> Void
   ) {
     register(path) { requests, responses, context in
       let request = try Request(serializedBytes: try await requests.single())

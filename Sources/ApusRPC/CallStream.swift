@@ -1,18 +1,22 @@
 import NIOCore
 
-/// Event-loop state of one HTTP/2 stream carrying a gRPC call.
-final class ServerStream {
+/// Event-loop state of one HTTP/2 stream carrying a gRPC call, on either side.
+final class CallStream {
   let id: Int32
+  /// Request headers (server) or response headers and trailers (client), as received.
   var headers: [(String, String)] = []
   var deframer: GRPCMessageDeframer
+  /// Messages from the peer: requests on a server, responses on a client.
   var inbound: InboundMessageQueue?
+  /// Messages to the peer.
   var outbound: OutboundQueue?
   var task: Task<Void, Never>?
   var deadlineTimer: Scheduled<Void>?
   /// DATA bytes received but not yet reported to nghttp2 as consumed.
   var unconsumed = 0
-  var responseStarted = false
-  /// Request rejected before a handler ran; further DATA is ignored.
+  /// Server: response HEADERS submitted. Client: request submitted.
+  var started = false
+  /// Further DATA is ignored (request rejected, or the stream failed).
   var rejected = false
 
   init(id: Int32, maxMessageBytes: Int) {

@@ -1,12 +1,12 @@
 import NIOCore
 import Synchronization
 
-/// Sends the response messages of one call.
+/// Sends messages to the peer on one call (responses on a server, requests on a client).
 ///
 /// `write` returns once the message is queued; it suspends while more than a high-water
 /// mark of bytes waits for the peer (HTTP/2 flow control or a slow socket), so a large
 /// download is streamed, never held whole.
-public struct RPCResponseWriter: Sendable {
+public struct RPCMessageWriter: Sendable {
   let queue: OutboundQueue
 
   public func write(_ message: [UInt8]) async throws {

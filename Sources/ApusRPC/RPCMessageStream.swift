@@ -1,12 +1,13 @@
 import NIOCore
 import Synchronization
 
-/// The request messages of one call, as an async sequence of payloads.
+/// The messages from the peer on one call (requests on a server, responses on a client),
+/// as an async sequence of payloads.
 ///
 /// Back-pressure: the connection stops acknowledging (HTTP/2 WINDOW_UPDATE) a stream's
 /// bytes while more than a high-water mark of decoded messages waits here, and resumes when
 /// the handler drains them, so a slow handler never makes the server buffer a whole upload.
-public struct RPCRequestStream: AsyncSequence, Sendable {
+public struct RPCMessageStream: AsyncSequence, Sendable {
   public typealias Element = [UInt8]
   let queue: InboundMessageQueue
 

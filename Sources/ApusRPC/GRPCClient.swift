@@ -1,0 +1,120 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A gRPC client for one `host:port` (h2c with prior knowledge) over one HTTP/2
+/// connection, made on first use and made again after it drops.
+public final class GRPCClient: Sendable {
+  public let host: String
+  public let port: Int
+  private let group: any EventLoopGroup
+  private let options: GRPCServerOptions
+  private let logger: Logger
+  private let state = Mutex<EventLoopFuture<NIOLoopBound<ClientConnectionHandler>>?>(nil)
+
+  public init(
+    host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+    options: GRPCServerOptions = .init(), logger: Logger = Logger(label: "apus.grpc-client")
+  ) {
+    self.host = host
+    self.port = port
+    self.group = group
+    self.options = options
+    self.logger = logger
+  }
+
+  /// Parses `grpc://host:port` (the scheme is optional).
+  public convenience init(url: String, logger: Logger = Logger(label: "apus.grpc-client")) throws {
+    var rest = Substring(url)
+    if rest.hasPrefix("grpc://") { rest = rest.dropFirst(7) }
+    guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
+      !rest[..<colon].isEmpty
+    else {
+      throw RPCError(.invalidArgument, "expected grpc://host:port, got \"\(url)\"")
+    }
+    var host = String(rest[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    self.init(host: host, port: port, logger: logger)
+  }
+
+  private func connection() -> EventLoopFuture<NIOLoopBound<ClientConnectionHandler>> {
+    state.withLock { current in
+      if let current { return current }
+      let authority = "\(host):\(port)", options = self.options, logger = self.logger
+      let promise = group.next().makePromise(of: NIOLoopBound<ClientConnectionHandler>.self)
+      let future = promise.futureResult
+      let bootstrap = ClientBootstrap(group: group)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .connectTimeout(.seconds(10))
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+              ClientConnectionHandler(authority: authority, options: options, logger: logger))
+          }
+        }
+      bootstrap.connect(host: host, port: port).whenComplete { [weak self] result in
+        switch result {
+        case .success(let channel):
+          // Connected: the handler has started its session, so calls can open streams.
+          channel.closeFuture.whenComplete { [weak self] _ in
+            self?.state.withLock { if $0 === future { $0 = nil } }
+          }
+          do {
+            let handler = try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self)
+            promise.succeed(NIOLoopBound(handler, eventLoop: channel.eventLoop))
+          } catch {
+            promise.fail(error)
+          }
+        case .failure(let error):
+          self?.state.withLock { if $0 === future { $0 = nil } }
+          promise.fail(RPCError(.unavailable, "cannot connect to \(authority): \(error)"))
+        }
+      }
+      current = future
+      return future
+    }
+  }
+
+  /// Starts a call. Write requests, call `finishRequests()`, read `responses`.
+  public func call(
+    _ path: String, metadata: [(String, String)] = [], timeout: Duration? = nil
+  ) async throws -> ClientCall {
+    let bound = try await connection().get()
+    return try await bound.eventLoop.flatSubmit { () -> EventLoopFuture<ClientCall> in
+      let loop = bound.eventLoop
+      guard let connection = bound.value.connection else {
+        return loop.makeFailedFuture(RPCError(.unavailable, "connection to \(self.host):\(self.port) is closed"))
+      }
+      return loop.makeCompletedFuture { try connection.openCall(path: path, metadata: metadata, timeout: timeout) }
+    }.get()
+  }
+
+  /// One request, one response.
+  public func unary(
+    _ path: String, _ request: [UInt8], metadata: [(String, String)] = [], timeout: Duration? = nil
+  ) async throws -> [UInt8] {
+    let call = try await self.call(path, metadata: metadata, timeout: timeout)
+    try await call.requests.write(request)
+    call.finishRequests()
+    return try await call.responses.single()
+  }
+
+  /// One request, a stream of responses.
+  public func serverStreaming(
+    _ path: String, _ request: [UInt8], metadata: [(String, String)] = [], timeout: Duration? = nil
+  ) async throws -> RPCMessageStream {
+    let call = try await self.call(path, metadata: metadata, timeout: timeout)
+    try await call.requests.write(request)
+    call.finishRequests()
+    return call.responses
+  }
+
+  /// Closes the connection; later calls connect again.
+  public func close() async {
+    let future = state.withLock { s in defer { s = nil }; return s }
+    guard let bound = try? await future?.get() else { return }
+    try? await bound.eventLoop.submit { bound.value.connection?.close() }.get()
+  }
+}
+

@@ -1,0 +1,354 @@
+internal import CNGHTTP2
+import Logging
+import NIOCore
+
+/// Tunables of gRPC connections, server or client.
+public struct GRPCServerOptions: Sendable {
+  /// Largest message accepted from the peer (after decompression); larger → RESOURCE_EXHAUSTED.
+  public var maxReceiveMessageBytes: Int = 4 * 1024 * 1024
+  /// HTTP/2 flow-control window per stream, and the inbound/outbound buffering bound.
+  public var streamWindowBytes: Int = 1024 * 1024
+  /// Connection-level receive window.
+  public var connectionWindowBytes: Int = 64 * 1024 * 1024
+  public var maxConcurrentStreams: Int = 1000
+
+  public init() {}
+}
+
+/// An nghttp2 session driven from one channel's event loop: the I/O pump, flow control and
+/// the DATA paths both sides share. ``ServerConnection`` and ``ClientConnection`` add what
+/// differs (who opens streams, what headers and trailers mean).
+///
+/// nghttp2 calls back synchronously from `mem_recv`/`mem_send`; every method runs on
+/// `eventLoop`, and tasks reach the connection only through `eventLoop.execute`.
+class HTTP2Connection {
+  let eventLoop: any EventLoop
+  let options: GRPCServerOptions
+  let logger: Logger
+  let peer: String
+  private(set) var session: OpaquePointer?
+  var streams: [Int32: CallStream] = [:]
+  private weak var context: ChannelHandlerContext?
+  private var pendingConsume: [Int32] = []
+  private(set) var closed = false
+  private(set) var started = false
+
+  init(context: ChannelHandlerContext, options: GRPCServerOptions, logger: Logger) {
+    self.eventLoop = context.eventLoop
+    self.context = context
+    self.options = options
+    self.logger = logger
+    self.peer = context.remoteAddress.map { "\($0)" } ?? "unknown"
+  }
+
+  deinit {
+    if let session { nghttp2_session_del(session) }
+  }
+
+  var isServer: Bool { true }
+
+  /// Creates the nghttp2 session and queues this side's SETTINGS (and, for a client, the
+  /// connection preface).
+  @discardableResult
+  func start() -> Bool {
+    guard !started else { return true }
+    started = true
+    var callbacks: OpaquePointer?
+    nghttp2_session_callbacks_new(&callbacks)
+    defer { nghttp2_session_callbacks_del(callbacks) }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, onBeginHeaders)
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, onHeader)
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, onFrameRecv)
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, onDataChunkRecv)
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
+
+    var option: OpaquePointer?
+    nghttp2_option_new(&option)
+    defer { nghttp2_option_del(option) }
+    // Window updates follow consumption by handlers, not receipt: real back-pressure.
+    nghttp2_option_set_no_auto_window_update(option, 1)
+
+    let me = Unmanaged.passUnretained(self).toOpaque()
+    let created =
+      isServer
+      ? nghttp2_session_server_new2(&session, callbacks, me, option)
+      : nghttp2_session_client_new2(&session, callbacks, me, option)
+    guard created == 0 else { return false }
+    var settings = [
+      nghttp2_settings_entry(
+        settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+        value: UInt32(options.maxConcurrentStreams)),
+      nghttp2_settings_entry(
+        settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+        value: UInt32(options.streamWindowBytes)),
+      nghttp2_settings_entry(
+        settings_id: Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue), value: 256 * 1024),
+    ]
+    nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+    nghttp2_session_set_local_window_size(
+      session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(options.connectionWindowBytes))
+    flush()
+    return true
+  }
+
+  // MARK: - I/O
+
+  func receive(_ buffer: ByteBuffer) {
+    guard let session, !closed else { return }
+    let result = buffer.withUnsafeReadableBytes { bytes in
+      nghttp2_session_mem_recv(
+        session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+    }
+    if result < 0 {
+      logger.debug(
+        "closing HTTP/2 connection",
+        metadata: [
+          "peer": "\(peer)", "error": "\(String(cString: nghttp2_strerror(Int32(result))))",
+        ])
+    }
+    applyPendingConsumption()
+    flush()
+    if result < 0 { close() }
+  }
+
+  /// Serializes whatever nghttp2 has to send and writes it, while the channel is writable.
+  func flush() {
+    guard let session, let context, !closed else { return }
+    var out: ByteBuffer?
+    while context.channel.isWritable || out == nil {
+      var pointer: UnsafePointer<UInt8>?
+      let n = nghttp2_session_mem_send(session, &pointer)
+      guard n > 0, let pointer else {
+        if n < 0 { close() }
+        break
+      }
+      if out == nil { out = context.channel.allocator.buffer(capacity: max(n, 16 * 1024)) }
+      out!.writeBytes(UnsafeRawBufferPointer(start: pointer, count: n))
+      if out!.readableBytes >= 256 * 1024 {
+        context.writeAndFlush(NIOAny(out!), promise: nil)
+        out = nil
+        if !context.channel.isWritable { break }
+      }
+    }
+    if let out { context.writeAndFlush(NIOAny(out), promise: nil) }
+    if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+      close()
+    }
+  }
+
+  func close() {
+    guard !closed else { return }
+    closed = true
+    for stream in streams.values { abandon(stream, RPCError(.unavailable, "connection closed")) }
+    streams.removeAll()
+    context?.close(promise: nil)
+  }
+
+  // MARK: - Hooks for the two sides
+
+  func beginHeaders(_ id: Int32, request: Bool) {}
+  func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {}
+  /// The peer half-closed the stream after DATA.
+  func peerEnded(_ stream: CallStream) {}
+  func abandon(_ stream: CallStream, _ error: RPCError) {
+    stream.deadlineTimer?.cancel()
+    stream.inbound?.finish(error)
+    stream.outbound?.close(error)
+    stream.task?.cancel()
+    stream.task = nil
+  }
+  /// All outbound data was sent. Returns the extra nghttp2 data flags to set.
+  func outboundFinished(_ stream: CallStream, _ status: CallStatus) -> UInt32 { 0 }
+
+  // MARK: - Shared stream events
+
+  fileprivate func header(_ id: Int32, name: String, value: String) {
+    streams[id]?.headers.append((name, value))
+  }
+
+  fileprivate func frameReceived(_ id: Int32, headers: Bool, request: Bool, endStream: Bool) {
+    guard let stream = streams[id] else { return }
+    if headers {
+      headersComplete(stream, request: request, endStream: endStream)
+    } else if endStream {
+      peerEnded(stream)
+    }
+  }
+
+  fileprivate func data(_ id: Int32, _ bytes: UnsafeRawBufferPointer) {
+    guard let session else { return }
+    guard let stream = streams[id] else {
+      nghttp2_session_consume_connection(session, bytes.count)
+      return
+    }
+    stream.unconsumed += bytes.count
+    guard !stream.rejected, let inbound = stream.inbound else {
+      pendingConsume.append(id)
+      return
+    }
+    do {
+      var pause = false
+      for message in try stream.deframer.append(bytes) {
+        pause = inbound.push(message) || pause
+      }
+      if !pause { pendingConsume.append(id) }
+    } catch {
+      stream.rejected = true
+      inbound.finish(error)
+      pendingConsume.append(id)
+    }
+  }
+
+  /// Ends the inbound messages: cleanly if the body stopped between messages.
+  func finishInbound(_ stream: CallStream, error: RPCError? = nil) {
+    guard let inbound = stream.inbound, !stream.rejected else { return }
+    if let error {
+      inbound.finish(error)
+    } else if stream.deframer.isAtMessageBoundary {
+      inbound.finish(nil)
+    } else {
+      inbound.finish(RPCError(.internal, "stream ended inside a message"))
+    }
+  }
+
+  fileprivate func streamClosed(_ id: Int32) {
+    guard let stream = streams.removeValue(forKey: id) else { return }
+    if let session, stream.unconsumed > 0 {
+      nghttp2_session_consume_connection(session, stream.unconsumed)
+    }
+    abandon(stream, RPCError(.cancelled, "the stream was closed"))
+  }
+
+  private func applyPendingConsumption() {
+    guard let session, !pendingConsume.isEmpty else { return }
+    for id in pendingConsume {
+      guard let stream = streams[id], stream.unconsumed > 0 else { continue }
+      if let inbound = stream.inbound, inbound.isPaused, !stream.rejected { continue }
+      nghttp2_session_consume(session, id, stream.unconsumed)
+      stream.unconsumed = 0
+    }
+    pendingConsume.removeAll(keepingCapacity: true)
+  }
+
+  /// A task drained its paused inbound queue: acknowledge what was held back.
+  func resumeInbound(_ id: Int32) {
+    guard let session, let stream = streams[id], stream.unconsumed > 0 else { return }
+    nghttp2_session_consume(session, id, stream.unconsumed)
+    stream.unconsumed = 0
+    flush()
+  }
+
+  /// Queues for a new call on `stream`, waking this connection from any thread.
+  func makeQueues(_ stream: CallStream, compressed: Bool) -> (InboundMessageQueue, OutboundQueue) {
+    let id = stream.id
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    let loop = eventLoop
+    let inbound = InboundMessageQueue(
+      highWater: options.streamWindowBytes, decompressLimit: options.maxReceiveMessageBytes,
+      compressed: compressed,
+      onDrained: { loop.execute { bound.value.resumeInbound(id) } })
+    let outbound = OutboundQueue(
+      highWater: options.streamWindowBytes,
+      wake: { loop.execute { bound.value.outboundReady(id) } })
+    stream.inbound = inbound
+    stream.outbound = outbound
+    return (inbound, outbound)
+  }
+
+  /// A task queued data or finished: start the stream's outbound side or resume its data.
+  func outboundReady(_ id: Int32) {
+    guard let session, let stream = streams[id] else { return }
+    if stream.started {
+      nghttp2_session_resume_data(session, id)
+    } else {
+      startOutbound(stream)
+    }
+    flush()
+  }
+
+  /// Server: submit response headers (or trailers-only). Client streams start at creation.
+  func startOutbound(_ stream: CallStream) {}
+
+  static var dataProvider: nghttp2_data_provider {
+    nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readOutboundData)
+  }
+
+  fileprivate func readData(
+    _ id: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ flags: UnsafeMutablePointer<UInt32>
+  ) -> Int {
+    guard let stream = streams[id], let outbound = stream.outbound else {
+      return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+    }
+    switch outbound.read(into: buffer) {
+    case .data(let n):
+      return n
+    case .deferred:
+      return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+    case .end(let n, let status):
+      flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue) | outboundFinished(stream, status)
+      return n
+    }
+  }
+}
+
+// MARK: - nghttp2 callbacks (C function pointers; user_data is the connection)
+
+private func connection(_ userData: UnsafeMutableRawPointer?) -> HTTP2Connection {
+  Unmanaged<HTTP2Connection>.fromOpaque(userData!).takeUnretainedValue()
+}
+
+private func isHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Bool {
+  frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue)
+}
+
+private let onBeginHeaders: nghttp2_on_begin_headers_callback = { _, frame, userData in
+  guard let frame, isHeaders(frame) else { return 0 }
+  connection(userData).beginHeaders(
+    frame.pointee.hd.stream_id, request: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST)
+  return 0
+}
+
+private let onHeader: nghttp2_on_header_callback = {
+  _, frame, name, nameLength, value, valueLength, _, userData in
+  guard let frame, let name, let value, isHeaders(frame) else { return 0 }
+  connection(userData).header(
+    frame.pointee.hd.stream_id,
+    name: String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self),
+    value: String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self))
+  return 0
+}
+
+private let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData in
+  guard let frame else { return 0 }
+  let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+  switch UInt32(frame.pointee.hd.type) {
+  case NGHTTP2_HEADERS.rawValue:
+    connection(userData).frameReceived(
+      frame.pointee.hd.stream_id, headers: true,
+      request: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST, endStream: endStream)
+  case NGHTTP2_DATA.rawValue:
+    connection(userData).frameReceived(
+      frame.pointee.hd.stream_id, headers: false, request: false, endStream: endStream)
+  default:
+    break
+  }
+  return 0
+}
+
+private let onDataChunkRecv: nghttp2_on_data_chunk_recv_callback = {
+  _, _, streamID, data, length, userData in
+  connection(userData).data(streamID, UnsafeRawBufferPointer(start: data, count: length))
+  return 0
+}
+
+private let onStreamClose: nghttp2_on_stream_close_callback = { _, streamID, _, userData in
+  connection(userData).streamClosed(streamID)
+  return 0
+}
+
+private let readOutboundData: nghttp2_data_source_read_callback = {
+  _, streamID, buffer, length, flags, _, userData in
+  guard let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+  return connection(userData).readData(
+    streamID, UnsafeMutableRawBufferPointer(start: buffer, count: length), flags)
+}
