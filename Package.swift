@@ -40,15 +40,20 @@ let package = Package(
     .target(
       name: "ApusStore",
       dependencies: [
-        "ApusProto", "ApusConfig", "COpenSSL",
+        "ApusProto", "ApusConfig", "ApusRPC", "COpenSSL",
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
+    // Queue, matching, dedup and operation state; knows nothing of gRPC.
+    .target(
+      name: "ApusScheduler",
+      dependencies: ["ApusProto", "ApusConfig", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict),
     .target(
       name: "ApusServices",
       dependencies: [
-        "ApusProto", "ApusRPC", "ApusStore", "ApusConfig",
+        "ApusProto", "ApusRPC", "ApusStore", "ApusConfig", "ApusScheduler",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
@@ -73,6 +78,9 @@ let package = Package(
     .testTarget(name: "ApusProtoTests", dependencies: ["ApusProto"], swiftSettings: strict),
     .testTarget(name: "ApusRPCTests", dependencies: ["ApusRPC"], swiftSettings: strict),
     .testTarget(name: "ApusConfigTests", dependencies: ["ApusConfig"], swiftSettings: strict),
+    .testTarget(
+      name: "ApusSchedulerTests", dependencies: ["ApusScheduler", "ApusProto", "ApusConfig"],
+      swiftSettings: strict),
     .testTarget(
       name: "ApusStoreTests", dependencies: ["ApusStore", "ApusProto"], swiftSettings: strict),
     .testTarget(

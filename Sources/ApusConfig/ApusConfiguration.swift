@@ -3,30 +3,47 @@ import Foundation
 /// The whole `apus` configuration: named stores and the servers that use them.
 public struct ApusConfiguration: Sendable, Equatable, Decodable {
   public var stores: [String: StoreSpec]
+  public var schedulers: [String: SchedulerConfig]
   public var servers: [ServerConfig]
+  public var workers: [WorkerConfig]
   public var global: GlobalConfig
 
-  public init(stores: [String: StoreSpec], servers: [ServerConfig], global: GlobalConfig = .init()) {
+  public init(
+    stores: [String: StoreSpec], schedulers: [String: SchedulerConfig] = [:],
+    servers: [ServerConfig], workers: [WorkerConfig] = [], global: GlobalConfig = .init()
+  ) {
     self.stores = stores
+    self.schedulers = schedulers
     self.servers = servers
+    self.workers = workers
     self.global = global
   }
 
   public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["stores", "servers", "global"])
+    let o = try ConfigObject(
+      decoder, allowedKeys: ["stores", "schedulers", "servers", "workers", "global"])
     stores = try o.decode([String: StoreSpec].self, "stores") ?? [:]
+    schedulers = try o.decode([String: SchedulerConfig].self, "schedulers") ?? [:]
     servers = try o.decode([ServerConfig].self, "servers") ?? []
+    workers = try o.decode([WorkerConfig].self, "workers") ?? []
     global = try o.decode(GlobalConfig.self, "global") ?? GlobalConfig()
-    guard !servers.isEmpty else { throw o.error("servers", "at least one server is required") }
+    guard !servers.isEmpty || !workers.isEmpty else {
+      throw o.error("servers", "at least one server or worker is required")
+    }
+    func check(_ ref: String?, in names: some Collection<String>, kind: String, path: String) throws {
+      guard let ref, !names.contains(ref) else { return }
+      throw ConfigError(
+        path: path, "no \(kind) named \"\(ref)\"; defined: \(names.sorted().joined(separator: ", "))")
+    }
     for (i, server) in servers.enumerated() {
+      try check(server.workerAPI, in: schedulers.keys, kind: "scheduler", path: "servers[\(i)].worker_api")
       for (name, instance) in server.instances.sorted(by: { $0.key < $1.key }) {
         let base = "servers[\(i)].instances.\"\(name)\""
-        for (key, ref) in [("cas", instance.cas), ("action_cache", instance.actionCache)] {
-          if let ref, stores[ref] == nil {
-            throw ConfigError(
-              path: "\(base).\(key)",
-              "no store named \"\(ref)\"; defined stores: \(stores.keys.sorted().joined(separator: ", "))")
-          }
+        try check(instance.cas, in: stores.keys, kind: "store", path: "\(base).cas")
+        try check(instance.actionCache, in: stores.keys, kind: "store", path: "\(base).action_cache")
+        try check(instance.execution, in: schedulers.keys, kind: "scheduler", path: "\(base).execution")
+        if instance.execution != nil && (instance.cas == nil || instance.actionCache == nil) {
+          throw ConfigError(path: "\(base).execution", "remote execution needs cas and action_cache on the instance")
         }
       }
     }

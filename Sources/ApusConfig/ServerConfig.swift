@@ -6,20 +6,25 @@ public struct ServerConfig: Sendable, Equatable, Decodable {
   public var maxMessageBytes: Int
   /// Instance name → what it serves. `""` is the default instance.
   public var instances: [String: InstanceConfig]
+  /// Name of a scheduler whose WorkerAPI this listener serves (workers connect here).
+  public var workerAPI: String?
 
   public static let defaultMaxMessageBytes = 4 * 1024 * 1024
 
   public init(
     listen: String, maxMessageBytes: Int = Self.defaultMaxMessageBytes,
-    instances: [String: InstanceConfig]
+    instances: [String: InstanceConfig], workerAPI: String? = nil
   ) {
     self.listen = listen
     self.maxMessageBytes = maxMessageBytes
     self.instances = instances
+    self.workerAPI = workerAPI
   }
 
   public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["listen", "max_message_bytes", "instances"])
+    let o = try ConfigObject(
+      decoder, allowedKeys: ["listen", "max_message_bytes", "instances", "worker_api"])
+    workerAPI = try o.string("worker_api")
     listen = try o.requiredString("listen")
     guard Self.splitHostPort(listen) != nil else {
       throw o.error("listen", "expected host:port, got \"\(listen)\"")
@@ -29,10 +34,9 @@ public struct ServerConfig: Sendable, Equatable, Decodable {
       throw o.error("max_message_bytes", "expected 65536 to 1073741824, got \(max)")
     }
     maxMessageBytes = Int(max)
-    guard let instances = try o.decode([String: InstanceConfig].self, "instances"),
-      !instances.isEmpty
-    else {
-      throw o.error("instances", "at least one instance is required")
+    let instances = try o.decode([String: InstanceConfig].self, "instances") ?? [:]
+    guard !instances.isEmpty || workerAPI != nil else {
+      throw o.error("instances", "at least one instance is required (or a worker_api)")
     }
     for name in instances.keys {
       if let problem = InstanceConfig.problem(withName: name) {
@@ -63,16 +67,24 @@ public struct InstanceConfig: Sendable, Equatable, Decodable {
   public var actionCache: String?
   /// Whether clients may write the action cache (UpdateActionResult).
   public var actionCacheUpdates: Bool
+  /// Name of the scheduler behind Execution and Operations for this instance; absent: no
+  /// remote execution (not advertised in Capabilities).
+  public var execution: String?
 
-  public init(cas: String?, actionCache: String?, actionCacheUpdates: Bool = true) {
+  public init(
+    cas: String?, actionCache: String?, actionCacheUpdates: Bool = true, execution: String? = nil
+  ) {
     self.cas = cas
     self.actionCache = actionCache
     self.actionCacheUpdates = actionCacheUpdates
+    self.execution = execution
   }
 
   public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["cas", "action_cache", "action_cache_updates"])
+    let o = try ConfigObject(
+      decoder, allowedKeys: ["cas", "action_cache", "action_cache_updates", "execution"])
     cas = try o.string("cas")
+    execution = try o.string("execution")
     actionCache = try o.string("action_cache")
     actionCacheUpdates = try o.bool("action_cache_updates") ?? true
   }

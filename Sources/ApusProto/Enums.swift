@@ -27,3 +27,15 @@ public struct SymlinkAbsolutePathStrategy: RawRepresentable, Hashable, Sendable 
   public static let disallowed = SymlinkAbsolutePathStrategy(rawValue: 1)
   public static let allowed = SymlinkAbsolutePathStrategy(rawValue: 2)
 }
+
+/// `build.bazel.remote.execution.v2.ExecutionStage.Value`.
+public struct ExecutionStage: RawRepresentable, Hashable, Sendable {
+  public var rawValue: Int32
+  public init(rawValue: Int32) { self.rawValue = rawValue }
+
+  public static let unknown = ExecutionStage(rawValue: 0)
+  public static let cacheCheck = ExecutionStage(rawValue: 1)
+  public static let queued = ExecutionStage(rawValue: 2)
+  public static let executing = ExecutionStage(rawValue: 3)
+  public static let completed = ExecutionStage(rawValue: 4)
+}

@@ -101,7 +101,7 @@ struct ProtocCrossCheckTests {
     any.typeURL = "type.googleapis.com/x"
     any.value = [9]
     meta.auxiliaryMetadata = [any]
-    var dur = Duration()
+    var dur = ProtoDuration()
     dur.seconds = 3
     meta.virtualExecutionDuration = dur
     r.executionMetadata = meta
@@ -116,7 +116,7 @@ struct ProtocCrossCheckTests {
     var a = Action()
     a.commandDigest = Self.digest("1", 10)
     a.inputRootDigest = Self.digest("2", 20)
-    var t = Duration()
+    var t = ProtoDuration()
     t.seconds = 60
     a.timeout = t
     a.doNotCache = true

@@ -4,7 +4,7 @@
 public struct Action: ProtoMessage {
   public var commandDigest: Digest?
   public var inputRootDigest: Digest?
-  public var timeout: Duration?
+  public var timeout: ProtoDuration?
   public var doNotCache: Bool = false
   public var salt: [UInt8] = []
   public var platform: Platform?
@@ -16,7 +16,7 @@ public struct Action: ProtoMessage {
       switch tag.number {
       case 1: commandDigest = try reader.message(tag, as: Digest.self)
       case 2: inputRootDigest = try reader.message(tag, as: Digest.self)
-      case 6: timeout = try reader.message(tag, as: Duration.self)
+      case 6: timeout = try reader.message(tag, as: ProtoDuration.self)
       case 7: doNotCache = try reader.bool(tag)
       case 9: salt = try reader.bytes(tag)
       case 10: platform = try reader.message(tag, as: Platform.self)

@@ -150,7 +150,7 @@ public struct ExecutedActionMetadata: ProtoMessage {
   public var outputUploadStartTimestamp: Timestamp?
   public var outputUploadCompletedTimestamp: Timestamp?
   public var auxiliaryMetadata: [AnyMessage] = []
-  public var virtualExecutionDuration: Duration?
+  public var virtualExecutionDuration: ProtoDuration?
 
   public init() {}
 
@@ -168,7 +168,7 @@ public struct ExecutedActionMetadata: ProtoMessage {
       case 9: outputUploadStartTimestamp = try reader.message(tag, as: Timestamp.self)
       case 10: outputUploadCompletedTimestamp = try reader.message(tag, as: Timestamp.self)
       case 11: auxiliaryMetadata.append(try reader.message(tag, as: AnyMessage.self))
-      case 12: virtualExecutionDuration = try reader.message(tag, as: Duration.self)
+      case 12: virtualExecutionDuration = try reader.message(tag, as: ProtoDuration.self)
       default: try reader.skip(tag)
       }
     }

@@ -24,7 +24,7 @@ public struct Timestamp: ProtoMessage {
 }
 
 /// `google.protobuf.Duration`.
-public struct Duration: ProtoMessage {
+public struct ProtoDuration: ProtoMessage {
   public var seconds: Int64 = 0
   public var nanos: Int32 = 0
 

@@ -1,0 +1,162 @@
+/// A named scheduler: its queue, how it matches platform properties, and its limits.
+public struct SchedulerConfig: Sendable, Equatable, Decodable {
+  /// How a platform property of an action is matched against workers.
+  public enum PropertyRule: String, Sendable, Equatable, CaseIterable {
+    /// The worker must offer the same value.
+    case exact
+    /// Numeric: the worker's free amount must be at least the value; reserved while running.
+    case minimum
+    /// Passed to the worker, never restricts matching.
+    case priority
+    /// Dropped.
+    case ignore
+  }
+
+  /// Property name → rule. Actions naming other properties are rejected.
+  public var platformProperties: [String: PropertyRule]
+  /// How often an action is queued again after its worker disappeared before failing.
+  public var maxJobRetries: Int
+  /// A worker silent this long is gone.
+  public var workerTimeoutSeconds: Int
+  /// How often workers are asked to send keep-alives.
+  public var keepAliveSeconds: Int
+  /// An action no registered worker could ever run fails after waiting this long.
+  public var unsatisfiableGraceSeconds: Int
+  /// Timeout for actions that set none.
+  public var defaultTimeoutSeconds: Int
+  /// Actions asking for more are rejected.
+  public var maxTimeoutSeconds: Int
+  /// Finished operations stay visible to WaitExecution and GetOperation this long.
+  public var completedOperationSeconds: Int
+
+  public init(
+    platformProperties: [String: PropertyRule] = Self.defaultProperties, maxJobRetries: Int = 3,
+    workerTimeoutSeconds: Int = 30, keepAliveSeconds: Int = 5, unsatisfiableGraceSeconds: Int = 10,
+    defaultTimeoutSeconds: Int = 900, maxTimeoutSeconds: Int = 3600,
+    completedOperationSeconds: Int = 600
+  ) {
+    self.platformProperties = platformProperties
+    self.maxJobRetries = maxJobRetries
+    self.workerTimeoutSeconds = workerTimeoutSeconds
+    self.keepAliveSeconds = keepAliveSeconds
+    self.unsatisfiableGraceSeconds = unsatisfiableGraceSeconds
+    self.defaultTimeoutSeconds = defaultTimeoutSeconds
+    self.maxTimeoutSeconds = maxTimeoutSeconds
+    self.completedOperationSeconds = completedOperationSeconds
+  }
+
+  public static let defaultProperties: [String: PropertyRule] = [
+    "OSFamily": .exact, "cpu_count": .minimum, "container-image": .priority,
+  ]
+
+  public init(from decoder: any Decoder) throws {
+    let o = try ConfigObject(
+      decoder,
+      allowedKeys: [
+        "platform_properties", "max_job_retries", "worker_timeout_seconds", "keep_alive_seconds",
+        "unsatisfiable_grace_seconds", "default_timeout_seconds", "max_timeout_seconds",
+        "completed_operation_seconds",
+      ])
+    let d = SchedulerConfig()
+    if let raw = try o.decode([String: String].self, "platform_properties") {
+      var rules: [String: PropertyRule] = [:]
+      for (name, value) in raw {
+        guard let rule = PropertyRule(rawValue: value) else {
+          throw ConfigError(
+            path: o.path("platform_properties") + ".\(name)",
+            "expected one of \(PropertyRule.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(value)\"")
+        }
+        rules[name] = rule
+      }
+      platformProperties = rules
+    } else {
+      platformProperties = d.platformProperties
+    }
+    maxJobRetries = Int(try o.integer("max_job_retries", positive: false) ?? Int64(d.maxJobRetries))
+    workerTimeoutSeconds = Int(try o.integer("worker_timeout_seconds") ?? Int64(d.workerTimeoutSeconds))
+    keepAliveSeconds = Int(try o.integer("keep_alive_seconds") ?? Int64(d.keepAliveSeconds))
+    guard keepAliveSeconds < workerTimeoutSeconds else {
+      throw o.error("keep_alive_seconds", "must be less than worker_timeout_seconds (\(workerTimeoutSeconds))")
+    }
+    unsatisfiableGraceSeconds = Int(
+      try o.integer("unsatisfiable_grace_seconds", positive: false) ?? Int64(d.unsatisfiableGraceSeconds))
+    defaultTimeoutSeconds = Int(try o.integer("default_timeout_seconds") ?? Int64(d.defaultTimeoutSeconds))
+    maxTimeoutSeconds = Int(try o.integer("max_timeout_seconds") ?? Int64(d.maxTimeoutSeconds))
+    guard defaultTimeoutSeconds <= maxTimeoutSeconds else {
+      throw o.error("default_timeout_seconds", "must not exceed max_timeout_seconds (\(maxTimeoutSeconds))")
+    }
+    completedOperationSeconds = Int(
+      try o.integer("completed_operation_seconds") ?? Int64(d.completedOperationSeconds))
+  }
+}
+
+/// A worker run by this process: it connects to a scheduler and a CAS by URL.
+public struct WorkerConfig: Sendable, Equatable, Decodable {
+  /// `grpc://host:port` of the scheduler's WorkerAPI.
+  public var scheduler: String
+  /// `grpc://host:port` of the CAS and action cache the actions use.
+  public var cas: String
+  /// Fresh work directories are made under this one.
+  public var workDirectory: String
+  /// Local filesystem cache of input blobs; inputs are hard-linked from it.
+  public var cacheDirectory: String
+  public var cacheMaxBytes: Int64
+  public var maxConcurrentActions: Int
+  /// Properties offered to the scheduler; values may come from `${VAR}`.
+  public var platform: [String: String]
+  /// Properties measured at start by running a command, e.g. `{"cpu_count": ["nproc"]}`.
+  public var platformCommands: [String: [String]]
+  /// Prepended to every command (a sandbox wrapper, `nice`, …).
+  public var entrypoint: [String]
+
+  public init(
+    scheduler: String, cas: String, workDirectory: String, cacheDirectory: String,
+    cacheMaxBytes: Int64 = 10 << 30, maxConcurrentActions: Int = 2,
+    platform: [String: String] = ["OSFamily": "linux"],
+    platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = []
+  ) {
+    self.scheduler = scheduler
+    self.cas = cas
+    self.workDirectory = workDirectory
+    self.cacheDirectory = cacheDirectory
+    self.cacheMaxBytes = cacheMaxBytes
+    self.maxConcurrentActions = maxConcurrentActions
+    self.platform = platform
+    self.platformCommands = platformCommands
+    self.entrypoint = entrypoint
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let o = try ConfigObject(
+      decoder,
+      allowedKeys: [
+        "scheduler", "cas", "work_directory", "cache_directory", "cache_max_bytes",
+        "max_concurrent_actions", "platform", "platform_commands", "entrypoint",
+      ])
+    scheduler = try o.requiredString("scheduler")
+    cas = try o.requiredString("cas")
+    for (key, url) in [("scheduler", scheduler), ("cas", cas)] {
+      guard url.hasPrefix("grpc://"), ServerConfig.splitHostPort(String(url.dropFirst(7))) != nil else {
+        throw o.error(key, "expected grpc://host:port, got \"\(url)\"")
+      }
+    }
+    workDirectory = try o.requiredString("work_directory")
+    cacheDirectory = try o.requiredString("cache_directory")
+    cacheMaxBytes = try o.integer("cache_max_bytes") ?? (10 << 30)
+    maxConcurrentActions = Int(try o.integer("max_concurrent_actions") ?? 2)
+    let raw = try o.decode([String: String].self, "platform") ?? ["OSFamily": "linux"]
+    var platform: [String: String] = [:]
+    for (name, value) in raw {
+      switch o.expansion.expand(value) {
+      case .success(let v): platform[name] = v
+      case .failure(let e): throw ConfigError(path: o.path("platform") + ".\(name)", e.message)
+      }
+    }
+    self.platform = platform
+    platformCommands = try o.decode([String: [String]].self, "platform_commands") ?? ["cpu_count": ["nproc"]]
+    for (name, command) in platformCommands where command.isEmpty {
+      throw ConfigError(path: o.path("platform_commands") + ".\(name)", "the command is empty")
+    }
+    entrypoint = try o.decode([String].self, "entrypoint") ?? []
+  }
+}

@@ -1,0 +1,352 @@
+import ApusConfig
+import ApusProto
+import Logging
+
+/// Queues actions, hands them to matching workers, merges identical in-flight actions, and
+/// keeps each operation's state for its watchers.
+///
+/// An actor: every event (a client's Execute, a worker's message, the periodic tick) is a
+/// short critical section; nothing here waits on I/O. Workers are reached through the
+/// `send` closure they registered, which only enqueues.
+public actor Scheduler {
+  public let name: String
+  let config: SchedulerConfig
+  let matcher: PlatformMatcher
+  let logger: Logger
+
+  struct OperationRecord {
+    let name: String
+    let job: ExecutionJob
+    var stage: ExecutionStage = .queued
+    var response: ExecuteResponse?
+    var watchers: [Int: AsyncStream<Operation>.Continuation] = [:]
+    var worker: String?
+    var attempts = 0
+    let sequence: UInt64
+    var queuedAt: ContinuousClock.Instant
+    var completedAt: ContinuousClock.Instant?
+    var mergeKey: String? { job.mergeable ? "\(job.instanceName)\u{0}\(job.actionDigest)" : nil }
+  }
+
+  private var operations: [String: OperationRecord] = [:]
+  private var queue: [String] = []
+  private var inFlight: [String: String] = [:]
+  private var workers: [String: WorkerRecord] = [:]
+  private var sequence: UInt64 = 0
+  private var nextWatcher = 0
+
+  public init(name: String, config: SchedulerConfig, logger: Logger) {
+    self.name = name
+    self.config = config
+    self.matcher = PlatformMatcher(rules: config.platformProperties)
+    self.logger = logger
+  }
+
+  // MARK: - Clients
+
+  /// The timeout a worker enforces for `action`, or an error if it asks for too much.
+  public nonisolated func effectiveTimeout(_ action: Action) throws(SchedulerError) -> Duration {
+    guard let t = action.timeout, t.seconds > 0 || t.nanos > 0 else {
+      return .seconds(config.defaultTimeoutSeconds)
+    }
+    let requested = Duration.seconds(t.seconds) + .nanoseconds(Int64(t.nanos))
+    guard requested <= .seconds(config.maxTimeoutSeconds) else {
+      throw SchedulerError(
+        .invalidArgument,
+        "action timeout \(t.seconds)s exceeds this scheduler's maximum of \(config.maxTimeoutSeconds)s")
+    }
+    return requested
+  }
+
+  /// Queues `job`, or joins an identical one in flight. Returns the operation name.
+  public func submit(_ job: ExecutionJob) throws(SchedulerError) -> String {
+    try matcher.validate(job.platform)
+    _ = try effectiveTimeout(job.action)
+    let key = job.mergeable ? "\(job.instanceName)\u{0}\(job.actionDigest)" : nil
+    if let key, let existing = inFlight[key], operations[existing]?.response == nil {
+      return existing
+    }
+    sequence += 1
+    let name = "operations/\(randomHex())"
+    operations[name] = OperationRecord(name: name, job: job, sequence: sequence, queuedAt: .now)
+    if let key { inFlight[key] = name }
+    enqueue(name)
+    dispatch()
+    return name
+  }
+
+  /// Records an operation answered from the action cache, so it can be looked up later.
+  public func recordCompleted(_ job: ExecutionJob, _ response: ExecuteResponse) -> Operation {
+    sequence += 1
+    let name = "operations/\(randomHex())"
+    var record = OperationRecord(name: name, job: job, sequence: sequence, queuedAt: .now)
+    record.stage = .completed
+    record.response = response
+    record.completedAt = .now
+    operations[name] = record
+    return Self.operation(record)
+  }
+
+  /// Current state, then every change until done. `nil` if unknown or expired.
+  public func watch(_ name: String) -> AsyncStream<Operation>? {
+    guard var record = operations[name] else { return nil }
+    let (stream, continuation) = AsyncStream<Operation>.makeStream()
+    continuation.yield(Self.operation(record))
+    if record.response != nil {
+      continuation.finish()
+    } else {
+      nextWatcher += 1
+      let id = nextWatcher
+      record.watchers[id] = continuation
+      operations[name] = record
+      continuation.onTermination = { [weak self] _ in
+        Task { await self?.unwatch(name, id) }
+      }
+    }
+    return stream
+  }
+
+  private func unwatch(_ name: String, _ id: Int) {
+    operations[name]?.watchers[id] = nil
+  }
+
+  public func operation(_ name: String) -> Operation? {
+    operations[name].map(Self.operation)
+  }
+
+  /// Cancels a queued or running operation. Returns false if unknown; a finished one is
+  /// left as it is.
+  public func cancel(_ name: String) -> Bool {
+    guard let record = operations[name] else { return false }
+    guard record.response == nil else { return true }
+    if let worker = record.worker {
+      var kill = KillAction()
+      kill.operationName = name
+      var message = SchedulerMessage()
+      message.kill = kill
+      workers[worker]?.send(message)
+      release(name, from: worker)
+    }
+    queue.removeAll { $0 == name }
+    complete(name, Self.failure(.cancelled, "the operation was cancelled"))
+    return true
+  }
+
+  // MARK: - Workers
+
+  /// Adds a worker; returns the keep-alive interval to use.
+  public func registerWorker(
+    id: String, properties: [Platform.Property], capacity: Int,
+    send: @escaping @Sendable (SchedulerMessage) -> Void
+  ) throws(SchedulerError) -> Int {
+    guard workers[id] == nil else {
+      throw SchedulerError(.alreadyExists, "a worker named \"\(id)\" is already connected")
+    }
+    var props: [String: [String]] = [:]
+    for p in properties { props[p.name, default: []].append(p.value) }
+    workers[id] = WorkerRecord(
+      id: id, properties: props, capacity: max(1, capacity), lastSeen: .now, send: send)
+    logger.info("worker registered", metadata: ["worker": "\(id)", "capacity": "\(capacity)", "properties": "\(props)"])
+    dispatch()
+    return config.keepAliveSeconds
+  }
+
+  public func keepAlive(_ id: String) {
+    workers[id]?.lastSeen = .now
+  }
+
+  /// The worker takes no more actions.
+  public func drain(_ id: String) {
+    workers[id]?.draining = true
+  }
+
+  public func finished(_ id: String, _ message: ActionFinished) {
+    workers[id]?.lastSeen = .now
+    let name = message.operationName
+    guard let record = operations[name], record.worker == id, record.response == nil else { return }
+    release(name, from: id)
+    if message.handedBack {
+      requeue(name, countAttempt: false)
+    } else {
+      complete(name, message.response ?? Self.failure(.internal, "the worker sent no result"))
+    }
+    dispatch()
+  }
+
+  /// The worker's stream ended or it stopped answering: its actions go back in the queue.
+  public func workerGone(_ id: String) {
+    guard let worker = workers.removeValue(forKey: id) else { return }
+    logger.info("worker gone", metadata: ["worker": "\(id)", "running": "\(worker.running.count)"])
+    for name in worker.running {
+      operations[name]?.worker = nil
+      requeue(name, countAttempt: true)
+    }
+    dispatch()
+  }
+
+  public var workerCount: Int { workers.count }
+  public var queueLength: Int { queue.count }
+
+  // MARK: - Time
+
+  /// Evicts silent workers, fails actions no worker can ever run, forgets old operations.
+  public func tick() {
+    let now = ContinuousClock.now
+    for (id, w) in workers where now - w.lastSeen > .seconds(config.workerTimeoutSeconds) {
+      logger.warning("worker timed out", metadata: ["worker": "\(id)"])
+      workerGone(id)
+    }
+    for name in queue {
+      guard let record = operations[name],
+        now - record.queuedAt > .seconds(config.unsatisfiableGraceSeconds),
+        !workers.values.contains(where: { matcher.matches(record.job.platform, $0, ignoringLoad: true) })
+      else { continue }
+      queue.removeAll { $0 == name }
+      let wanted = record.job.platform.map { "\($0.name)=\($0.value)" }.joined(separator: ", ")
+      complete(
+        name,
+        Self.failure(
+          .failedPrecondition,
+          "no connected worker can run this action (platform: \(wanted.isEmpty ? "none" : wanted); \(workers.count) worker(s) connected)"))
+    }
+    for (name, record) in operations {
+      if let done = record.completedAt, now - done > .seconds(config.completedOperationSeconds) {
+        operations[name] = nil
+      }
+    }
+  }
+
+  // MARK: - Internals
+
+  private func enqueue(_ name: String) {
+    guard let record = operations[name] else { return }
+    let i = queue.firstIndex { other in
+      guard let o = operations[other] else { return false }
+      return (record.job.priority, record.sequence) < (o.job.priority, o.sequence)
+    }
+    queue.insert(name, at: i ?? queue.endIndex)
+    notify(name)
+  }
+
+  private func requeue(_ name: String, countAttempt: Bool) {
+    guard var record = operations[name], record.response == nil else { return }
+    if countAttempt { record.attempts += 1 }
+    record.stage = .queued
+    operations[name] = record
+    if record.attempts > config.maxJobRetries {
+      complete(
+        name,
+        Self.failure(.unavailable, "the action's worker was lost \(record.attempts) times; giving up"))
+    } else {
+      enqueue(name)
+    }
+  }
+
+  private func dispatch() {
+    var remaining: [String] = []
+    for name in queue {
+      guard let record = operations[name] else { continue }
+      let candidates = workers.values.filter {
+        $0.hasFreeSlot && matcher.matches(record.job.platform, $0, ignoringLoad: false)
+      }
+      guard let worker = candidates.min(by: { $0.running.count < $1.running.count }) else {
+        remaining.append(name)
+        continue
+      }
+      assign(name, to: worker.id)
+    }
+    queue = remaining
+  }
+
+  private func assign(_ name: String, to id: String) {
+    guard var record = operations[name], var worker = workers[id] else { return }
+    record.stage = .executing
+    record.worker = id
+    operations[name] = record
+    worker.running.insert(name)
+    for (k, v) in matcher.reservations(record.job.platform) { worker.reserved[k, default: 0] += v }
+    workers[id] = worker
+    var start = StartAction()
+    start.operationName = name
+    start.instanceName = record.job.instanceName
+    start.actionDigest = record.job.actionDigest.proto
+    start.action = record.job.action
+    let timeout = (try? effectiveTimeout(record.job.action)) ?? .seconds(config.defaultTimeoutSeconds)
+    var duration = ProtoDuration()
+    duration.seconds = timeout.components.seconds
+    duration.nanos = Int32(timeout.components.attoseconds / 1_000_000_000)
+    start.timeout = duration
+    var message = SchedulerMessage()
+    message.start = start
+    worker.send(message)
+    notify(name)
+  }
+
+  private func release(_ name: String, from id: String) {
+    guard var worker = workers[id], let record = operations[name] else { return }
+    worker.running.remove(name)
+    for (k, v) in matcher.reservations(record.job.platform) { worker.reserved[k, default: 0] -= v }
+    workers[id] = worker
+    operations[name]?.worker = nil
+  }
+
+  private func complete(_ name: String, _ response: ExecuteResponse) {
+    guard var record = operations[name], record.response == nil else { return }
+    record.stage = .completed
+    record.response = response
+    record.completedAt = .now
+    let watchers = record.watchers
+    record.watchers = [:]
+    operations[name] = record
+    if let key = record.mergeKey, inFlight[key] == name { inFlight[key] = nil }
+    let op = Self.operation(record)
+    for w in watchers.values {
+      w.yield(op)
+      w.finish()
+    }
+  }
+
+  private func notify(_ name: String) {
+    guard let record = operations[name] else { return }
+    let op = Self.operation(record)
+    for w in record.watchers.values { w.yield(op) }
+  }
+
+  static func operation(_ record: OperationRecord) -> Operation {
+    var metadata = ExecuteOperationMetadata()
+    metadata.stage = record.stage
+    metadata.actionDigest = record.job.actionDigest.proto
+    var op = Operation()
+    op.name = record.name
+    op.metadata = AnyMessage(
+      packing: metadata, fullName: "build.bazel.remote.execution.v2.ExecuteOperationMetadata")
+    if let response = record.response {
+      op.done = true
+      op.response = AnyMessage(
+        packing: response, fullName: "build.bazel.remote.execution.v2.ExecuteResponse")
+    }
+    return op
+  }
+
+  /// An ExecuteResponse carrying only an error status (never cached, no result).
+  static func failure(_ code: Int32, _ message: String) -> ExecuteResponse {
+    var status = RPCStatusMessage()
+    status.code = code
+    status.message = message
+    var response = ExecuteResponse()
+    response.status = status
+    return response
+  }
+
+  private func randomHex() -> String {
+    String(UInt64.random(in: 0...UInt64.max), radix: 16) + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+  }
+}
+
+extension Int32 {
+  // gRPC codes used in ExecuteResponse.status (this layer does not import the RPC layer).
+  static let cancelled: Int32 = 1
+  static let failedPrecondition: Int32 = 9
+  static let unavailable: Int32 = 14
+  static let `internal`: Int32 = 13
+}
