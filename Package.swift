@@ -21,8 +21,9 @@ let package = Package(
       name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
     .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-    // One C function: glibc allocator tuning for the executable (malloc.h is not in Glibc).
-    .target(name: "CApusAllocator"),
+    // Two C helpers Swift's Glibc module cannot reach: mallopt and posix_spawn's
+    // addchdir_np / process-group attributes.
+    .target(name: "CApusSystem"),
 
     // Protobuf wire codec and the REAPI messages. Pure Swift: no I/O, no NIO.
     .target(name: "ApusProto", swiftSettings: strict),
@@ -57,10 +58,20 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
+    // Runs actions: fetch inputs, execute, upload outputs; talks to scheduler and CAS by gRPC.
+    .target(
+      name: "ApusWorker",
+      dependencies: [
+        "ApusProto", "ApusRPC", "ApusStore", "ApusConfig", "CApusSystem",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
     .target(
       name: "ApusServer",
       dependencies: [
-        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig",
+        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig", "ApusScheduler",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
@@ -68,7 +79,7 @@ let package = Package(
     .executableTarget(
       name: "apus",
       dependencies: [
-        "ApusServer", "ApusConfig", "CApusAllocator",
+        "ApusServer", "ApusConfig", "ApusWorker", "CApusSystem",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

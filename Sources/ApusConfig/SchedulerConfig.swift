@@ -160,3 +160,16 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     entrypoint = try o.decode([String].self, "entrypoint") ?? []
   }
 }
+
+extension WorkerConfig {
+  /// `~` in directories becomes `home`.
+  public func expandingTilde(home: String) -> WorkerConfig {
+    func expand(_ p: String) -> String {
+      p == "~" ? home : p.hasPrefix("~/") ? home + p.dropFirst() : p
+    }
+    var copy = self
+    copy.workDirectory = expand(workDirectory)
+    copy.cacheDirectory = expand(cacheDirectory)
+    return copy
+  }
+}

@@ -11,7 +11,7 @@ public struct RPCMessageStream: AsyncSequence, Sendable {
   public typealias Element = [UInt8]
   let queue: InboundMessageQueue
 
-  public struct AsyncIterator: AsyncIteratorProtocol {
+  public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
     let queue: InboundMessageQueue
     public mutating func next() async throws -> [UInt8]? { try await queue.next() }
   }

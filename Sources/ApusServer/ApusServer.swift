@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusRPC
+import ApusScheduler
 import ApusServices
 import ApusStore
 import Logging
@@ -43,6 +44,10 @@ public final class ApusServer: Service {
         throw ConfigError(path: "stores.\(name)", "cannot open the store: \(error)")
       }
     }
+    var schedulers: [String: Scheduler] = [:]
+    for (name, config) in config.schedulers {
+      schedulers[name] = Scheduler(name: name, config: config, logger: logger)
+    }
     let group = MultiThreadedEventLoopGroup.singleton
     var servers: [GRPCServer] = []
     for server in config.servers {
@@ -56,14 +61,17 @@ public final class ApusServer: Service {
               return stores[name]!
             },
             actionCache: instance.actionCache.map { stores[$0]! },
-            actionCacheUpdates: instance.actionCacheUpdates)
+            actionCacheUpdates: instance.actionCacheUpdates,
+            scheduler: instance.execution.map { schedulers[$0]! })
         },
         maxMessageBytes: server.maxMessageBytes)
+      var router = RemoteExecutionAPI.router(for: table)
+      if let name = server.workerAPI, let scheduler = schedulers[name] {
+        WorkerAPIService(scheduler: scheduler, logger: logger).register(on: &router)
+      }
       var options = GRPCServerOptions()
       options.maxReceiveMessageBytes = server.maxMessageBytes
-      let grpc = GRPCServer(
-        router: RemoteExecutionAPI.router(for: table), options: options, group: group,
-        logger: logger)
+      let grpc = GRPCServer(router: router, options: options, group: group, logger: logger)
       guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
         throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
       }
@@ -80,6 +88,15 @@ public final class ApusServer: Service {
     for waiter in readyWaiters.withLock({ w in defer { w = [] }; return w }) {
       waiter.resume(returning: addresses)
     }
+
+    // Worker keep-alives, unsatisfiable actions and old operations are checked once a second.
+    let ticker = Task {
+      while !Task.isCancelled {
+        try? await Task.sleep(for: .seconds(1))
+        for scheduler in schedulers.values { await scheduler.tick() }
+      }
+    }
+    defer { ticker.cancel() }
 
     try? await gracefulShutdown()
     logger.info("shutting down", metadata: ["grace_seconds": "\(config.global.shutdownGraceSeconds)"])

@@ -34,6 +34,13 @@ struct CapabilitiesService {
       cache.symlinkAbsolutePathStrategy = .allowed
       caps.cacheCapabilities = cache
     }
+    if instance.scheduler != nil {
+      var exec = ExecutionCapabilities()
+      exec.digestFunction = .sha256
+      exec.digestFunctions = [.sha256]
+      exec.execEnabled = true
+      caps.executionCapabilities = exec
+    }
     return caps
   }
 }

@@ -1,5 +1,6 @@
 import ApusProto
 import ApusRPC
+import ApusScheduler
 import ApusStore
 
 /// The stores behind one REAPI instance name.
@@ -7,11 +8,17 @@ public struct Instance: Sendable {
   public var cas: (any BlobStore)?
   public var actionCache: (any BlobStore)?
   public var actionCacheUpdates: Bool
+  /// The scheduler behind Execution, if this instance executes actions.
+  public var scheduler: Scheduler?
 
-  public init(cas: (any BlobStore)?, actionCache: (any BlobStore)?, actionCacheUpdates: Bool) {
+  public init(
+    cas: (any BlobStore)?, actionCache: (any BlobStore)?, actionCacheUpdates: Bool,
+    scheduler: Scheduler? = nil
+  ) {
     self.cas = cas
     self.actionCache = actionCache
     self.actionCacheUpdates = actionCacheUpdates
+    self.scheduler = scheduler
   }
 }
 
@@ -24,6 +31,12 @@ public struct InstanceTable: Sendable {
   public init(instances: [String: Instance], maxMessageBytes: Int) {
     self.instances = instances
     self.maxMessageBytes = maxMessageBytes
+  }
+
+  /// Every scheduler an instance here uses, for operation look-ups by name.
+  var schedulers: [Scheduler] {
+    var seen: Set<ObjectIdentifier> = []
+    return instances.values.compactMap(\.scheduler).filter { seen.insert(ObjectIdentifier($0)).inserted }
   }
 
   /// What a batch may carry in blob bytes, leaving room for the message framing around them.

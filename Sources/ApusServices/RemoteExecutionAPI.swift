@@ -8,6 +8,7 @@ public enum RemoteExecutionAPI {
     ContentAddressableStorageService(table: table).register(on: &router)
     ByteStreamService(table: table, uploads: UploadTable()).register(on: &router)
     ActionCacheService(table: table).register(on: &router)
+    if !table.schedulers.isEmpty { ExecutionService(table: table).register(on: &router) }
     return router
   }
 }

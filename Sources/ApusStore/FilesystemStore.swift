@@ -17,6 +17,7 @@ import Synchronization
 public final class FilesystemStore: BlobStore {
   public let root: String
   private let maxBytes: Int64?
+  private let fileMode: mode_t
   private let pool: NIOThreadPool
   private let index = Mutex(LRUIndex<BlobDigest, Void>())
   private let tempCounter = Atomic<UInt64>(0)
@@ -25,17 +26,19 @@ public final class FilesystemStore: BlobStore {
   static let writeBufferBytes = 1024 * 1024
   static let readChunkBytes = 256 * 1024
 
-  private init(root: String, maxBytes: Int64?, pool: NIOThreadPool) {
+  private init(root: String, maxBytes: Int64?, fileMode: mode_t, pool: NIOThreadPool) {
     self.root = root
     self.maxBytes = maxBytes
+    self.fileMode = fileMode
     self.pool = pool
   }
 
   /// Opens (creating if needed) the store at `root` and indexes what is already there.
+  /// A worker's input cache uses `fileMode` 0o444, so hard-linked inputs are read-only.
   public static func open(
-    root: String, maxBytes: Int64?, pool: NIOThreadPool = .singleton
+    root: String, maxBytes: Int64?, fileMode: mode_t = 0o644, pool: NIOThreadPool = .singleton
   ) async throws -> FilesystemStore {
-    let store = FilesystemStore(root: root, maxBytes: maxBytes, pool: pool)
+    let store = FilesystemStore(root: root, maxBytes: maxBytes, fileMode: fileMode, pool: pool)
     let entries = try await pool.runIfActive { try store.scan() }
     let evicted = store.index.withLock { idx in
       for (digest, size) in entries { idx.set(digest, (), size: size, now: StoreClock.now()) }
@@ -48,7 +51,8 @@ public final class FilesystemStore: BlobStore {
   public var totalBytes: Int64 { index.withLock { $0.totalBytes } }
   public var count: Int { index.withLock { $0.count } }
 
-  func path(_ d: BlobDigest) -> String {
+  /// Where the content of `d` lives (while it is in the store).
+  public func path(_ d: BlobDigest) -> String {
     let hex = d.hashHex
     return "\(root)/content/\(hex.prefix(2))/\(hex)-\(d.sizeBytes)"
   }
@@ -124,10 +128,21 @@ public final class FilesystemStore: BlobStore {
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
+    try await write(digest) { sink in
+      for try await chunk in chunks { try await sink(chunk[...]) }
+    }
+  }
+
+  /// Stores what `producer` passes to its sink, e.g. straight from a remote read. Nothing is
+  /// visible under `digest` unless `producer` returns normally.
+  public func write(
+    _ digest: BlobDigest, producer: ((ArraySlice<UInt8>) async throws -> Void) async throws -> Void
+  ) async throws {
     let n = tempCounter.wrappingAdd(1, ordering: .relaxed).newValue
     let temp = "\(root)/tmp/\(tempPrefix)-\(n)"
+    let mode = fileMode
     let fd = try await pool.runIfActive {
-      Glibc.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+      Glibc.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
     }
     guard fd >= 0 else {
       throw StoreError(.internal, "create \(temp): \(String(cString: strerror(errno)))")
@@ -136,10 +151,10 @@ public final class FilesystemStore: BlobStore {
     do {
       var pending: [UInt8] = []
       pending.reserveCapacity(Self.writeBufferBytes)
-      for try await chunk in chunks {
+      try await producer { chunk in
         pending.append(contentsOf: chunk)
         if pending.count >= Self.writeBufferBytes {
-          try await writeFully(fd, pending, path: temp)
+          try await self.writeFully(fd, pending, path: temp)
           written += Int64(pending.count)
           pending.removeAll(keepingCapacity: true)
         }
@@ -150,6 +165,7 @@ public final class FilesystemStore: BlobStore {
       }
       let final = path(digest)
       try await pool.runIfActive {
+        fchmod(fd, mode)
         close(fd)
         guard rename(temp, final) == 0 else {
           throw StoreError(.internal, "rename to \(final): \(String(cString: strerror(errno)))")

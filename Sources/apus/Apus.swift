@@ -1,7 +1,8 @@
 import ApusConfig
 import ApusServer
+import ApusWorker
 import ArgumentParser
-import CApusAllocator
+import CApusSystem
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -46,10 +47,18 @@ struct Run: AsyncParsableCommand {
     }
     let logger = Logger(label: "apus")
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-    let server = ApusServer(config: configuration, home: home, logger: logger)
+    // Workers come after the server: graceful shutdown runs in reverse, so workers drain
+    // their running actions while the server is still up to take their results.
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if !configuration.servers.isEmpty {
+      services.append(.init(service: ApusServer(config: configuration, home: home, logger: logger)))
+    }
+    for worker in configuration.workers {
+      services.append(.init(service: Worker(config: worker.expandingTilde(home: home), logger: logger)))
+    }
     let group = ServiceGroup(
       configuration: .init(
-        services: [.init(service: server)],
+        services: services,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger))
     do {

@@ -1,0 +1,133 @@
+import ApusProto
+import ApusRPC
+import ApusScheduler
+import ApusStore
+
+/// `build.bazel.remote.execution.v2.Execution` and the `google.longrunning.Operations`
+/// calls a client needs to look up, wait for or cancel an operation.
+struct ExecutionService {
+  let table: InstanceTable
+  static let prefix = "/build.bazel.remote.execution.v2.Execution/"
+  static let operations = "/google.longrunning.Operations/"
+  static let maxActionBytes = 4 << 20
+
+  func register(on router: inout RPCRouter) {
+    let table = self.table
+    router.serverStreaming(Self.prefix + "Execute", ExecuteRequest.self) { request, writer, _ in
+      try await Self.execute(table, request, writer)
+    }
+    router.serverStreaming(Self.prefix + "WaitExecution", WaitExecutionRequest.self) { request, writer, _ in
+      guard let stream = await Self.watch(table, request.name) else {
+        throw RPCError(.notFound, "no operation named \"\(request.name)\"")
+      }
+      for await op in stream { try await writer.write(op.serializedBytes()) }
+    }
+    router.unary(Self.operations + "GetOperation", GetOperationRequest.self) { request, _ in
+      for scheduler in table.schedulers {
+        if let op = await scheduler.operation(request.name) { return op.serializedBytes() }
+      }
+      throw RPCError(.notFound, "no operation named \"\(request.name)\"")
+    }
+    router.unary(Self.operations + "WaitOperation", WaitOperationRequest.self) { request, _ in
+      guard let stream = await Self.watch(table, request.name) else {
+        throw RPCError(.notFound, "no operation named \"\(request.name)\"")
+      }
+      var last: Operation?
+      for await op in stream { last = op }
+      return (last ?? Operation()).serializedBytes()
+    }
+    router.unary(Self.operations + "CancelOperation", CancelOperationRequest.self) { request, _ in
+      for scheduler in table.schedulers where await scheduler.cancel(request.name) {
+        return EmptyMessage().serializedBytes()
+      }
+      throw RPCError(.notFound, "no operation named \"\(request.name)\"")
+    }
+  }
+
+  static func watch(_ table: InstanceTable, _ name: String) async -> AsyncStream<Operation>? {
+    for scheduler in table.schedulers {
+      if let stream = await scheduler.watch(name) { return stream }
+    }
+    return nil
+  }
+
+  static func execute(
+    _ table: InstanceTable, _ request: ExecuteRequest, _ writer: RPCMessageWriter
+  ) async throws {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let instance = try table.instance(request.instanceName)
+    guard let scheduler = instance.scheduler, let cas = instance.cas, let ac = instance.actionCache else {
+      throw RPCError(.unimplemented, "instance \"\(request.instanceName)\" does not execute actions")
+    }
+    let actionDigest = try DigestCheck.validate(request.actionDigest, "action_digest")
+    guard let actionBytes = try await cas.readAll(actionDigest, maxBytes: maxActionBytes) else {
+      throw missing([actionDigest], "the Action is not in the CAS")
+    }
+    let action: Action
+    do {
+      action = try Action(serializedBytes: actionBytes)
+    } catch {
+      throw RPCError.invalidArgument("action \(actionDigest) is not a valid Action: \(error)")
+    }
+    let commandDigest = try DigestCheck.validate(action.commandDigest, "action.command_digest")
+    _ = try DigestCheck.validate(action.inputRootDigest, "action.input_root_digest")
+    var platform = action.platform?.properties ?? []
+    if platform.isEmpty {
+      guard let commandBytes = try await cas.readAll(commandDigest, maxBytes: maxActionBytes) else {
+        throw missing([commandDigest], "the Command is not in the CAS")
+      }
+      do {
+        platform = try Command(serializedBytes: commandBytes).platform?.properties ?? []
+      } catch {
+        throw RPCError.invalidArgument("command \(commandDigest) is not a valid Command: \(error)")
+      }
+    }
+    let job = ExecutionJob(
+      instanceName: request.instanceName, actionDigest: actionDigest, action: action,
+      platform: platform, priority: request.executionPolicy?.priority ?? 0,
+      mergeable: !action.doNotCache)
+    do {
+      _ = try scheduler.effectiveTimeout(action)
+    } catch {
+      throw RPCError.invalidArgument(error.message)
+    }
+
+    if !request.skipCacheLookup && !action.doNotCache,
+      let cached = try await ac.readAll(actionDigest, maxBytes: table.maxMessageBytes),
+      let result = try? ActionResult(serializedBytes: cached)
+    {
+      var response = ExecuteResponse()
+      response.result = result
+      response.cachedResult = true
+      response.status = .ok
+      try await writer.write(await scheduler.recordCompleted(job, response).serializedBytes())
+      return
+    }
+
+    let name: String
+    do {
+      name = try await scheduler.submit(job)
+    } catch {
+      throw RPCError(error.kind == .invalidArgument ? .invalidArgument : .failedPrecondition, error.message)
+    }
+    guard let stream = await scheduler.watch(name) else {
+      throw RPCError(.internal, "operation \(name) vanished")
+    }
+    for await op in stream { try await writer.write(op.serializedBytes()) }
+  }
+
+  static func missing(_ digests: [BlobDigest], _ message: String) -> RPCError {
+    let status = RPCStatusMessage.missingBlobs(digests, message)
+    return RPCError(.failedPrecondition, message, statusDetails: status.serializedBytes())
+  }
+}
+
+extension SchedulerError: RPCErrorConvertible {
+  public var rpcError: RPCError {
+    switch kind {
+    case .invalidArgument: RPCError(.invalidArgument, message)
+    case .notFound: RPCError(.notFound, message)
+    case .alreadyExists: RPCError(.alreadyExists, message)
+    }
+  }
+}

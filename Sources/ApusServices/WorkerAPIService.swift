@@ -1,0 +1,68 @@
+import ApusProto
+import ApusRPC
+import ApusScheduler
+import Logging
+
+/// `apus.worker.v1.WorkerAPI/Connect`: one bidirectional stream per worker (see
+/// `proto/apus/worker/v1/worker.proto`). The stream's end, for whatever reason, tells the
+/// scheduler the worker is gone.
+public struct WorkerAPIService: Sendable {
+  let scheduler: Scheduler
+  let logger: Logger
+  public static let connectPath = "/apus.worker.v1.WorkerAPI/Connect"
+
+  public init(scheduler: Scheduler, logger: Logger) {
+    self.scheduler = scheduler
+    self.logger = logger
+  }
+
+  public func register(on router: inout RPCRouter) {
+    let scheduler = self.scheduler
+    router.register(Self.connectPath) { requests, responses, context in
+      var iterator = requests.makeAsyncIterator()
+      guard let firstBytes = try await iterator.next() else { return }
+      guard let register = try WorkerMessage(serializedBytes: firstBytes).register,
+        !register.workerID.isEmpty
+      else {
+        throw RPCError(.invalidArgument, "the first WorkerMessage must be a register with a worker_id")
+      }
+      let id = register.workerID
+      let (outbox, continuation) = AsyncStream<SchedulerMessage>.makeStream()
+      let keepAlive = try await scheduler.registerWorker(
+        id: id, properties: register.properties,
+        capacity: Int(register.maxConcurrentActions), send: { continuation.yield($0) })
+      var registered = WorkerRegistered()
+      registered.keepAliveSeconds = Int32(keepAlive)
+      var first = SchedulerMessage()
+      first.registered = registered
+      continuation.yield(first)
+      let rest = iterator
+      do {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          group.addTask {
+            for await message in outbox { try await responses.write(message.serializedBytes()) }
+          }
+          group.addTask {
+            var it = rest
+            while let bytes = try await it.next() {
+              let message = try WorkerMessage(serializedBytes: bytes)
+              if message.keepAlive != nil { await scheduler.keepAlive(id) }
+              if let finished = message.finished { await scheduler.finished(id, finished) }
+              if message.goingAway != nil { await scheduler.drain(id) }
+            }
+          }
+          // The worker's side ending ends the call; the writer stops with it.
+          try await group.next()
+          continuation.finish()
+          group.cancelAll()
+        }
+      } catch {
+        continuation.finish()
+        await scheduler.workerGone(id)
+        throw error
+      }
+      await scheduler.workerGone(id)
+      _ = context
+    }
+  }
+}

@@ -1,0 +1,121 @@
+import ApusProto
+import CApusSystem
+import NIOPosix
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// How a command ended.
+struct ProcessOutcome: Sendable {
+  var exitCode: Int32
+  var timedOut: Bool
+}
+
+/// Runs one command in its own process group; a timeout or task cancellation kills the whole
+/// group with SIGKILL. The blocking `waitpid` runs on the worker's thread pool.
+struct ProcessRunner: Sendable {
+  let pool: NIOThreadPool
+
+  func run(
+    arguments: [String], environment: [(String, String)], directory: String,
+    stdoutPath: String, stderrPath: String, timeout: Duration
+  ) async throws -> ProcessOutcome {
+    guard let program = arguments.first else {
+      throw ExecutionFailure(.invalidArgument, "the command has no arguments")
+    }
+    let path = try resolve(program, environment: environment, directory: directory)
+    let out = open(stdoutPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    let err = open(stderrPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    defer {
+      if out >= 0 { close(out) }
+      if err >= 0 { close(err) }
+    }
+    guard out >= 0, err >= 0 else {
+      throw ExecutionFailure(.internal, "cannot create stdout/stderr files: \(String(cString: strerror(errno)))")
+    }
+    var pid: pid_t = 0
+    let env = environment.map { "\($0.0)=\($0.1)" }
+    let rc = withCStrings(arguments) { argv in
+      withCStrings(env) { envp in
+        apusSpawn(path, argv, envp, directory, out, err, &pid)
+      }
+    }
+    guard rc == 0 else {
+      throw ExecutionFailure(.invalidArgument, "cannot start \(program): \(String(cString: strerror(rc)))")
+    }
+    let target = pid
+    enum Event: Sendable { case exited(Int32), timedOut }
+    let (status, timedOut): (Int32, Bool) = try await withTaskCancellationHandler {
+      try await withThrowingTaskGroup(of: Event.self) { group in
+        group.addTask {
+          try await pool.runIfActive {
+            var status: Int32 = 0
+            while waitpid(target, &status, 0) < 0 && errno == EINTR {}
+            return .exited(status)
+          }
+        }
+        group.addTask {
+          try await Task.sleep(for: timeout)
+          kill(-target, SIGKILL)
+          return .timedOut
+        }
+        var timedOut = false
+        while let event = try await group.next() {
+          switch event {
+          case .timedOut:
+            timedOut = true
+          case .exited(let status):
+            group.cancelAll()
+            return (status, timedOut)
+          }
+        }
+        throw ExecutionFailure(.internal, "lost track of process \(target)")
+      }
+    } onCancel: {
+      kill(-target, SIGKILL)
+    }
+    // Anything the command left running in its group goes too.
+    kill(-target, SIGKILL)
+    let signal = status & 0x7F
+    let exitCode = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+    return ProcessOutcome(exitCode: exitCode, timedOut: timedOut)
+  }
+
+  /// A name without a slash is looked up in the command's own PATH, as a shell would.
+  private func resolve(_ program: String, environment: [(String, String)], directory: String) throws -> String {
+    if program.contains("/") { return program }
+    let pathVariable = environment.last { $0.0 == "PATH" }?.1 ?? "/usr/local/bin:/usr/bin:/bin"
+    for dir in pathVariable.split(separator: ":", omittingEmptySubsequences: false) {
+      let base = dir.isEmpty ? "." : String(dir)
+      let candidate = base.hasPrefix("/") ? "\(base)/\(program)" : "\(directory)/\(base)/\(program)"
+      if access(candidate, X_OK) == 0 { return candidate }
+    }
+    throw ExecutionFailure(.invalidArgument, "\(program) was not found in PATH \(pathVariable)")
+  }
+}
+
+/// Calls `body` with a NULL-terminated C array of the strings.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+  let pointers = strings.map { strdup($0) } + [nil]
+  defer { for p in pointers { free(p) } }
+  return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// An action that could not run, with the status to report in its ExecuteResponse.
+struct ExecutionFailure: Error {
+  enum Code: Int32 {
+    case invalidArgument = 3
+    case failedPrecondition = 9
+    case `internal` = 13
+  }
+  var status: RPCStatusMessage
+
+  init(_ code: Code, _ message: String) {
+    status = RPCStatusMessage()
+    status.code = code.rawValue
+    status.message = message
+  }
+
+  init(status: RPCStatusMessage) { self.status = status }
+}

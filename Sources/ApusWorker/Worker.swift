@@ -1,0 +1,216 @@
+import ApusConfig
+import ApusProto
+import ApusRPC
+import ApusStore
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A worker: registers with a scheduler over the WorkerAPI stream, runs the actions it is
+/// given (up to `max_concurrent_actions` at once) and reports their results.
+///
+/// On graceful shutdown it says `going_away`, takes no new actions (any that arrive are handed
+/// back), finishes the running ones, then closes. A lost scheduler connection is retried with
+/// backoff.
+public final class Worker: Service {
+  let config: WorkerConfig
+  let logger: Logger
+  public let id: String
+
+  private struct State {
+    var running: [String: Task<ExecuteResponse, Never>] = [:]
+    var draining = false
+    var call: ClientCall?
+  }
+  private let state = Mutex(State())
+
+  public init(config: WorkerConfig, logger: Logger) {
+    self.config = config
+    self.logger = logger
+    var host = [CChar](repeating: 0, count: 256)
+    gethostname(&host, host.count - 1)
+    let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    self.id = "\(hostName)-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+  }
+
+  public func run() async throws {
+    let pool = NIOThreadPool(numberOfThreads: config.maxConcurrentActions + 2)
+    pool.start()
+    let properties = try await measureProperties(pool)
+    try await pool.runIfActive { [config] in try FileIO.makeDirectories(config.workDirectory) }
+    let cache = try await FilesystemStore.open(
+      root: config.cacheDirectory, maxBytes: config.cacheMaxBytes, fileMode: 0o444, pool: pool)
+    let casClient = try GRPCClient(url: config.cas, logger: logger)
+    let schedulerClient = try GRPCClient(url: config.scheduler, logger: logger)
+    let runner = ActionRunner(
+      workerID: id, workRoot: config.workDirectory, entrypoint: config.entrypoint, cache: cache,
+      pool: pool,
+      stores: { instance in
+        (GRPCStore(client: casClient, instanceName: instance, role: .cas),
+         GRPCStore(client: casClient, instanceName: instance, role: .actionCache))
+      },
+      logger: logger)
+
+    var backoff = Duration.milliseconds(100)
+    await withGracefulShutdownHandler {
+      while !state.withLock({ $0.draining }) {
+        do {
+          try await session(schedulerClient, properties, runner)
+          backoff = .milliseconds(100)
+        } catch {
+          if state.withLock({ $0.draining }) { break }
+          logger.warning("scheduler connection lost; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])
+        }
+        try? await Task.sleep(for: backoff)
+        backoff = min(backoff * 2, .seconds(10))
+      }
+    } onGracefulShutdown: {
+      self.beginDraining()
+    }
+    await casClient.close()
+    await schedulerClient.close()
+    try? await pool.shutdownGracefully()
+  }
+
+  private func beginDraining() {
+    let (call, idle) = state.withLock { s -> (ClientCall?, Bool) in
+      s.draining = true
+      return (s.call, s.running.isEmpty)
+    }
+    guard let call else { return }
+    var message = WorkerMessage()
+    message.goingAway = EmptyMessage()
+    Task {
+      try? await call.requests.write(message.serializedBytes())
+      if idle { call.finishRequests() }
+    }
+  }
+
+  /// One registration: lasts until the stream fails or the worker has drained.
+  private func session(_ client: GRPCClient, _ properties: [Platform.Property], _ runner: ActionRunner) async throws {
+    let call = try await client.call("/apus.worker.v1.WorkerAPI/Connect")
+    var register = WorkerRegister()
+    register.workerID = id
+    register.properties = properties
+    register.maxConcurrentActions = Int32(config.maxConcurrentActions)
+    var hello = WorkerMessage()
+    hello.register = register
+    try await call.requests.write(hello.serializedBytes())
+    var responses = call.responses.makeAsyncIterator()
+    guard let first = try await responses.next(),
+      let registered = try SchedulerMessage(serializedBytes: first).registered
+    else {
+      throw RPCError(.internal, "the scheduler did not acknowledge registration")
+    }
+    state.withLock { $0.call = call }
+    defer { state.withLock { $0.call = nil } }
+    logger.info("registered with scheduler", metadata: ["worker": "\(id)", "scheduler": "\(config.scheduler)"])
+    let keepAlive = Duration.seconds(max(1, Int(registered.keepAliveSeconds)))
+
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        var ping = WorkerMessage()
+        ping.keepAlive = EmptyMessage()
+        let bytes = ping.serializedBytes()
+        while true {
+          try await Task.sleep(for: keepAlive)
+          try await call.requests.write(bytes)
+        }
+      }
+      group.addTask { [responses] in
+        var responses = responses
+        while let bytes = try await responses.next() {
+          let message = try SchedulerMessage(serializedBytes: bytes)
+          if let start = message.start { self.start(start, runner, call) }
+          if let kill = message.kill {
+            self.state.withLock { $0.running[kill.operationName] }?.cancel()
+          }
+        }
+      }
+      // Either the stream ended (scheduler gone, or drained) or keep-alives failed.
+      defer { group.cancelAll() }
+      try await group.next()
+    }
+  }
+
+  private func start(_ start: StartAction, _ runner: ActionRunner, _ call: ClientCall) {
+    let name = start.operationName
+    let accepted = state.withLock { s -> Bool in
+      guard !s.draining else { return false }
+      s.running[name] = Task { await runner.run(start) }
+      return true
+    }
+    guard accepted else {
+      var finished = ActionFinished()
+      finished.operationName = name
+      finished.handedBack = true
+      var message = WorkerMessage()
+      message.finished = finished
+      Task { try? await call.requests.write(message.serializedBytes()) }
+      return
+    }
+    Task {
+      guard let task = state.withLock({ $0.running[name] }) else { return }
+      let response = await task.value
+      var finished = ActionFinished()
+      finished.operationName = name
+      finished.response = response
+      var message = WorkerMessage()
+      message.finished = finished
+      try? await call.requests.write(message.serializedBytes())
+      let drainedNow = state.withLock { s -> Bool in
+        s.running[name] = nil
+        return s.draining && s.running.isEmpty
+      }
+      if drainedNow { call.finishRequests() }
+    }
+  }
+
+  /// Configured properties plus those measured by commands (e.g. `nproc` for cpu_count).
+  private func measureProperties(_ pool: NIOThreadPool) async throws -> [Platform.Property] {
+    var values = config.platform
+    for (name, command) in config.platformCommands where values[name] == nil {
+      let output = try await pool.runIfActive { try Self.capture(command) }
+      values[name] = output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    return values.sorted { $0.key < $1.key }.map { name, value in
+      var p = Platform.Property()
+      p.name = name
+      p.value = value
+      return p
+    }
+  }
+
+  /// Runs a short command and returns its standard output.
+  static func capture(_ command: [String]) throws -> String {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw ExecutionFailure(.internal, "pipe: \(FileIO.errorText())") }
+    var pid: pid_t = 0
+    let path = command[0].contains("/") ? command[0] : (["/usr/bin/", "/bin/", "/usr/local/bin/"].map { $0 + command[0] }.first { access($0, X_OK) == 0 } ?? command[0])
+    let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+    let rc = withCStrings(command) { argv in
+      withCStrings(["PATH=/usr/local/bin:/usr/bin:/bin"]) { envp in
+        apusSpawn(path, argv, envp, "/", fds[1], devnull, &pid)
+      }
+    }
+    close(fds[1])
+    close(devnull)
+    defer { close(fds[0]) }
+    guard rc == 0 else { throw ExecutionFailure(.internal, "cannot run \(command[0]): \(String(cString: strerror(rc)))") }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let n = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+      if n <= 0 { break }
+      output += buffer[0..<n]
+    }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return String(decoding: output, as: UTF8.self)
+  }
+}

@@ -1,0 +1,16 @@
+#ifndef APUS_SYSTEM_H
+#define APUS_SYSTEM_H
+
+#include <sys/types.h>
+
+/// Serves large (up to 64 MiB) allocations from the heap instead of fresh mmaps, and keeps
+/// freed heap memory, so ~1 MiB blob chunks do not each pay page faults. No-op off glibc.
+void apus_tune_allocator(void);
+
+/// Starts `path` with `argv` and `envp` in a new process group, in directory `cwd`, with
+/// stdin from /dev/null and stdout/stderr on the given descriptors; signal handling reset.
+/// Returns 0 and sets `*pid`, or an errno value.
+int apus_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
+               int stdout_fd, int stderr_fd, pid_t *pid);
+
+#endif
