@@ -27,7 +27,17 @@ class ApusProcess:
         self.proc = None
         self.port = None
 
-    def start(self, port=None):
+    def start_worker(self):
+        """A workers-only process: nothing to connect to, so wait for its registration log."""
+        self.start(wait_for_port=False)
+        deadline = time.time() + 30
+        while "registered with scheduler" not in self.read_log():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("worker did not register: " + self.read_log())
+            time.sleep(0.05)
+        return self
+
+    def start(self, port=None, wait_for_port=True):
         self.port = port or free_port()
         cfg = json.loads(json.dumps(self.config).replace("PORT", str(self.port)))
         path = self.workdir / "apus.json"
@@ -35,6 +45,8 @@ class ApusProcess:
         self.log = open(self.workdir / "apus.log", "ab")
         env = dict(os.environ, HOME=str(self.workdir))
         self.proc = subprocess.Popen([str(APUS), str(path)], stdout=self.log, stderr=self.log, env=env)
+        if not wait_for_port:
+            return self
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:

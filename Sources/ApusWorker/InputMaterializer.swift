@@ -8,13 +8,15 @@ import NIOPosix
 
 /// Lays out an action's input root in a fresh directory: files hard-linked from the local
 /// cache (read-only, so an action cannot corrupt it), executables copied with mode 0555,
-/// symlinks as given. Blobs missing from the local cache are fetched from the remote CAS
+/// symlinks as given. A worker running as root copies every file instead: permissions do
+/// not stop root, and a write through a hard link would corrupt the cache. Blobs missing from the local cache are fetched from the remote CAS
 /// first; blobs missing there too are reported as MISSING.
 struct InputMaterializer: Sendable {
   let remote: any BlobStore
   let cache: FilesystemStore
   let pool: NIOThreadPool
   static let maxDirectoryBytes = 4 << 20
+  static let hardLinks = geteuid() != 0
 
   struct Layout {
     var directories: [String] = []
@@ -38,7 +40,7 @@ struct InputMaterializer: Sendable {
           let fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, file.executable ? 0o555 : 0o444)
           guard fd >= 0 else { throw ExecutionFailure(.internal, "create \(file.path): \(FileIO.errorText())") }
           close(fd)
-        } else if file.executable || link(cache.path(file.digest), target) != 0 {
+        } else if file.executable || !Self.hardLinks || link(cache.path(file.digest), target) != 0 {
           try FileIO.copy(cache.path(file.digest), to: target, mode: file.executable ? 0o555 : 0o444)
         }
       }

@@ -1,0 +1,206 @@
+"""Remote execution through grpcio: Execute, WaitExecution, Operations, and a worker."""
+import concurrent.futures
+import time
+
+import grpc
+import pytest
+
+from buildgrid._protos.google.longrunning import operations_pb2, operations_pb2_grpc
+from conftest import ApusProcess
+from execution import (Action, exec_config, precondition_failure, read_blob, response_of, stage_of,
+                       worker_config)
+from reapi import digest, re_grpc, re_pb2
+
+
+@pytest.fixture
+def executor(apus_factory, tmp_path):
+    return apus_factory(exec_config(tmp_path))
+
+
+@pytest.fixture
+def ch(executor):
+    with grpc.insecure_channel(executor.address) as channel:
+        yield channel
+
+
+def test_capabilities_advertise_execution(ch):
+    caps = re_grpc.CapabilitiesStub(ch).GetCapabilities(re_pb2.GetCapabilitiesRequest())
+    assert caps.execution_capabilities.exec_enabled
+    assert caps.execution_capabilities.digest_function == re_pb2.DigestFunction.SHA256
+
+
+def test_execute_then_cached_result(ch):
+    action = Action(ch, ["/bin/sh", "-c", "echo hello > out.txt; echo to-stdout"], outputs=["out.txt"])
+    ops, first = action.execute()
+    assert [stage_of(op) for op in ops][-1] == re_pb2.ExecutionStage.COMPLETED
+    assert first.status.code == 0 and not first.cached_result
+    assert first.result.exit_code == 0
+    [out] = first.result.output_files
+    assert out.path == "out.txt" and read_blob(ch, out.digest) == b"hello\n"
+    assert read_blob(ch, first.result.stdout_digest) == b"to-stdout\n"
+    assert first.result.execution_metadata.worker
+
+    _, second = action.execute()
+    assert second.cached_result and second.result == first.result
+    _, third = action.execute(skip_cache_lookup=True)
+    assert not third.cached_result and third.result.exit_code == 0
+
+
+def test_nonzero_exit_is_reported_and_not_cached(ch):
+    action = Action(ch, ["/bin/sh", "-c", "echo failing >&2; exit 3"])
+    _, first = action.execute()
+    assert first.status.code == 0 and first.result.exit_code == 3
+    assert read_blob(ch, first.result.stderr_digest) == b"failing\n"
+    with pytest.raises(grpc.RpcError) as e:
+        re_grpc.ActionCacheStub(ch).GetActionResult(re_pb2.GetActionResultRequest(action_digest=action.digest))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    _, second = action.execute()
+    assert not second.cached_result and second.result.exit_code == 3
+
+
+def test_inputs_are_materialised_with_executable_bits(ch):
+    files = {"bin/tool.sh": (b"#!/bin/sh\necho tool ran\n", True),
+             "data/in.txt": (b"payload\n", False),
+             "empty": (b"", False)}
+    action = Action(ch, ["/bin/sh", "-c",
+                         "test -x bin/tool.sh && test ! -x data/in.txt && test -f empty && "
+                         "bin/tool.sh > result && cat data/in.txt >> result; echo x >> data/in.txt; true"],
+                    files=files, outputs=["result"])
+    _, response = action.execute()
+    assert response.status.code == 0, response.status
+    assert response.result.exit_code == 0, read_blob(ch, response.result.stderr_digest)
+    assert read_blob(ch, response.result.output_files[0].digest) == b"tool ran\npayload\n"
+    # Whatever the first action did to its inputs, the next one sees the CAS content.
+    again = Action(ch, ["/bin/cat", "data/in.txt"], files={"data/in.txt": (b"payload\n", False)}, do_not_cache=True)
+    _, response = again.execute()
+    assert read_blob(ch, response.result.stdout_digest) == b"payload\n"
+
+
+def test_missing_input_is_failed_precondition_naming_the_blob(ch):
+    content = b"never uploaded input"
+    action = Action(ch, ["/bin/cat", "in"], files={"in": (content, False)}, upload_inputs=False)
+    _, response = action.execute()
+    assert response.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    failure = precondition_failure(response.status)
+    d = digest(content)
+    assert [(v.type, v.subject) for v in failure.violations] == [("MISSING", f"blobs/{d.hash}/{d.size_bytes}")]
+
+
+def test_timeout_is_deadline_exceeded(ch):
+    action = Action(ch, ["/bin/sh", "-c", "sleep 60"], timeout=1)
+    start = time.time()
+    _, response = action.execute()
+    assert response.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert time.time() - start < 6
+
+
+def test_output_directory_becomes_a_tree(ch):
+    action = Action(ch, ["/bin/sh", "-c", "mkdir -p d/sub && echo a > d/a && echo b > d/sub/b && ln -s a d/link"],
+                    output_dirs=["d"])
+    _, response = action.execute()
+    assert response.status.code == 0 and response.result.exit_code == 0
+    [out] = response.result.output_directories
+    assert out.path == "d"
+    tree = re_pb2.Tree()
+    tree.ParseFromString(read_blob(ch, out.tree_digest))
+    assert [f.name for f in tree.root.files] == ["a"]
+    assert [(s.name, s.target) for s in tree.root.symlinks] == [("link", "a")]
+    [sub] = tree.children
+    assert read_blob(ch, sub.files[0].digest) == b"b\n"
+    assert tree.root.directories[0].digest == digest(sub.SerializeToString())
+
+
+def test_identical_concurrent_executes_run_once(ch, tmp_path):
+    marker = tmp_path / "runs"
+    action = Action(ch, ["/bin/sh", "-c", f"echo run >> {marker}; sleep 1; echo same"])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: action.execute(), range(4)))
+    names = {ops[0].name for ops, _ in results}
+    assert len(names) == 1
+    assert len({r.result.stdout_digest.hash for _, r in results}) == 1
+    assert marker.read_text() == "run\n"
+
+
+def test_wait_execution_after_the_stream_is_dropped(ch):
+    action = Action(ch, ["/bin/sh", "-c", "sleep 2; echo waited"], do_not_cache=True)
+    stream = re_grpc.ExecutionStub(ch).Execute(re_pb2.ExecuteRequest(action_digest=action.digest))
+    first = next(stream)
+    assert not first.done
+    stream.cancel()
+    ops = list(re_grpc.ExecutionStub(ch).WaitExecution(re_pb2.WaitExecutionRequest(name=first.name)))
+    response = response_of(ops[-1])
+    assert read_blob(ch, response.result.stdout_digest) == b"waited\n"
+    got = operations_pb2_grpc.OperationsStub(ch).GetOperation(operations_pb2.GetOperationRequest(name=first.name))
+    assert got.done and got.name == first.name
+    with pytest.raises(grpc.RpcError) as e:
+        list(re_grpc.ExecutionStub(ch).WaitExecution(re_pb2.WaitExecutionRequest(name="operations/nope")))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_cancel_operation(ch):
+    action = Action(ch, ["/bin/sh", "-c", "sleep 30"], do_not_cache=True)
+    stream = re_grpc.ExecutionStub(ch).Execute(re_pb2.ExecuteRequest(action_digest=action.digest))
+    first = next(stream)
+    operations_pb2_grpc.OperationsStub(ch).CancelOperation(operations_pb2.CancelOperationRequest(name=first.name))
+    response = response_of(list(stream)[-1])
+    assert response.status.code == grpc.StatusCode.CANCELLED.value[0]
+
+
+def test_unsatisfiable_platform_fails_clearly(ch):
+    action = Action(ch, ["/bin/true"], platform={"OSFamily": "plan9"})
+    start = time.time()
+    _, response = action.execute()
+    assert response.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "OSFamily=plan9" in response.status.message
+    assert time.time() - start < 10
+    unknown = Action(ch, ["/bin/true"], platform={"gpu-count": "8"})
+    with pytest.raises(grpc.RpcError) as e:
+        unknown.execute()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "gpu-count" in e.value.details()
+
+
+def test_execute_errors(ch):
+    stub = re_grpc.ExecutionStub(ch)
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Execute(re_pb2.ExecuteRequest(action_digest=digest(b"no such action"))))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Execute(re_pb2.ExecuteRequest(action_digest=re_pb2.Digest(hash="x", size_bytes=1))))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    escaping = Action(ch, ["/bin/true"], outputs=["../escape"])
+    _, response = escaping.execute()
+    assert response.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def test_worker_killed_mid_action_is_retried_elsewhere(apus_factory, tmp_path):
+    server_cfg = exec_config(tmp_path, workers=0)
+    server = apus_factory(server_cfg)
+    url = f"grpc://{server.address}"
+    workers = []
+    for i in range(2):
+        d = tmp_path / f"w{i}"
+        d.mkdir()
+        p = ApusProcess({"workers": [dict(worker_config(tmp_path, i, url=url))]}, d)
+        workers.append(p.start_worker())
+    with grpc.insecure_channel(server.address) as ch:
+        action = Action(ch, ["/bin/sh", "-c", "sleep 2; echo survived > out"], outputs=["out"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(action.execute)
+            victim = None
+            deadline = time.time() + 20
+            while victim is None and time.time() < deadline:
+                for i, w in enumerate(workers):
+                    work = tmp_path / f"work{i}"
+                    if work.exists() and any(work.iterdir()):
+                        victim = w
+                time.sleep(0.05)
+            assert victim is not None, "no worker started the action"
+            victim.proc.kill()
+            victim.proc.wait()
+            _, response = future.result(timeout=60)
+    assert response.status.code == 0 and response.result.exit_code == 0
+    with grpc.insecure_channel(server.address) as ch:
+        assert read_blob(ch, response.result.output_files[0].digest) == b"survived\n"
+    for w in workers:
+        w.stop()
