@@ -64,7 +64,9 @@ public final class Worker: Service {
           backoff = .milliseconds(100)
         } catch {
           if state.withLock({ $0.draining }) { break }
-          logger.warning("scheduler connection lost; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])
+          // The first quick retries are routine (an in-process server still binding).
+          let level: Logger.Level = backoff < .seconds(1) ? .debug : .warning
+          logger.log(level: level, "scheduler connection failed; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])
         }
         try? await Task.sleep(for: backoff)
         backoff = min(backoff * 2, .seconds(10))

@@ -83,16 +83,27 @@ struct Check: ParsableCommand {
     for name in c.stores.keys.sorted() {
       print("  store \(name): \(describe(c.stores[name]!))")
     }
+    for name in c.schedulers.keys.sorted() {
+      let rules = c.schedulers[name]!.platformProperties.sorted { $0.key < $1.key }
+        .map { "\($0.key)=\($0.value.rawValue)" }.joined(separator: ", ")
+      print("  scheduler \(name): properties \(rules)")
+    }
     for server in c.servers {
-      print("  server \(server.listen) (max message \(server.maxMessageBytes) bytes)")
+      let workerAPI = server.workerAPI.map { ", worker_api for scheduler \($0)" } ?? ""
+      print("  server \(server.listen) (max message \(server.maxMessageBytes) bytes\(workerAPI))")
       for (name, i) in server.instances.sorted(by: { $0.key < $1.key }) {
         var roles: [String] = []
         if let cas = i.cas { roles.append("cas=\(cas) (+bytestream)") }
         if let ac = i.actionCache {
           roles.append("action_cache=\(ac)\(i.actionCacheUpdates ? "" : " (read-only)")")
         }
+        if let scheduler = i.execution { roles.append("execution=\(scheduler)") }
         print("    instance \"\(name)\": \(roles.joined(separator: ", "))")
       }
+    }
+    for worker in c.workers {
+      print(
+        "  worker → scheduler \(worker.scheduler), cas \(worker.cas), \(worker.maxConcurrentActions) slots, platform \(worker.platform.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))")
     }
   }
 
