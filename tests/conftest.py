@@ -28,12 +28,15 @@ class ApusProcess:
         self.port = None
 
     def start_worker(self):
-        """A workers-only process: nothing to connect to, so wait for its registration log."""
-        self.start(wait_for_port=False)
+        """A workers-only process: nothing to connect to, so wait for its registration."""
+        return self.start(wait_for_port=False).wait_for_workers(1)
+
+    def wait_for_workers(self, count):
+        """Waits until this process's log shows `count` workers registered."""
         deadline = time.time() + 30
-        while "registered with scheduler" not in self.read_log():
+        while self.read_log().count("registered with scheduler") < count:
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("worker did not register: " + self.read_log())
+                raise RuntimeError("workers did not register: " + self.read_log())
             time.sleep(0.05)
         return self
 

@@ -28,7 +28,7 @@ def assert_all_remote(result):
 
 
 def test_bazel_remote_execution_all_in_one(apus_factory, bazel, tmp_path):
-    apus = apus_factory(exec_config(tmp_path, workers=1))
+    apus = apus_factory(exec_config(tmp_path, workers=1)).wait_for_workers(1)
     assert_all_remote(run_remote(bazel, apus.port))
     digest = bazel.big_bin_sha256()
     bazel.clean()

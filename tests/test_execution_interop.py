@@ -14,7 +14,7 @@ from reapi import digest, re_grpc, re_pb2
 
 @pytest.fixture
 def executor(apus_factory, tmp_path):
-    return apus_factory(exec_config(tmp_path))
+    return apus_factory(exec_config(tmp_path)).wait_for_workers(1)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ public final class GRPCClient: Sendable {
   private let group: any EventLoopGroup
   private let options: GRPCServerOptions
   private let logger: Logger
-  private let state = Mutex<EventLoopFuture<NIOLoopBound<ClientConnectionHandler>>?>(nil)
+  private let state = Mutex<EventLoopFuture<NIOLoopBound<HTTP2ChannelHandler<ClientConnection>>>?>(nil)
 
   public init(
     host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -38,11 +38,11 @@ public final class GRPCClient: Sendable {
     self.init(host: host, port: port, logger: logger)
   }
 
-  private func connection() -> EventLoopFuture<NIOLoopBound<ClientConnectionHandler>> {
+  private func connection() -> EventLoopFuture<NIOLoopBound<HTTP2ChannelHandler<ClientConnection>>> {
     state.withLock { current in
       if let current { return current }
       let authority = "\(host):\(port)", options = self.options, logger = self.logger
-      let promise = group.next().makePromise(of: NIOLoopBound<ClientConnectionHandler>.self)
+      let promise = group.next().makePromise(of: NIOLoopBound<HTTP2ChannelHandler<ClientConnection>>.self)
       let future = promise.futureResult
       let bootstrap = ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -50,7 +50,9 @@ public final class GRPCClient: Sendable {
         .channelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-              ClientConnectionHandler(authority: authority, options: options, logger: logger))
+              HTTP2ChannelHandler(logger: logger) { context in
+                ClientConnection(context: context, authority: authority, options: options, logger: logger)
+              })
           }
         }
       bootstrap.connect(host: host, port: port).whenComplete { [weak self] result in
@@ -61,7 +63,7 @@ public final class GRPCClient: Sendable {
             self?.state.withLock { if $0 === future { $0 = nil } }
           }
           do {
-            let handler = try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self)
+            let handler = try channel.pipeline.syncOperations.handler(type: HTTP2ChannelHandler<ClientConnection>.self)
             promise.succeed(NIOLoopBound(handler, eventLoop: channel.eventLoop))
           } catch {
             promise.fail(error)

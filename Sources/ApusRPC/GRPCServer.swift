@@ -39,8 +39,11 @@ public final class GRPCServer: Sendable {
         self?.track(channel)
         return channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(
-            ServerConnectionHandler(
-              router: router, options: options, logger: logger, activity: activity))
+            HTTP2ChannelHandler(logger: logger) { context in
+              ServerConnection(
+                context: context, router: router, options: options, logger: logger,
+                activity: activity)
+            })
         }
       }
     let listener = try await bootstrap.bind(host: host, port: port).get()

@@ -146,6 +146,9 @@ class HTTP2Connection {
 
   // MARK: - Hooks for the two sides
 
+  /// Server: GOAWAY, then close when the running calls end. A client just closes.
+  func beginGracefulShutdown() { close() }
+
   func beginHeaders(_ id: Int32, request: Bool) {}
   func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {}
   /// The peer half-closed the stream after DATA.

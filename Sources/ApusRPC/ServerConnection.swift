@@ -18,7 +18,7 @@ final class ServerConnection: HTTP2Connection {
   }
 
   /// Stops taking new calls: GOAWAY now, close once the running calls finish.
-  func beginGracefulShutdown() {
+  override func beginGracefulShutdown() {
     guard let session, !shuttingDown, !closed else { return }
     shuttingDown = true
     nghttp2_submit_goaway(

@@ -25,6 +25,8 @@ public actor Scheduler {
     let sequence: UInt64
     var queuedAt: ContinuousClock.Instant
     var completedAt: ContinuousClock.Instant?
+    /// Since when connected workers exist but none could ever run this job.
+    var unsatisfiableSince: ContinuousClock.Instant?
     var mergeKey: String? { job.mergeable ? "\(job.instanceName)\u{0}\(job.actionDigest)" : nil }
   }
 
@@ -196,11 +198,23 @@ public actor Scheduler {
       logger.warning("worker timed out", metadata: ["worker": "\(id)"])
       workerGone(id)
     }
+    // With no worker connected there is nothing to judge against (start-up, a fleet scaling
+    // from zero): actions wait. Otherwise an action fails once no connected worker could
+    // ever run it, continuously, for the grace period.
     for name in queue {
-      guard let record = operations[name],
-        now - record.queuedAt > .seconds(config.unsatisfiableGraceSeconds),
-        !workers.values.contains(where: { matcher.matches(record.job.platform, $0, ignoringLoad: true) })
-      else { continue }
+      guard let record = operations[name] else { continue }
+      let runnable =
+        workers.isEmpty
+        || workers.values.contains { matcher.matches(record.job.platform, $0, ignoringLoad: true) }
+      if runnable {
+        operations[name]?.unsatisfiableSince = nil
+        continue
+      }
+      guard let since = record.unsatisfiableSince else {
+        operations[name]?.unsatisfiableSince = now
+        continue
+      }
+      guard now - since >= .seconds(config.unsatisfiableGraceSeconds) else { continue }
       queue.removeAll { $0 == name }
       let wanted = record.job.platform.map { "\($0.name)=\($0.value)" }.joined(separator: ", ")
       complete(

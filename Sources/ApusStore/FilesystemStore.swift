@@ -217,24 +217,14 @@ private func makeDirectory(_ path: String) throws {
 
 /// `mkdir -p`.
 private func makeDirectories(_ path: String) throws {
-  var prefix = path.hasPrefix("/") ? "" : "."
-  for part in path.split(separator: "/") {
-    prefix += "/\(part)"
-    try makeDirectory(prefix)
+  if let failed = POSIXPaths.makeDirectories(path) {
+    throw StoreError(.internal, "mkdir \(failed): \(POSIXPaths.errorText)")
   }
 }
 
 private func listDirectory(_ path: String) throws -> [String] {
-  guard let dir = opendir(path) else {
-    throw StoreError(.internal, "opendir \(path): \(String(cString: strerror(errno)))")
-  }
-  defer { closedir(dir) }
-  var names: [String] = []
-  while let entry = readdir(dir) {
-    let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-      String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-    }
-    if name != "." && name != ".." { names.append(name) }
+  guard let names = POSIXPaths.list(path) else {
+    throw StoreError(.internal, "opendir \(path): \(POSIXPaths.errorText)")
   }
   return names
 }

@@ -46,12 +46,8 @@ enum FileIO {
   }
 
   static func makeDirectories(_ path: String) throws {
-    var prefix = ""
-    for part in path.split(separator: "/") {
-      prefix += "/\(part)"
-      if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
-        throw ExecutionFailure(.internal, "mkdir \(prefix): \(errorText())")
-      }
+    if let failed = POSIXPaths.makeDirectories(path) {
+      throw ExecutionFailure(.internal, "mkdir \(failed): \(errorText())")
     }
   }
 
@@ -61,17 +57,7 @@ enum FileIO {
     guard lstat(path, &st) == 0 else { return }
     if st.st_mode & S_IFMT == S_IFDIR {
       chmod(path, 0o755)
-      if let dir = opendir(path) {
-        var names: [String] = []
-        while let entry = readdir(dir) {
-          let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-          }
-          if name != "." && name != ".." { names.append(name) }
-        }
-        closedir(dir)
-        for name in names { removeTree("\(path)/\(name)") }
-      }
+      for name in POSIXPaths.list(path) ?? [] { removeTree("\(path)/\(name)") }
       rmdir(path)
     } else {
       unlink(path)
@@ -79,18 +65,10 @@ enum FileIO {
   }
 
   static func listDirectory(_ path: String) throws -> [String] {
-    guard let dir = opendir(path) else {
+    guard let names = POSIXPaths.list(path) else {
       throw ExecutionFailure(.internal, "opendir \(path): \(errorText())")
     }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-        String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-      }
-      if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
+    return names
   }
 
   static func readLink(_ path: String) throws -> String {

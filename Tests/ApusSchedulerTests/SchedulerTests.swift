@@ -113,12 +113,23 @@ struct SchedulerTests {
     let s = scheduler(SchedulerConfig(unsatisfiableGraceSeconds: 0))
     _ = try await s.registerWorker(id: "w", properties: props([("OSFamily", "linux")]), capacity: 1, send: Inbox().send)
     let name = try await s.submit(job(8, platform: [("OSFamily", "plan9")]))
+    await s.tick()  // first seen unsatisfiable
     try await Task.sleep(for: .milliseconds(10))
     await s.tick()
     let op = try #require(await s.operation(name))
     let response = try ExecuteResponse(serializedBytes: try #require(op.response).value)
     #expect(response.status?.code == 9)
     #expect(response.status?.message.contains("OSFamily=plan9") == true)
+  }
+
+  @Test("with no worker connected, actions wait instead of failing")
+  func noWorkers() async throws {
+    let s = scheduler(SchedulerConfig(unsatisfiableGraceSeconds: 0))
+    let name = try await s.submit(job(12, platform: [("OSFamily", "linux")]))
+    await s.tick()
+    try await Task.sleep(for: .milliseconds(10))
+    await s.tick()
+    #expect(try #require(await s.operation(name)).done == false)
   }
 
   @Test("watchers see every stage; cancel kills the running action")

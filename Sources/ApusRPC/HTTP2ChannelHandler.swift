@@ -1,34 +1,30 @@
 import Logging
 import NIOCore
 
-/// The NIO side of a connection: feeds socket bytes to ``ServerConnection`` and lets it
-/// write when the socket can take more.
-final class ServerConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The NIO side of a connection, either role: feeds socket bytes to its ``HTTP2Connection``
+/// and lets it write when the socket can take more.
+final class HTTP2ChannelHandler<Connection: HTTP2Connection>: ChannelInboundHandler,
+  RemovableChannelHandler
+{
   typealias InboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
-  private let router: RPCRouter
-  private let options: GRPCServerOptions
+  private let makeConnection: (ChannelHandlerContext) -> Connection
   private let logger: Logger
-  private let activity: ConnectionActivity
-  private(set) var connection: ServerConnection?
+  private(set) var connection: Connection?
 
-  init(router: RPCRouter, options: GRPCServerOptions, logger: Logger, activity: ConnectionActivity) {
-    self.router = router
-    self.options = options
+  init(logger: Logger, makeConnection: @escaping (ChannelHandlerContext) -> Connection) {
     self.logger = logger
-    self.activity = activity
+    self.makeConnection = makeConnection
   }
 
   func handlerAdded(context: ChannelHandlerContext) {
-    let connection = ServerConnection(
-      context: context, router: router, options: options, logger: logger, activity: activity)
-    self.connection = connection
-    if context.channel.isActive { _ = connection.start() }
+    connection = makeConnection(context)
+    if context.channel.isActive { connection?.start() }
   }
 
   func channelActive(context: ChannelHandlerContext) {
-    if let connection, !connection.started { _ = connection.start() }
+    connection?.start()
     context.fireChannelActive()
   }
 
