@@ -20,7 +20,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
   public var workerTimeoutSeconds: Int
   /// How often workers are asked to send keep-alives.
   public var keepAliveSeconds: Int
-  /// An action no registered worker could ever run fails after waiting this long.
+  /// An action no connected worker could ever run fails after this long (while no worker is
+  /// connected at all, actions wait).
   public var unsatisfiableGraceSeconds: Int
   /// Timeout for actions that set none.
   public var defaultTimeoutSeconds: Int
