@@ -18,7 +18,7 @@ public struct WorkerAPIService: Sendable {
 
   public func register(on router: inout RPCRouter) {
     let scheduler = self.scheduler
-    router.register(Self.connectPath) { requests, responses, context in
+    router.register(Self.connectPath) { requests, responses, _ in
       var iterator = requests.makeAsyncIterator()
       guard let firstBytes = try await iterator.next() else { return }
       guard let register = try WorkerMessage(serializedBytes: firstBytes).register,
@@ -62,7 +62,6 @@ public struct WorkerAPIService: Sendable {
         throw error
       }
       await scheduler.workerGone(id)
-      _ = context
     }
   }
 }

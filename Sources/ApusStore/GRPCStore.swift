@@ -135,9 +135,8 @@ public struct GRPCStore: BlobStore {
         last.writeOffset = offset
         last.finishWrite = true
         try await call.requests.write(last.serializedBytes())
-      } catch let error as RPCError where error.code == .cancelled || error.code == .unavailable {
-        // The server may end the call early (the blob exists); its status tells.
-        _ = error
+      } catch let error as RPCError where [.cancelled, .unavailable].contains(error.code) {
+        // The server may end the call early (the blob exists): its response below tells.
       } catch {
         call.cancelCall()
         throw error

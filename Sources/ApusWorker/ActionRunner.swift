@@ -101,8 +101,7 @@ struct ActionRunner: Sendable {
       try await collector.collect(command: command, workingDirectory: workingDirectory, into: &result, uploads: &uploads)
     }
     for (name, path) in [("stdout", "\(directory)/stdout"), ("stderr", "\(directory)/stderr")] {
-      let digest = try await pool.runIfActive { try FileIO.digest(ofFile: path) }
-      uploads.files[digest] = path
+      let digest = try await collector.hashForUpload(path, &uploads)
       if name == "stdout" { result.stdoutDigest = digest.proto } else { result.stderrDigest = digest.proto }
     }
     try await collector.upload(uploads)

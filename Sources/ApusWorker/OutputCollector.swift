@@ -48,8 +48,7 @@ struct OutputCollector: Sendable {
         guard kind != .directory else {
           throw ExecutionFailure(.failedPrecondition, "output directory \(path) is a regular file")
         }
-        let digest = try await pool.runIfActive { try FileIO.digest(ofFile: full) }
-        uploads.files[digest] = full
+        let digest = try await hashForUpload(full, &uploads)
         var file = OutputFile()
         file.path = path
         file.digest = digest.proto
@@ -90,8 +89,7 @@ struct OutputCollector: Sendable {
       guard lstat(full, &st) == 0 else { continue }
       switch st.st_mode & S_IFMT {
       case S_IFREG:
-        let digest = try await pool.runIfActive { try FileIO.digest(ofFile: full) }
-        uploads.files[digest] = full
+        let digest = try await hashForUpload(full, &uploads)
         var node = FileNode()
         node.name = name
         node.digest = digest.proto
@@ -119,6 +117,13 @@ struct OutputCollector: Sendable {
       }
     }
     return dir
+  }
+
+  /// Hashes a file (on the pool) and remembers it for upload.
+  func hashForUpload(_ path: String, _ uploads: inout Uploads) async throws -> BlobDigest {
+    let digest = try await pool.runIfActive { try FileIO.digest(ofFile: path) }
+    uploads.files[digest] = path
+    return digest
   }
 
   /// Uploads what the remote CAS is missing.
