@@ -27,6 +27,7 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
     servers = try o.decode([ServerConfig].self, "servers") ?? []
     workers = try o.decode([WorkerConfig].self, "workers") ?? []
     global = try o.decode(GlobalConfig.self, "global") ?? GlobalConfig()
+    try Self.checkReferences(stores)
     guard !servers.isEmpty || !workers.isEmpty else {
       throw o.error("servers", "at least one server or worker is required")
     }
@@ -47,6 +48,29 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
         }
       }
     }
+  }
+
+  /// Every `ref` names a defined store, and no store reaches itself through refs.
+  static func checkReferences(_ stores: [String: StoreSpec]) throws {
+    for (name, spec) in stores.sorted(by: { $0.key < $1.key }) {
+      for ref in spec.references where stores[ref.name] == nil {
+        throw ConfigError(
+          path: "stores.\(name).\(ref.path)",
+          "no store named \"\(ref.name)\"; defined: \(stores.keys.sorted().joined(separator: ", "))")
+      }
+    }
+    var done: Set<String> = []
+    func visit(_ name: String, _ chain: [String]) throws {
+      if let start = chain.firstIndex(of: name) {
+        throw ConfigError(
+          path: "stores.\(chain[start])",
+          "stores refer to each other in a cycle: \((chain[start...] + [name]).joined(separator: " → "))")
+      }
+      guard !done.contains(name), let spec = stores[name] else { return }
+      for ref in spec.references { try visit(ref.name, chain + [name]) }
+      done.insert(name)
+    }
+    for name in stores.keys.sorted() { try visit(name, []) }
   }
 
   /// Parses JSON (JSON5 allowed: comments, trailing commas, unquoted keys).

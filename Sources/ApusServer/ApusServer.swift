@@ -36,14 +36,7 @@ public final class ApusServer: Service {
   }
 
   public func run() async throws {
-    var stores: [String: any BlobStore] = [:]
-    for (name, spec) in config.stores.sorted(by: { $0.key < $1.key }) {
-      do {
-        stores[name] = try await StoreFactory.make(spec, home: home)
-      } catch {
-        throw ConfigError(path: "stores.\(name)", "cannot open the store: \(error)")
-      }
-    }
+    let stores = try await StoreFactory(specs: config.stores, home: home).makeAll()
     var schedulers: [String: Scheduler] = [:]
     for (name, config) in config.schedulers {
       schedulers[name] = Scheduler(name: name, config: config, logger: logger)

@@ -1,9 +1,50 @@
 import ApusConfig
+import ApusRPC
 import NIOPosix
 
-/// Builds store trees from config specs, recursively.
-public enum StoreFactory {
-  public static func make(_ spec: StoreSpec, home: String) async throws -> any BlobStore {
+/// Builds store trees from config specs, recursively. Named stores are built once and
+/// shared: every `ref` to a name gets the same instance.
+public final class StoreFactory {
+  private let specs: [String: StoreSpec]
+  private let home: String
+  private var built: [String: any BlobStore] = [:]
+  private var building: [String] = []
+
+  public init(specs: [String: StoreSpec], home: String) {
+    self.specs = specs
+    self.home = home
+  }
+
+  /// Builds every named store (config validation has ruled out unknown refs and cycles).
+  public func makeAll() async throws -> [String: any BlobStore] {
+    for name in specs.keys.sorted() {
+      do {
+        _ = try await named(name)
+      } catch let error as ConfigError {
+        throw error
+      } catch {
+        throw ConfigError(path: "stores.\(name)", "cannot open the store: \(error)")
+      }
+    }
+    return built
+  }
+
+  public func named(_ name: String) async throws -> any BlobStore {
+    if let store = built[name] { return store }
+    guard let spec = specs[name] else {
+      throw ConfigError(path: "stores", "no store named \"\(name)\"")
+    }
+    guard !building.contains(name) else {
+      throw ConfigError(path: "stores.\(name)", "stores refer to each other in a cycle")
+    }
+    building.append(name)
+    defer { building.removeLast() }
+    let store = try await make(spec)
+    built[name] = store
+    return store
+  }
+
+  public func make(_ spec: StoreSpec) async throws -> any BlobStore {
     switch spec {
     case .memory(let m):
       return MemoryStore(
@@ -11,9 +52,29 @@ public enum StoreFactory {
           maxBytes: m.maxBytes, maxCount: m.maxCount.map { Int($0) },
           maxSeconds: m.maxSeconds.map { UInt32(clamping: $0) }))
     case .filesystem(let f):
-      return try await FilesystemStore.open(root: expandTilde(f.path, home: home), maxBytes: f.maxBytes)
+      return try await FilesystemStore.open(root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes)
     case .verify(let backend, let verifyHash):
-      return VerifyStore(backend: try await make(backend, home: home), verifyHash: verifyHash)
+      return VerifyStore(backend: try await make(backend), verifyHash: verifyHash)
+    case .fastSlow(let fast, let slow, let fill, let writeFast):
+      return FastSlowStore(
+        fast: try await make(fast), slow: try await make(slow), fillFastOnRead: fill, writeFast: writeFast)
+    case .sizePartitioning(let threshold, let lower, let upper):
+      return SizePartitioningStore(threshold: threshold, lower: try await make(lower), upper: try await make(upper))
+    case .existenceCache(let backend, let seconds, let count):
+      return ExistenceCacheStore(
+        backend: try await make(backend), maxSeconds: UInt32(clamping: seconds), maxCount: Int(count))
+    case .completenessChecking(let backend, let cas):
+      return CompletenessCheckingStore(backend: try await make(backend), cas: try await make(cas))
+    case .grpc(let url, let instanceName, let actionCache):
+      return GRPCStore(
+        client: try GRPCClient(url: url), instanceName: instanceName,
+        role: actionCache ? .actionCache : .cas)
+    case .shard(let shards):
+      var stores: [(store: any BlobStore, weight: UInt32)] = []
+      for s in shards { stores.append((try await make(s.store), s.weight)) }
+      return ShardStore(shards: stores)
+    case .ref(let name):
+      return try await named(name)
     }
   }
 

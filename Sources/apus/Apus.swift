@@ -109,12 +109,17 @@ struct Check: ParsableCommand {
 
   private func describe(_ spec: StoreSpec) -> String {
     switch spec {
-    case .memory(let m):
-      "memory(max_bytes: \(m.maxBytes.map(String.init) ?? "unlimited"))"
-    case .filesystem(let f):
-      "filesystem(\(f.path), max_bytes: \(f.maxBytes.map(String.init) ?? "unlimited"))"
-    case .verify(let backend, let hash):
-      "verify(\(hash ? "size+sha256" : "size"), \(describe(backend)))"
+    case .memory(let m): "memory(max_bytes: \(m.maxBytes.map(String.init) ?? "unlimited"))"
+    case .filesystem(let f): "filesystem(\(f.path), max_bytes: \(f.maxBytes.map(String.init) ?? "unlimited"))"
+    case .verify(let b, let hash): "verify(\(hash ? "size+sha256" : "size"), \(describe(b)))"
+    case .fastSlow(let fast, let slow, _, _): "fast_slow(fast: \(describe(fast)), slow: \(describe(slow)))"
+    case .sizePartitioning(let t, let lower, let upper):
+      "size_partitioning(< \(t): \(describe(lower)), else: \(describe(upper)))"
+    case .existenceCache(let b, let seconds, _): "existence_cache(\(seconds)s, \(describe(b)))"
+    case .completenessChecking(let b, let cas): "completeness_checking(\(describe(b)), cas: \(describe(cas)))"
+    case .grpc(let url, let instance, let ac): "grpc(\(url), instance \"\(instance)\", \(ac ? "action_cache" : "cas"))"
+    case .shard(let shards): "shard(\(shards.map { "\($0.weight)×\(describe($0.store))" }.joined(separator: ", ")))"
+    case .ref(let name): "ref(\(name))"
     }
   }
 }

@@ -75,6 +75,14 @@ struct ApusConfigurationTests {
      "servers[0].listen: expected a string"),
     (#"{ stores: { "#, "not valid JSON"),
     (#"{ stores: { v: { verify: { } } }, servers: [] }"#, "stores.v.verify.backend: is required"),
+    (#"{ stores: { a: { ref: "b" }, b: { fast_slow: { fast: { memory: {} }, slow: { ref: "a" } } } }, servers: [] }"#,
+     "stores.a: stores refer to each other in a cycle: a → b → a"),
+    (#"{ stores: { a: { shard: { stores: [ { store: { ref: "zz" } } ] } } }, servers: [] }"#,
+     #"stores.a.shard.stores[0].store.ref: no store named "zz""#),
+    (#"{ stores: { g: { grpc: { url: "http://x:1" } } }, servers: [] }"#,
+     #"stores.g.grpc.url: expected grpc://host:port"#),
+    (#"{ stores: { s: { size_partitioning: { lower: { memory: {} }, upper: { memory: {} } } } }, servers: [] }"#,
+     "stores.s.size_partitioning.threshold_bytes: is required"),
     (#"{ global: { log_level: "loud" }, servers: [] }"#, "global.log_level: expected one of"),
   ])
   func errors(text: String, expected: String) {

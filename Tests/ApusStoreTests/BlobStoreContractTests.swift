@@ -150,9 +150,8 @@ struct FilesystemStoreTests {
 
   @Test("StoreFactory builds trees from specs")
   func factory() async throws {
-    let store = try await StoreFactory.make(
-      .verify(backend: .filesystem(.init(path: temporaryDirectory() + "/nested/deeper")), verifyHash: true),
-      home: "/nonexistent")
+    let store = try await StoreFactory(specs: [:], home: "/nonexistent").make(
+      .verify(backend: .filesystem(.init(path: temporaryDirectory() + "/nested/deeper")), verifyHash: true))
     let data = Array("x".utf8)
     try await store.writeAll(digestOf(data), data)
     #expect(try await store.contains(digestOf(data)))

@@ -1,0 +1,55 @@
+import ApusProto
+import Synchronization
+
+/// Remembers that blobs exist (answers of `findMissing`, successful writes) for
+/// `maxSeconds`, so repeated FindMissingBlobs on a slow backend are answered locally.
+/// Only positive answers are kept: a blob reported missing is asked again next time.
+public final class ExistenceCacheStore: BlobStore {
+  let backend: any BlobStore
+  let maxSeconds: UInt32
+  let maxCount: Int
+  private let known = Mutex(LRUIndex<BlobDigest, Void>())
+
+  public init(backend: any BlobStore, maxSeconds: UInt32, maxCount: Int = 1_000_000) {
+    self.backend = backend
+    self.maxSeconds = maxSeconds
+    self.maxCount = maxCount
+  }
+
+  private func remember(_ digests: some Sequence<BlobDigest>) {
+    let now = StoreClock.now()
+    known.withLock { idx in
+      for d in digests { idx.set(d, (), size: 0, now: now) }
+      _ = idx.evict(maxBytes: nil, maxCount: maxCount, maxAge: maxSeconds, now: now)
+    }
+  }
+
+  public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {
+    let now = StoreClock.now()
+    let unknown = known.withLock { idx in
+      _ = idx.evict(maxBytes: nil, maxCount: maxCount, maxAge: maxSeconds, now: now)
+      return digests.filter { !idx.contains($0) }
+    }
+    guard !unknown.isEmpty else { return [] }
+    let missing = try await backend.findMissing(unknown)
+    let missingSet = Set(missing)
+    remember(unknown.filter { !missingSet.contains($0) })
+    return missing
+  }
+
+  public func read(
+    _ digest: BlobDigest, offset: Int64, limit: Int64?,
+    into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    let found = try await backend.read(digest, offset: offset, limit: limit, into: sink)
+    if !found { known.withLock { _ = $0.remove(digest) } }
+    return found
+  }
+
+  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+    _ digest: BlobDigest, from chunks: Chunks
+  ) async throws {
+    try await backend.write(digest, from: chunks)
+    remember([digest])
+  }
+}
