@@ -18,12 +18,14 @@ public indirect enum StoreSpec: Sendable, Equatable, Decodable {
   case grpc(url: String, instanceName: String, actionCache: Bool)
   /// Blobs spread over stores by digest, weighted.
   case shard([ShardSpec])
+  /// Objects in an S3-compatible bucket.
+  case s3(S3StoreSpec)
   /// Another named store from `stores`.
   case ref(String)
 
   static let kinds = [
     "memory", "filesystem", "verify", "fast_slow", "size_partitioning", "existence_cache",
-    "completeness_checking", "grpc", "shard", "ref",
+    "completeness_checking", "grpc", "shard", "s3", "ref",
   ]
 
   public init(from decoder: any Decoder) throws {
@@ -38,6 +40,8 @@ public indirect enum StoreSpec: Sendable, Equatable, Decodable {
       self = .memory(try object.decode(MemoryStoreSpec.self, kind)!)
     case "filesystem":
       self = .filesystem(try object.decode(FilesystemStoreSpec.self, kind)!)
+    case "s3":
+      self = .s3(try object.decode(S3StoreSpec.self, kind)!)
     case "ref":
       let name = try object.requiredString("ref")
       guard !name.isEmpty else { throw object.error("ref", "expected a store name") }
@@ -50,7 +54,7 @@ public indirect enum StoreSpec: Sendable, Equatable, Decodable {
   /// The `ref` names this tree uses, with the JSON path of each (relative to the tree).
   public var references: [(name: String, path: String)] {
     switch self {
-    case .memory, .filesystem, .grpc: return []
+    case .memory, .filesystem, .grpc, .s3: return []
     case .ref(let name): return [(name, "ref")]
     case .verify(let b, _): return b.references.map { ($0.name, "verify.backend.\($0.path)") }
     case .existenceCache(let b, _, _):
@@ -184,3 +188,53 @@ public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
   }
 }
 
+
+/// `s3`: any S3-compatible endpoint (AWS, MinIO, Ceph RGW, R2). Credentials default to the
+/// standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` variables.
+public struct S3StoreSpec: Sendable, Equatable, Decodable {
+  public var endpoint: String
+  public var region: String
+  public var bucket: String
+  public var keyPrefix: String
+  /// `endpoint/bucket/key` (MinIO, Ceph, tests) instead of `bucket.endpoint/key`.
+  public var pathStyle: Bool
+  public var accessKeyID: String?
+  public var secretAccessKey: String?
+  public var sessionToken: String?
+  public var multipartThresholdBytes: Int64
+  public var partBytes: Int64
+  public var maxAttempts: Int
+  public var requestTimeoutSeconds: Int
+  /// Objects not written or read for this long are deleted by the sweep; absent: never.
+  public var maxSeconds: Int64?
+  public var sweepIntervalSeconds: Int64
+
+  public init(from decoder: any Decoder) throws {
+    let o = try ConfigObject(
+      decoder,
+      allowedKeys: [
+        "endpoint", "region", "bucket", "key_prefix", "path_style", "access_key_id",
+        "secret_access_key", "session_token", "multipart_threshold_bytes", "part_bytes",
+        "max_attempts", "request_timeout_seconds", "max_seconds", "sweep_interval_seconds",
+      ])
+    endpoint = try o.requiredString("endpoint")
+    guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
+      throw o.error("endpoint", "expected http(s)://host[:port], got \"\(endpoint)\"")
+    }
+    region = try o.string("region") ?? "us-east-1"
+    bucket = try o.requiredString("bucket")
+    guard !bucket.isEmpty, !bucket.contains("/") else { throw o.error("bucket", "expected a bucket name") }
+    keyPrefix = try o.string("key_prefix") ?? ""
+    pathStyle = try o.bool("path_style") ?? false
+    accessKeyID = try o.string("access_key_id")
+    secretAccessKey = try o.string("secret_access_key")
+    sessionToken = try o.string("session_token")
+    multipartThresholdBytes = try o.integer("multipart_threshold_bytes") ?? (8 << 20)
+    partBytes = try o.integer("part_bytes") ?? (8 << 20)
+    guard partBytes >= 5 << 20 else { throw o.error("part_bytes", "S3 parts are at least 5 MiB (5242880)") }
+    maxAttempts = Int(try o.integer("max_attempts") ?? 4)
+    requestTimeoutSeconds = Int(try o.integer("request_timeout_seconds") ?? 60)
+    maxSeconds = try o.integer("max_seconds")
+    sweepIntervalSeconds = try o.integer("sweep_interval_seconds") ?? 3600
+  }
+}

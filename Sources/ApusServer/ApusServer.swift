@@ -36,7 +36,9 @@ public final class ApusServer: Service {
   }
 
   public func run() async throws {
-    let stores = try await StoreFactory(specs: config.stores, home: home).makeAll()
+    let factory = StoreFactory(specs: config.stores, home: home)
+    let stores = try await factory.makeAll()
+    let maintenance = factory.maintenance
     var schedulers: [String: Scheduler] = [:]
     for (name, config) in config.schedulers {
       schedulers[name] = Scheduler(name: name, config: config, logger: logger)
@@ -90,6 +92,16 @@ public final class ApusServer: Service {
       }
     }
     defer { ticker.cancel() }
+    // Store upkeep (the S3 expiry sweep), each on its own period.
+    let upkeep = maintenance.map { job in
+      Task {
+        while !Task.isCancelled {
+          await job.run()
+          try? await Task.sleep(for: job.every)
+        }
+      }
+    }
+    defer { upkeep.forEach { $0.cancel() } }
 
     try? await gracefulShutdown()
     logger.info("shutting down", metadata: ["grace_seconds": "\(config.global.shutdownGraceSeconds)"])

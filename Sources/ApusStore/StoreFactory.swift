@@ -2,6 +2,10 @@ import ApusConfig
 import ApusRPC
 import NIOPosix
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Builds store trees from config specs, recursively. Named stores are built once and
 /// shared: every `ref` to a name gets the same instance.
 public final class StoreFactory {
@@ -9,6 +13,8 @@ public final class StoreFactory {
   private let home: String
   private var built: [String: any BlobStore] = [:]
   private var building: [String] = []
+  /// Background work the built stores need (the S3 expiry sweep), with its period.
+  public private(set) var maintenance: [(every: Duration, run: @Sendable () async -> Void)] = []
 
   public init(specs: [String: StoreSpec], home: String) {
     self.specs = specs
@@ -73,6 +79,24 @@ public final class StoreFactory {
       var stores: [(store: any BlobStore, weight: UInt32)] = []
       for s in shards { stores.append((try await make(s.store), s.weight)) }
       return ShardStore(shards: stores)
+    case .s3(let spec):
+      let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
+      guard let key = spec.accessKeyID ?? env("AWS_ACCESS_KEY_ID"),
+        let secret = spec.secretAccessKey ?? env("AWS_SECRET_ACCESS_KEY")
+      else {
+        throw StoreError(.invalidArgument, "s3 \(spec.bucket): no credentials (access_key_id or AWS_ACCESS_KEY_ID)")
+      }
+      let store = try S3Store(
+        location: S3Location(
+          endpoint: spec.endpoint, region: spec.region, bucket: spec.bucket, pathStyle: spec.pathStyle,
+          accessKeyID: key, secretAccessKey: secret, sessionToken: spec.sessionToken ?? env("AWS_SESSION_TOKEN"),
+          maxAttempts: spec.maxAttempts, requestTimeout: .seconds(Int64(spec.requestTimeoutSeconds))),
+        prefix: spec.keyPrefix, multipartThreshold: Int(spec.multipartThresholdBytes),
+        partBytes: Int(spec.partBytes), maxSeconds: spec.maxSeconds)
+      if spec.maxSeconds != nil {
+        maintenance.append((.seconds(spec.sweepIntervalSeconds), { _ = try? await store.sweep() }))
+      }
+      return store
     case .ref(let name):
       return try await named(name)
     }

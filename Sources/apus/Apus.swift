@@ -119,6 +119,7 @@ struct Check: ParsableCommand {
     case .completenessChecking(let b, let cas): "completeness_checking(\(describe(b)), cas: \(describe(cas)))"
     case .grpc(let url, let instance, let ac): "grpc(\(url), instance \"\(instance)\", \(ac ? "action_cache" : "cas"))"
     case .shard(let shards): "shard(\(shards.map { "\($0.weight)×\(describe($0.store))" }.joined(separator: ", ")))"
+    case .s3(let s): "s3(\(s.endpoint), bucket \(s.bucket), prefix \"\(s.keyPrefix)\"\(s.maxSeconds.map { ", expiry \($0)s" } ?? ""))"
     case .ref(let name): "ref(\(name))"
     }
   }
