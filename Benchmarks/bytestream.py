@@ -7,7 +7,11 @@ The load generator is h2load (nghttp2-client, written in C): it posts a prepared
 stays small and is not Apus code. Each upload is a fresh random blob, so no run hits the
 "already stored" shortcut. Prints a Markdown table; figures are not asserted.
 
-Usage: Benchmarks/bytestream.py [--mib 256] [--runs 3] [--apus .build/release/apus]
+With --s3, the same transfers also run against an `s3` store backed by moto_server on
+loopback (a Python S3 implementation: its own speed bounds that row, so read it as "Apus
+plus this S3 server", not as what AWS would give).
+
+Usage: Benchmarks/bytestream.py [--mib 256] [--runs 3] [--s3] [--apus .build/release/apus]
 """
 import argparse
 import hashlib
@@ -83,10 +87,22 @@ def disk_write_mbps(directory, size):
     return size / seconds / 1e6
 
 
-def start_apus(apus, store, workdir):
+def start_moto(workdir):
+    from s3server import MotoServer
+    server = MotoServer(workdir).start()
+    server.make_bucket("bench")
+    return server
+
+
+def start_apus(apus, store, workdir, moto=None):
     port = free_port()
-    cas = ({"memory": {"max_bytes": 8 << 30}} if store == "memory"
-           else {"filesystem": {"path": os.path.join(workdir, "cas"), "max_bytes": 64 << 30}})
+    if store == "memory":
+        cas = {"memory": {"max_bytes": 8 << 30}}
+    elif store == "filesystem":
+        cas = {"filesystem": {"path": os.path.join(workdir, "cas"), "max_bytes": 64 << 30}}
+    else:
+        from s3server import s3_spec
+        cas = s3_spec(moto, "bench", "cas/", multipart_threshold_bytes=8 << 20, part_bytes=8 << 20)
     cfg = {"stores": {"cas": cas, "ac": {"memory": {}}},
            "servers": [{"listen": f"127.0.0.1:{port}", "instances": {"": {"cas": "cas", "action_cache": "ac"}}}],
            "global": {"log_level": "warning"}}
@@ -110,6 +126,7 @@ def main():
     ap.add_argument("--apus", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "apus"))
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--workdir", help="where the filesystem store lives (default: the temp dir)")
+    ap.add_argument("--s3", action="store_true", help="also measure an s3 store on moto_server")
     args = ap.parse_args()
     size = args.mib * 1024 * 1024
 
@@ -118,8 +135,9 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         disk = disk_write_mbps(work, size)
         figures["disk_write_MBps"] = disk
-        for store in ("memory", "filesystem"):
-            proc, port = start_apus(args.apus, store, work)
+        moto = start_moto(work) if args.s3 else None
+        for store in ("memory", "filesystem") + (("s3",) if args.s3 else ()):
+            proc, port = start_apus(args.apus, store, work, moto)
             try:
                 up, down = [], []
                 for run in range(args.runs):
@@ -141,6 +159,8 @@ def main():
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
+                if store == "s3":
+                    moto.stop()
             for kind, xs in (("upload (verified)", up), ("download", down)):
                 med = statistics.median(xs)
                 rows.append((store, kind, min(xs), med, max(xs), med / sha))
