@@ -29,5 +29,11 @@ public func fuzzProtoDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
   check(ServerCapabilities.self, bytes)
   check(RequestMetadata.self, bytes)
   check(RPCStatusMessage.self, bytes)
+  check(ExecuteRequest.self, bytes)
+  check(ExecuteResponse.self, bytes)
+  check(WaitExecutionRequest.self, bytes)
+  check(Operation.self, bytes)
+  check(WorkerMessage.self, bytes)
+  check(SchedulerMessage.self, bytes)
   return 0
 }
