@@ -52,55 +52,77 @@ struct InputMaterializer: Sendable {
     }
   }
 
-  /// Reads the Directory tree breadth-first. Names are checked so no entry can escape.
+  /// Reads the Directory tree breadth-first, each level's distinct directories fetched
+  /// concurrently. Names are checked so no entry can escape.
   func walk(_ root: BlobDigest) async throws -> Layout {
     var layout = Layout()
-    var queue: [(String, BlobDigest)] = [("", root)]
+    var level: [(String, BlobDigest)] = [("", root)]
     var missing: [BlobDigest] = []
-    while !queue.isEmpty {
-      let (prefix, digest) = queue.removeFirst()
-      let bytes: [UInt8]?
-      if digest.isEmpty {
-        bytes = []
-      } else {
-        bytes = try await remote.readAll(digest, maxBytes: Self.maxDirectoryBytes)
-      }
-      guard let bytes else {
-        missing.append(digest)
-        continue
-      }
-      let dir: Directory
-      do {
-        dir = try Directory(serializedBytes: bytes)
-      } catch {
-        throw ExecutionFailure(.invalidArgument, "directory \(digest) is not a valid Directory")
-      }
-      func child(_ name: String) throws -> String {
-        guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.contains("\0") else {
-          throw ExecutionFailure(.invalidArgument, "invalid name \"\(name)\" in input directory \(digest)")
+    while !level.isEmpty {
+      let fetched = try await fetchDirectories(Set(level.map(\.1)))
+      var next: [(String, BlobDigest)] = []
+      for (prefix, digest) in level {
+        guard let dir = fetched[digest] else {
+          missing.append(digest)
+          continue
         }
-        return prefix.isEmpty ? name : "\(prefix)/\(name)"
-      }
-      for f in dir.files {
-        guard let d = f.digest?.validated else {
-          throw ExecutionFailure(.invalidArgument, "file \(f.name) has an invalid digest")
+        func child(_ name: String) throws -> String {
+          guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.contains("\0") else {
+            throw ExecutionFailure(.invalidArgument, "invalid name \"\(name)\" in input directory \(digest)")
+          }
+          return prefix.isEmpty ? name : "\(prefix)/\(name)"
         }
-        layout.files.append((try child(f.name), d, f.isExecutable))
-      }
-      for s in dir.symlinks { layout.symlinks.append((try child(s.name), s.target)) }
-      for d in dir.directories {
-        guard let digest = d.digest?.validated else {
-          throw ExecutionFailure(.invalidArgument, "directory \(d.name) has an invalid digest")
+        for f in dir.files {
+          guard let d = f.digest?.validated else {
+            throw ExecutionFailure(.invalidArgument, "file \(f.name) has an invalid digest")
+          }
+          layout.files.append((try child(f.name), d, f.isExecutable))
         }
-        let path = try child(d.name)
-        layout.directories.append(path)
-        queue.append((path, digest))
+        for s in dir.symlinks { layout.symlinks.append((try child(s.name), s.target)) }
+        for d in dir.directories {
+          guard let digest = d.digest?.validated else {
+            throw ExecutionFailure(.invalidArgument, "directory \(d.name) has an invalid digest")
+          }
+          let path = try child(d.name)
+          layout.directories.append(path)
+          next.append((path, digest))
+        }
       }
+      level = next
     }
     if !missing.isEmpty {
-      throw ExecutionFailure(status: .missingBlobs(missing, "input directories are missing from the CAS"))
+      throw ExecutionFailure(status: .missingBlobs(Array(Set(missing)), "input directories are missing from the CAS"))
     }
     return layout
+  }
+
+  /// The decoded Directories that exist, up to 16 fetches at a time.
+  private func fetchDirectories(_ digests: Set<BlobDigest>) async throws -> [BlobDigest: Directory] {
+    let remote = self.remote
+    return try await withThrowingTaskGroup(of: (BlobDigest, Directory?).self) { group in
+      var pending = Array(digests)
+      var out: [BlobDigest: Directory] = [:]
+      func addOne() {
+        let digest = pending.removeLast()
+        group.addTask {
+          if digest.isEmpty { return (digest, Directory()) }
+          guard let bytes = try await remote.readAll(digest, maxBytes: Self.maxDirectoryBytes) else {
+            return (digest, nil)
+          }
+          do {
+            return (digest, try Directory(serializedBytes: bytes))
+          } catch {
+            throw ExecutionFailure(.invalidArgument, "directory \(digest) is not a valid Directory")
+          }
+        }
+      }
+      for _ in 0..<min(16, pending.count) { addOne() }
+      while let (digest, dir) = try await group.next() {
+        if let dir { out[digest] = dir }
+        if !pending.isEmpty { addOne() }
+      }
+      return out
+    }
   }
 
   /// Brings blobs into the local cache, streaming each straight to disk.
