@@ -204,3 +204,14 @@ def test_worker_killed_mid_action_is_retried_elsewhere(apus_factory, tmp_path):
         assert read_blob(ch, response.result.output_files[0].digest) == b"survived\n"
     for w in workers:
         w.stop()
+
+
+def test_worker_entrypoint_wraps_every_command(apus_factory, tmp_path):
+    config = exec_config(tmp_path)
+    config["workers"][0]["entrypoint"] = ["/usr/bin/env", "WRAPPED_BY=apus-entrypoint"]
+    apus = apus_factory(config).wait_for_workers(1)
+    with grpc.insecure_channel(apus.address) as ch:
+        action = Action(ch, ["/bin/sh", "-c", "echo $WRAPPED_BY"])
+        _, response = action.execute()
+        assert response.status.code == 0 and response.result.exit_code == 0
+        assert read_blob(ch, response.result.stdout_digest) == b"apus-entrypoint\n"
