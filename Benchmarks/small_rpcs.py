@@ -1,0 +1,161 @@
+"""Scenario 2: small cache RPCs at 1, 16 and 64 concurrent streams, Apus beside BuildGrid.
+
+Every RPC here is unary, so the load generator is h2load (C, nghttp2) replaying one prepared
+gRPC request body for a fixed time: no Apus code on the client side. Each body is first sent
+once through grpcio and its response checked, and h2load's received byte count must match that
+response for every completed request (a gRPC error would arrive as headers without data).
+Streams are spread over up to 4 connections, as a client with a connection pool would.
+Requests/s is given over 1-second windows (min / median / max); latency percentiles are over
+every request of the run, from h2load's per-request log."""
+import hashlib
+import os
+import statistics
+
+import grpc
+
+from common import Figure, fmt, frame, h2load, h2load_counts, h2load_seconds, percentile, re_pb2, start_apus, start_buildgrid
+
+CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+AC = "/build.bazel.remote.execution.v2.ActionCache/"
+# The RPCs the small-RPC targets are about (FindMissingBlobs of 1,000 digests is a big request).
+SINGLE_DIGEST = ["GetActionResult", "FindMissingBlobs, 1 digest", "BatchUpdateBlobs, 4 KiB",
+                 "BatchReadBlobs, 4 KiB"]
+
+
+def digest(data):
+    return re_pb2.Digest(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+
+def prepare(ch):
+    """Stores what the reads need; returns {label: (path, request bytes, check(response bytes))}."""
+    read_blob, write_blob = os.urandom(4096), os.urandom(4096)
+    small = [os.urandom(100) for _ in range(1000)]
+    batch = re_pb2.BatchUpdateBlobsRequest(requests=[
+        re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(b), data=b) for b in small + [read_blob]])
+    ch.unary_unary(CAS + "BatchUpdateBlobs")(batch.SerializeToString())
+    action = digest(os.urandom(64))
+    result = re_pb2.ActionResult(exit_code=0, output_files=[re_pb2.OutputFile(
+        path="out/lib.o", digest=digest(read_blob), is_executable=False)])
+    ch.unary_unary(AC + "UpdateActionResult")(re_pb2.UpdateActionResultRequest(
+        action_digest=action, action_result=result).SerializeToString())
+
+    def none_missing(raw):
+        return not re_pb2.FindMissingBlobsResponse.FromString(raw).missing_blob_digests
+
+    def stored(raw):
+        r = re_pb2.BatchUpdateBlobsResponse.FromString(raw).responses
+        return len(r) == 1 and r[0].status.code == 0
+
+    def read_back(raw):
+        r = re_pb2.BatchReadBlobsResponse.FromString(raw).responses
+        return len(r) == 1 and r[0].status.code == 0 and r[0].data == read_blob
+
+    return {
+        "GetActionResult": (AC + "GetActionResult",
+                            re_pb2.GetActionResultRequest(action_digest=action),
+                            lambda raw: re_pb2.ActionResult.FromString(raw) == result),
+        "FindMissingBlobs, 1 digest": (CAS + "FindMissingBlobs",
+                                       re_pb2.FindMissingBlobsRequest(blob_digests=[digest(read_blob)]),
+                                       none_missing),
+        "FindMissingBlobs, 1,000 digests": (CAS + "FindMissingBlobs",
+                                            re_pb2.FindMissingBlobsRequest(blob_digests=[digest(b) for b in small]),
+                                            none_missing),
+        "BatchUpdateBlobs, 4 KiB": (CAS + "BatchUpdateBlobs", re_pb2.BatchUpdateBlobsRequest(requests=[
+            re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(write_blob), data=write_blob)]), stored),
+        "BatchReadBlobs, 4 KiB": (CAS + "BatchReadBlobs",
+                                  re_pb2.BatchReadBlobsRequest(digests=[digest(read_blob)]), read_back),
+    }
+
+
+def load(ctx, server, label, path, request, check, streams):
+    """One h2load run; returns (requests/s per window, p50 ms, p99 ms, server CPU, client CPU)."""
+    raw = request.SerializeToString()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        response = ch.unary_unary(path)(raw)
+    if not check(response):
+        raise RuntimeError(f"{server.name}: {label} answered wrongly before the load")
+    body = os.path.join(ctx.work, "rpc.body")
+    log = os.path.join(ctx.work, "rpc.log")
+    with open(body, "wb") as f:
+        f.write(frame(raw))
+    if os.path.exists(log):
+        os.unlink(log)  # h2load appends
+    conns = min(streams, 4)
+    seconds = ctx.rpc_seconds
+    cpu0 = server.cpu_seconds()
+    out, client_cpu = h2load(f"http://127.0.0.1:{server.port}{path}", body, "-D", f"{int(seconds * 1000)}ms",
+                             "--warm-up-time", "500ms" if seconds >= 1 else "100ms", "-t", "1",
+                             "-c", str(conns), "-m", str(streams // conns), f"--log-file={log}")
+    server_cpu = server.cpu_seconds() - cpu0
+    counts = h2load_counts(out)
+    if counts["done"] == 0 or counts["failed"] or counts["errored"]:
+        raise RuntimeError(f"{server.name}: {label} at {streams} streams: {counts}\n{out[-1500:]}")
+    if counts["data_bytes"] is not None and counts["data_bytes"] < counts["done"] * (5 + len(response)):
+        raise RuntimeError(f"{server.name}: {label}: {counts['data_bytes']} bytes for {counts['done']} "
+                           f"responses of {5 + len(response)}: some calls failed")
+    starts, latencies = [], []
+    with open(log) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == "200":
+                starts.append(int(fields[0]))
+                latencies.append(int(fields[2]) / 1000)
+    latencies.sort()
+    t0 = min(starts)
+    windows = {}
+    for s in starts:
+        windows[(s - t0) // 1_000_000] = windows.get((s - t0) // 1_000_000, 0) + 1
+    whole = int(seconds)
+    rates = [windows.get(w, 0) for w in range(whole)] if whole >= 1 else [len(starts) / seconds]
+    duration = h2load_seconds(out)
+    return rates, percentile(latencies, 0.5), percentile(latencies, 0.99), server_cpu / duration, client_cpu / duration
+
+
+def measure(ctx, server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        calls = prepare(ch)
+    results = {}
+    for label, (path, request, check) in calls.items():
+        for streams in ctx.rpc_streams:
+            results[label, streams] = load(ctx, server, label, path, request, check, streams)
+    return results
+
+
+def run(ctx):
+    with start_apus(ctx.apus, ctx.work, {"memory": {"max_bytes": 4 << 30}}) as server:
+        apus = measure(ctx, server)
+    peer = {}
+    if ctx.peer:
+        with start_buildgrid(ctx.work) as server:
+            peer = measure(ctx, server)
+
+    rows, notes = [], []
+    for (label, streams), (rates, p50, p99, server_cpu, client_cpu) in apus.items():
+        fig = ctx.add(Figure("small RPCs", f"{label}, {streams} streams", "req/s", rates,
+                             f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"))
+        ctx.add(Figure("small RPCs", f"{label}, {streams} streams, p99", "ms", [p99]))
+        row = [label, streams, f"{fmt(fig.min)} / **{fmt(fig.median)}** / {fmt(fig.max)}", fmt(p50), fmt(p99),
+               f"{server_cpu:.2f}", f"{client_cpu:.2f}"]
+        if peer:
+            prates, pp50, pp99, _, _ = peer[label, streams]
+            pfig = ctx.add(Figure("small RPCs", f"BuildGrid {label}, {streams} streams", "req/s", prates,
+                                  f"p50 {pp50:.3f} ms, p99 {pp99:.3f} ms"))
+            ctx.ratio(f"{label}, {streams} streams: apus / BuildGrid req/s", fig.median / pfig.median)
+            row += [fmt(pfig.median), fmt(pp99), f"{fig.median / pfig.median:.1f}×"]
+        rows.append(row)
+    headers = ["RPC", "streams", "apus req/s min / median / max", "p50 ms", "p99 ms", "apus CPU cores",
+               "h2load CPU cores"]
+    if peer:
+        headers += ["BuildGrid req/s", "BuildGrid p99 ms", "apus / BuildGrid"]
+    notes.append("CPU cores = CPU seconds used during the run / wall seconds; h2load is the client, on "
+                 "the same 2 cores, so the two columns together show how the machine was shared.")
+    ctx.table(f"Small RPCs: h2load, {ctx.rpc_seconds} s per row, in-memory stores", headers, rows, notes)
+
+    top = max(ctx.rpc_streams)
+    worst = min(SINGLE_DIGEST, key=lambda k: statistics.median(apus[k, top][0]))
+    slowest = max(SINGLE_DIGEST, key=lambda k: apus[k, top][2])
+    ctx.target(f"≥ 20,000 small RPCs/s at {top} streams (slowest of the single-digest RPCs)",
+               statistics.median(apus[worst, top][0]), 20000, " req/s", worst)
+    ctx.target(f"p99 < 5 ms at {top} streams (worst of the single-digest RPCs)",
+               apus[slowest, top][2], 5, " ms", slowest, higher_is_better=False)
+
