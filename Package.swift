@@ -98,7 +98,7 @@ let package = Package(
       name: "ApusStoreTests", dependencies: ["ApusStore", "ApusProto"], swiftSettings: strict),
     .testTarget(
       name: "ApusServicesTests",
-      dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC"],
+      dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig"],
       swiftSettings: strict),
   ]
 )

@@ -1,106 +1,105 @@
-#!/usr/bin/env python3
-"""Remote-execution overhead: N trivial actions through Execute against an all-in-one apus
-(cache + scheduler + one local worker), beside running the same commands locally.
+"""Scenario 4: trivial actions (`sh -c true`) through Execute against an all-in-one apus (cache,
+scheduler, one local worker), beside running the same command locally.
 
-Actions are uploaded before timing and differ only in an environment variable, so each is
-a real execution (skip_cache_lookup). Reports sequential per-action latency (remote minus
-local = the overhead a build sees per action on its critical path) and throughput with
-several actions in flight. Figures are printed, not asserted.
-
-Usage: Benchmarks/remote_execution.py [--actions 500] [--parallel 8] [--apus .build/release/apus]
-"""
-import argparse
+Actions are uploaded before timing and differ only in an environment variable, so each one is
+a real execution (skip_cache_lookup). Sequential wall time over N actions, remote minus local,
+is the overhead a build sees per action on its critical path; a second batch with 8 in flight
+gives throughput. The client is grpcio; its own CPU time per action is reported."""
 import concurrent.futures
 import json
 import os
-import signal
-import socket
-import statistics
 import subprocess
-import sys
-import tempfile
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import grpc  # noqa: E402
-from execution import Action, exec_config  # noqa: E402
-from reapi import re_grpc, re_pb2  # noqa: E402
+import grpc
+from execution import Action, exec_config
 
+from common import Figure, Server, fmt, free_port, re_grpc, re_pb2
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+COMMAND = ["/bin/sh", "-c", "true"]
+IN_FLIGHT = 8
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--actions", type=int, default=500)
-    ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--apus", default=os.path.join(os.path.dirname(__file__), "..", ".build", "release", "apus"))
-    args = ap.parse_args()
-    command = ["/bin/sh", "-c", "true"]
+def start_executor(ctx):
+    port = free_port()
+    cfg = exec_config(Path(ctx.work) / "exec", workers=1)
+    cfg["workers"][0]["max_concurrent_actions"] = IN_FLIGHT
+    cfg["global"]["log_level"] = "warning"
+    path = os.path.join(ctx.work, "apus-exec.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(cfg).replace("PORT", str(port)))
+    return Server("apus-exec", [ctx.apus, path], port, ctx.work)
 
-    with tempfile.TemporaryDirectory() as work:
-        from pathlib import Path
-        port = free_port()
-        cfg = exec_config(Path(work), workers=1)
-        cfg["workers"][0]["max_concurrent_actions"] = args.parallel
-        cfg["global"]["log_level"] = "warning"
-        text = json.dumps(cfg).replace("PORT", str(port))
-        path = os.path.join(work, "apus.json")
-        with open(path, "w") as f:
-            f.write(text)
-        proc = subprocess.Popen([args.apus, path])
+
+def wait_for_worker(stub, ch):
+    """Until one action runs: the in-process worker registers just after the port opens."""
+    probe = Action(ch, COMMAND, env={"PATH": "/usr/bin:/bin", "PROBE": "1"})
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                for _ in range(200):
-                    try:
-                        re_grpc.CapabilitiesStub(ch).GetCapabilities(re_pb2.GetCapabilitiesRequest(), timeout=1)
-                        break
-                    except grpc.RpcError:
-                        time.sleep(0.05)
-                time.sleep(0.5)  # the worker registers
-                actions = [Action(ch, command, env={"PATH": "/usr/bin:/bin", "N": str(i)})
-                           for i in range(args.actions)]
-                stub = re_grpc.ExecutionStub(ch)
-
-                def execute(a):
-                    start = time.perf_counter()
-                    ops = list(stub.Execute(re_pb2.ExecuteRequest(action_digest=a.digest, skip_cache_lookup=True)))
-                    assert ops[-1].done
-                    return time.perf_counter() - start
-
-                execute(actions[0])  # warm up connections
-                seq = [execute(a) for a in actions[: args.actions // 2]]
-                start = time.perf_counter()
-                with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-                    list(pool.map(execute, actions[args.actions // 2:]))
-                par_wall = time.perf_counter() - start
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
-
-    local = []
-    for _ in range(args.actions // 2):
-        start = time.perf_counter()
-        subprocess.run(command, check=True)
-        local.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(lambda _: subprocess.run(command, check=True), range(args.actions - args.actions // 2)))
-    local_par = time.perf_counter() - start
-
-    n_par = args.actions - args.actions // 2
-    rm, lm = statistics.median(seq), statistics.median(local)
-    print(f"\nRemote execution, {args.actions} trivial actions (`sh -c true`), one local worker\n")
-    print("| measure | remote | local | overhead |")
-    print("|---|---:|---:|---:|")
-    print(f"| sequential latency, median ms | {rm * 1e3:.2f} | {lm * 1e3:.2f} | {(rm - lm) * 1e3:.2f} |")
-    print(f"| sequential latency, p90 ms | {sorted(seq)[int(len(seq) * 0.9)] * 1e3:.2f} | "
-          f"{sorted(local)[int(len(local) * 0.9)] * 1e3:.2f} | |")
-    print(f"| {args.parallel} in flight, actions/s | {n_par / par_wall:.0f} | {n_par / local_par:.0f} | |")
+            ops = list(stub.Execute(re_pb2.ExecuteRequest(action_digest=probe.digest, skip_cache_lookup=True),
+                                    timeout=10))
+            if ops and ops[-1].done:
+                return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
-if __name__ == "__main__":
-    main()
+def run(ctx):
+    n = ctx.actions
+    seq_remote = Figure("remote execution", f"{n} actions one after another, remote", "s")
+    seq_local = Figure("remote execution", f"{n} actions one after another, local", "s")
+    overhead = Figure("remote execution", "overhead per action (remote − local, sequential)", "ms")
+    par_remote = Figure("remote execution", f"{IN_FLIGHT} in flight, remote", "actions/s")
+    par_local = Figure("remote execution", f"{IN_FLIGHT} in flight, local", "actions/s")
+    client_cpu = Figure("remote execution", "grpcio client CPU per remote action", "ms")
+    with start_executor(ctx) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = re_grpc.ExecutionStub(ch)
+        try:
+            wait_for_worker(stub, ch)
+        except grpc.RpcError as e:
+            raise RuntimeError(f"no action ran: {e.code()} {e.details()}; apus log:\n{server.tail_log()}")
+
+        def execute(action):
+            ops = list(stub.Execute(re_pb2.ExecuteRequest(action_digest=action.digest, skip_cache_lookup=True)))
+            result = re_pb2.ExecuteResponse()
+            if not ops[-1].done or not ops[-1].response.Unpack(result) or result.result.exit_code != 0:
+                raise RuntimeError(f"action did not succeed: {ops[-1]}")
+
+        for r in range(ctx.runs):
+            actions = [Action(ch, COMMAND, env={"PATH": "/usr/bin:/bin", "RUN": str(r), "N": str(i)})
+                       for i in range(2 * n)]
+            cpu0, start = time.process_time(), time.perf_counter()
+            for a in actions[:n]:
+                execute(a)
+            remote = time.perf_counter() - start
+            client_cpu.samples.append((time.process_time() - cpu0) / n * 1e3)
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT) as pool:
+                list(pool.map(execute, actions[n:]))
+            par_remote.samples.append(n / (time.perf_counter() - start))
+
+            start = time.perf_counter()
+            for _ in range(n):
+                subprocess.run(COMMAND, check=True)
+            local = time.perf_counter() - start
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT) as pool:
+                list(pool.map(lambda _: subprocess.run(COMMAND, check=True), range(n)))
+            par_local.samples.append(n / (time.perf_counter() - start))
+            seq_remote.samples.append(remote)
+            seq_local.samples.append(local)
+            overhead.samples.append((remote - local) / n * 1e3)
+
+    figures = [seq_remote, seq_local, overhead, par_remote, par_local, client_cpu]
+    for f in figures:
+        ctx.add(f)
+    ctx.table(f"Remote execution: {n} trivial actions (`sh -c true`), one local worker, "
+              f"{ctx.runs} runs", ["measure", "min", "median", "max", "unit"],
+              [[f.name, fmt(f.min), fmt(f.median), fmt(f.max), f.unit] for f in figures],
+              ["The client (grpcio, Python) is part of the remote figures; its CPU time is the last row."])
+    ctx.target("≤ 15 ms remote-execution overhead per trivial action", overhead.median, 15, " ms",
+               f"{n} sequential actions", higher_is_better=False)

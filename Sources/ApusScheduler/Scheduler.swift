@@ -11,6 +11,8 @@ import Logging
 public actor Scheduler {
   public let name: String
   let config: SchedulerConfig
+  /// How often workers must ping; fixed by the config, so readable before registering.
+  public nonisolated var keepAliveSeconds: Int { config.keepAliveSeconds }
   let matcher: PlatformMatcher
   let logger: Logger
 
@@ -136,11 +138,11 @@ public actor Scheduler {
 
   // MARK: - Workers
 
-  /// Adds a worker; returns the keep-alive interval to use.
+  /// Adds a worker and may hand it work at once through `send`.
   public func registerWorker(
     id: String, properties: [Platform.Property], capacity: Int,
     send: @escaping @Sendable (SchedulerMessage) -> Void
-  ) throws(SchedulerError) -> Int {
+  ) throws(SchedulerError) {
     guard workers[id] == nil else {
       throw SchedulerError(.alreadyExists, "a worker named \"\(id)\" is already connected")
     }
@@ -150,7 +152,6 @@ public actor Scheduler {
       id: id, properties: props, capacity: max(1, capacity), lastSeen: .now, send: send)
     logger.info("worker registered", metadata: ["worker": "\(id)", "capacity": "\(capacity)", "properties": "\(props)"])
     dispatch()
-    return config.keepAliveSeconds
   }
 
   public func keepAlive(_ id: String) {

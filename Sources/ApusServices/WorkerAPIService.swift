@@ -28,14 +28,16 @@ public struct WorkerAPIService: Sendable {
       }
       let id = register.workerID
       let (outbox, continuation) = AsyncStream<SchedulerMessage>.makeStream()
-      let keepAlive = try await scheduler.registerWorker(
-        id: id, properties: register.properties,
-        capacity: Int(register.maxConcurrentActions), send: { continuation.yield($0) })
+      // The acknowledgement goes into the outbox before registering: registration may
+      // dispatch a queued action at once, and the worker expects `registered` first.
       var registered = WorkerRegistered()
-      registered.keepAliveSeconds = Int32(keepAlive)
+      registered.keepAliveSeconds = Int32(scheduler.keepAliveSeconds)
       var first = SchedulerMessage()
       first.registered = registered
       continuation.yield(first)
+      try await scheduler.registerWorker(
+        id: id, properties: register.properties,
+        capacity: Int(register.maxConcurrentActions), send: { continuation.yield($0) })
       let rest = iterator
       do {
         try await withThrowingTaskGroup(of: Void.self) { group in

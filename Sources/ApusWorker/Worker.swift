@@ -96,6 +96,9 @@ public final class Worker: Service {
   /// One registration: lasts until the stream fails or the worker has drained.
   private func session(_ client: GRPCClient, _ properties: [Platform.Property], _ runner: ActionRunner) async throws {
     let call = try await client.call("/apus.worker.v1.WorkerAPI/Connect")
+    // However this session ends, its stream ends too: a stream left open would keep the
+    // scheduler's registration alive and refuse the next one as ALREADY_EXISTS.
+    defer { call.cancelCall() }
     var register = WorkerRegister()
     register.workerID = id
     register.properties = properties

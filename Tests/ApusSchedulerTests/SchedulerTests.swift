@@ -44,9 +44,9 @@ struct SchedulerTests {
     let name = try await s.submit(job(1, platform: [("OSFamily", "linux")]))
     #expect(try #require(await s.operation(name)).done == false)
     let windows = Inbox(), linux = Inbox()
-    _ = try await s.registerWorker(id: "w", properties: props([("OSFamily", "windows")]), capacity: 1, send: windows.send)
+    try await s.registerWorker(id: "w", properties: props([("OSFamily", "windows")]), capacity: 1, send: windows.send)
     #expect(windows.started.isEmpty)
-    _ = try await s.registerWorker(id: "l", properties: props([("OSFamily", "linux")]), capacity: 1, send: linux.send)
+    try await s.registerWorker(id: "l", properties: props([("OSFamily", "linux")]), capacity: 1, send: linux.send)
     #expect(linux.started == [name])
     var finished = done()
     finished.operationName = name
@@ -80,7 +80,7 @@ struct SchedulerTests {
   func minimum() async throws {
     let s = scheduler()
     let inbox = Inbox()
-    _ = try await s.registerWorker(id: "w", properties: props([("cpu_count", "4")]), capacity: 4, send: inbox.send)
+    try await s.registerWorker(id: "w", properties: props([("cpu_count", "4")]), capacity: 4, send: inbox.send)
     let a = try await s.submit(job(5, platform: [("cpu_count", "3")]))
     let b = try await s.submit(job(6, platform: [("cpu_count", "2")]))
     #expect(inbox.started == [a])
@@ -95,12 +95,12 @@ struct SchedulerTests {
     let s = scheduler(SchedulerConfig(maxJobRetries: 1))
     let name = try await s.submit(job(7))
     let first = Inbox(), second = Inbox(), third = Inbox()
-    _ = try await s.registerWorker(id: "1", properties: [], capacity: 1, send: first.send)
+    try await s.registerWorker(id: "1", properties: [], capacity: 1, send: first.send)
     await s.workerGone("1")
-    _ = try await s.registerWorker(id: "2", properties: [], capacity: 1, send: second.send)
+    try await s.registerWorker(id: "2", properties: [], capacity: 1, send: second.send)
     #expect(second.started == [name])
     await s.workerGone("2")
-    _ = try await s.registerWorker(id: "3", properties: [], capacity: 1, send: third.send)
+    try await s.registerWorker(id: "3", properties: [], capacity: 1, send: third.send)
     #expect(third.started.isEmpty)
     let op = try #require(await s.operation(name))
     #expect(op.done)
@@ -111,7 +111,7 @@ struct SchedulerTests {
   @Test("an action no worker can ever run fails after the grace period")
   func unsatisfiable() async throws {
     let s = scheduler(SchedulerConfig(unsatisfiableGraceSeconds: 0))
-    _ = try await s.registerWorker(id: "w", properties: props([("OSFamily", "linux")]), capacity: 1, send: Inbox().send)
+    try await s.registerWorker(id: "w", properties: props([("OSFamily", "linux")]), capacity: 1, send: Inbox().send)
     let name = try await s.submit(job(8, platform: [("OSFamily", "plan9")]))
     await s.tick()  // first seen unsatisfiable
     try await Task.sleep(for: .milliseconds(10))
@@ -138,7 +138,7 @@ struct SchedulerTests {
     let inbox = Inbox()
     let name = try await s.submit(job(9))
     let stream = try #require(await s.watch(name))
-    _ = try await s.registerWorker(id: "w", properties: [], capacity: 1, send: inbox.send)
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, send: inbox.send)
     #expect(await s.cancel(name))
     var stages: [Int32] = []
     for await op in stream {
@@ -155,7 +155,7 @@ struct SchedulerTests {
     let low = try await s.submit(job(10, priority: 5))
     let high = try await s.submit(job(11, priority: -5))
     let inbox = Inbox()
-    _ = try await s.registerWorker(id: "w", properties: [], capacity: 1, send: inbox.send)
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, send: inbox.send)
     #expect(inbox.started == [high])
     _ = low
   }
