@@ -71,6 +71,9 @@ class Context:
         lines = [f"## Apus benchmarks ({self.mode}), {datetime.date.today().isoformat()}", "",
                  f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Linux "
                  f"{platform.release()}; apus {self.apus}", ""]
+        if self.mode == "smoke":
+            lines += ["Smoke mode: every scenario once at tiny sizes, to show the suite works. "
+                      "These figures say nothing about performance.", ""]
         lines += [s + "\n" for s in self.sections]
         if self.targets:
             lines += ["### Targets (reported, not asserted)", "", "| target | measured | met |",
