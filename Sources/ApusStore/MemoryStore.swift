@@ -20,7 +20,7 @@ public final class MemoryStore: BlobStore {
   private let limits: Limits
   /// Values are kept as the chunks they arrived in: no concatenation copy on write, and
   /// reads hand out slices of them.
-  private let index = Mutex(LRUIndex<BlobDigest, [[UInt8]]>())
+  private let index = Mutex(LRUIndex<BlobDigest, StoredChunks>())
   static let readChunkBytes = 256 * 1024
 
   public init(limits: Limits = .init()) {
@@ -50,7 +50,7 @@ public final class MemoryStore: BlobStore {
     guard let value else { return false }
     var skip = Int(max(offset, 0))
     var remaining = limit.map { Int(clamping: $0) } ?? Int.max
-    for chunk in value where remaining > 0 {
+    for chunk in value.chunks where remaining > 0 {
       guard skip < chunk.count else {
         skip -= chunk.count
         continue
@@ -78,13 +78,31 @@ public final class MemoryStore: BlobStore {
     }
     let now = StoreClock.now()
     index.withLock { idx in
-      idx.set(digest, value, size: Int64(size), now: now)
+      idx.set(digest, StoredChunks(value), size: Int64(size), now: now)
       expire(&idx, now: now)
     }
   }
 
-  private func expire(_ idx: inout LRUIndex<BlobDigest, [[UInt8]]>, now: UInt32) {
+  private func expire(_ idx: inout LRUIndex<BlobDigest, StoredChunks>, now: UInt32) {
     _ = idx.evict(
       maxBytes: limits.maxBytes, maxCount: limits.maxCount, maxAge: limits.maxSeconds, now: now)
+  }
+}
+
+/// A blob's bytes as they arrived. Most small blobs come in one chunk and are kept without an
+/// outer array: one allocation (about 48 bytes) less per entry of a memory store.
+enum StoredChunks {
+  case one([UInt8])
+  case many([[UInt8]])
+
+  init(_ chunks: [[UInt8]]) {
+    self = chunks.count == 1 ? .one(chunks[0]) : .many(chunks)
+  }
+
+  var chunks: [[UInt8]] {
+    switch self {
+    case .one(let chunk): [chunk]
+    case .many(let chunks): chunks
+    }
   }
 }

@@ -94,27 +94,6 @@ struct MemoryStoreTests {
   }
 }
 
-@Suite("LRU index")
-struct LRUIndexTests {
-  @Test("order, replacement and age")
-  func behaviour() {
-    var lru = LRUIndex<Int, String>()
-    lru.set(1, "a", size: 10, now: 0)
-    lru.set(2, "b", size: 10, now: 5)
-    lru.set(3, "c", size: 10, now: 10)
-    #expect(lru.get(1, now: 11) == "a")
-    lru.set(2, "B", size: 20, now: 12)
-    #expect(lru.totalBytes == 40)
-    #expect(lru.evict(maxBytes: 30, maxCount: nil, maxAge: nil, now: 12).map(\.0) == [3])
-    #expect(lru.evict(maxBytes: nil, maxCount: nil, maxAge: 5, now: 17).map(\.0) == [1])
-    #expect(lru.count == 1 && lru.peek(2) == "B")
-    #expect(lru.remove(2) == "B")
-    #expect(lru.count == 0 && lru.totalBytes == 0)
-    for i in 0..<100 { lru.set(i, "\(i)", size: 1, now: 0) }
-    #expect(lru.evict(maxBytes: nil, maxCount: 10, maxAge: nil, now: 0).map(\.0) == Array(0..<90))
-  }
-}
-
 @Suite("Filesystem store")
 struct FilesystemStoreTests {
   @Test("content survives a restart; temp files are cleared")
