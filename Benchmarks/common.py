@@ -179,9 +179,11 @@ H2LOAD_GRPC = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
 
 
 def h2load(url, body, *options):
-    """Runs h2load with a prepared gRPC request body; returns (stdout, client CPU seconds)."""
+    """Runs h2load posting a prepared gRPC request body (a plain GET without one); returns
+    (stdout, client CPU seconds)."""
     before = children_cpu_seconds()
-    p = subprocess.run(["h2load", *options, "-d", body, *H2LOAD_GRPC, url],
+    request = ["-d", body, *H2LOAD_GRPC] if body else []
+    p = subprocess.run(["h2load", *options, *request, url],
                        capture_output=True, text=True)
     cpu = children_cpu_seconds() - before
     if p.returncode != 0:

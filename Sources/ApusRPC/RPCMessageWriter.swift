@@ -10,7 +10,15 @@ public struct RPCMessageWriter: Sendable {
   let queue: OutboundQueue
 
   public func write(_ message: [UInt8]) async throws {
-    try await queue.write([grpcMessagePrefix(length: message.count), message])
+    try await queue.write([grpcMessagePrefix(length: message.count)[...], message[...]])
+  }
+
+  /// Writes one message given as consecutive parts, e.g. an encoded field header and a
+  /// payload slice still shared with the store: the payload is first copied when nghttp2
+  /// takes it for a DATA frame, not on its way through the call.
+  public func write(parts: [ArraySlice<UInt8>]) async throws {
+    let length = parts.reduce(0) { $0 + $1.count }
+    try await queue.write([grpcMessagePrefix(length: length)[...]] + parts)
   }
 }
 
@@ -23,7 +31,7 @@ struct CallStatus: Sendable {
 /// event loop's nghttp2 data source callback (consumer).
 final class OutboundQueue: Sendable {
   private struct State {
-    var chunks = CircularBuffer<[UInt8]>()
+    var chunks = CircularBuffer<ArraySlice<UInt8>>()
     var headOffset = 0
     var queuedBytes = 0
     var status: CallStatus?
@@ -50,7 +58,7 @@ final class OutboundQueue: Sendable {
     self.wake = wake
   }
 
-  func write(_ chunks: [[UInt8]]) async throws {
+  func write(_ chunks: [ArraySlice<UInt8>]) async throws {
     let (mustWait, wakeNow) = try state.withLock { s throws -> (Bool, Bool) in
       if let closed = s.closed { throw closed }
       guard s.status == nil else { throw RPCError(.internal, "write after the call finished") }

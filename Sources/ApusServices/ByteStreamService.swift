@@ -56,9 +56,7 @@ struct ByteStreamService {
     if name.digest.isEmpty { return }
     let limit = request.readLimit == 0 ? nil : request.readLimit
     let found = try await cas.read(name.digest, offset: request.readOffset, limit: limit) { chunk in
-      var response = ReadResponse()
-      response.data = Array(chunk)
-      try await writer.write(response.serializedBytes())
+      try await writer.write(parts: [ReadResponse.encodedHeader(dataCount: chunk.count)[...], chunk])
     }
     guard found else { throw RPCError(.notFound, "blob \(name.digest) not found") }
   }

@@ -28,6 +28,14 @@ struct ProtoWireTests {
     #expect(Digest().serializedBytes() == [])
   }
 
+  @Test("a ReadResponse header followed by its data is the whole message", arguments: [1, 127, 128, 262_144])
+  func readResponseHeader(count: Int) {
+    var response = ReadResponse()
+    response.data = (0..<count).map { UInt8(truncatingIfNeeded: $0) }
+    #expect(ReadResponse.encodedHeader(dataCount: count) + response.data == response.serializedBytes())
+    #expect(ReadResponse.encodedHeader(dataCount: 0) == ReadResponse().serializedBytes())
+  }
+
   @Test("unknown fields of every wire type are skipped")
   func unknownFieldsSkipped() throws {
     let bytes: [UInt8] = [
