@@ -25,13 +25,13 @@ SCENARIOS = ["large_blobs", "small_rpcs", "bazel_e2e", "remote_execution", "foot
 # at tiny sizes so CI notices when the suite rots, and its figures mean nothing.
 MODES = {
     "full": dict(runs=3, large_blob_bytes=1 << 30, rpc_seconds=6, rpc_streams=[1, 16, 64],
-                 bazel_targets=300, bazel_runs=3, actions=500, footprint_blobs=1_000_000,
+                 bazel_targets=300, bazel_runs=3, bazel_rebuilds=3, actions=500, footprint_blobs=1_000_000,
                  fs_blobs=1_000_000),
     "quick": dict(runs=3, large_blob_bytes=256 << 20, rpc_seconds=2, rpc_streams=[1, 16, 64],
-                  bazel_targets=300, bazel_runs=1, actions=500, footprint_blobs=250_000,
+                  bazel_targets=300, bazel_runs=1, bazel_rebuilds=3, actions=500, footprint_blobs=250_000,
                   fs_blobs=250_000),
     "smoke": dict(runs=1, large_blob_bytes=4 << 20, rpc_seconds=0.3, rpc_streams=[1, 16],
-                  bazel_targets=6, bazel_runs=1, actions=10, footprint_blobs=2_000,
+                  bazel_targets=6, bazel_runs=1, bazel_rebuilds=1, actions=10, footprint_blobs=2_000,
                   fs_blobs=2_000),
 }
 
