@@ -4,7 +4,10 @@ machine's single-core SHA-256 speed.
 The client is h2load (C, nghttp2): it posts a prepared body of framed 1 MiB WriteRequests and
 reads a whole ReadResponse stream, so the figures are the server's, not a Python client's.
 Every upload is a fresh random blob (no "already stored" shortcut) and is checked with
-FindMissingBlobs before its download is timed."""
+FindMissingBlobs before its download is timed.
+
+With --s3 the same transfers also run against an `s3` store on moto_server (Python) on
+loopback: that row measures apus plus moto, not what a real S3 would give."""
 import hashlib
 import os
 import re
@@ -106,10 +109,21 @@ def run(ctx):
         "memory": {"memory": {"max_bytes": 16 << 30}},
         "filesystem": {"filesystem": {"path": os.path.join(ctx.work, "fs-cas"), "max_bytes": 64 << 30}},
     }
+    moto = None
+    if ctx.s3:
+        from s3server import MotoServer, s3_spec
+        moto = MotoServer(ctx.work).start()
+        moto.make_bucket("bench")
+        stores["s3 (moto_server)"] = s3_spec(moto, "bench", "cas/", multipart_threshold_bytes=8 << 20,
+                                             part_bytes=8 << 20)
     results = {}
-    for label, cas in stores.items():
-        with start_apus(ctx.apus, ctx.work, cas, name=f"apus-{label}") as server:
-            results[label] = measure(ctx, server, f"apus {label}", size)
+    try:
+        for label, cas in stores.items():
+            with start_apus(ctx.apus, ctx.work, cas, name=f"apus-{label.split()[0]}") as server:
+                results[label] = measure(ctx, server, f"apus {label}", size)
+    finally:
+        if moto:
+            moto.stop()
     if ctx.peer:
         with start_buildgrid(ctx.work) as server:
             results["buildgrid"] = measure(ctx, server, "BuildGrid (memory)", size)

@@ -82,9 +82,10 @@ def load(ctx, server, label, path, request, check, streams):
         os.unlink(log)  # h2load appends
     conns = min(streams, 4)
     seconds = ctx.rpc_seconds
+    warm_up = 0.5 if seconds >= 1 else 0.1
     cpu0 = server.cpu_seconds()
     out, client_cpu = h2load(f"http://127.0.0.1:{server.port}{path}", body, "-D", f"{int(seconds * 1000)}ms",
-                             "--warm-up-time", "500ms" if seconds >= 1 else "100ms", "-t", "1",
+                             "--warm-up-time", f"{int(warm_up * 1000)}ms", "-t", "1",
                              "-c", str(conns), "-m", str(streams // conns), f"--log-file={log}")
     server_cpu = server.cpu_seconds() - cpu0
     counts = h2load_counts(out)
@@ -107,7 +108,8 @@ def load(ctx, server, label, path, request, check, streams):
         windows[(s - t0) // 1_000_000] = windows.get((s - t0) // 1_000_000, 0) + 1
     whole = int(seconds)
     rates = [windows.get(w, 0) for w in range(whole)] if whole >= 1 else [len(starts) / seconds]
-    duration = h2load_seconds(out)
+    # CPU was counted over the warm-up too; h2load's own time covers the measured part only.
+    duration = h2load_seconds(out) + warm_up
     return rates, percentile(latencies, 0.5), percentile(latencies, 0.99), server_cpu / duration, client_cpu / duration
 
 

@@ -42,7 +42,7 @@ class Context:
     def __init__(self, args, work):
         self.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
         self.__dict__.update(MODES[self.mode])
-        self.apus, self.work, self.peer = args.apus, work, not args.no_peer
+        self.apus, self.work, self.peer, self.s3 = args.apus, work, not args.no_peer, args.s3
         self.figures, self.sections, self.targets, self.ratios, self.failures = [], [], [], {}, []
         self.sha256_mbps = common.openssl_sha256_mbps(1 if self.mode == "smoke" else 3)
 
@@ -100,6 +100,7 @@ def main():
     mode.add_argument("--smoke", action="store_true", help="each scenario once at tiny sizes (CI)")
     ap.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     ap.add_argument("--no-peer", action="store_true", help="skip the BuildGrid side-by-side rows")
+    ap.add_argument("--s3", action="store_true", help="large blobs also through an s3 store on moto_server")
     ap.add_argument("--apus", default=os.path.join(common.ROOT, ".build", "release", "apus"))
     ap.add_argument("--json", default=os.path.join(common.ROOT, ".build", "benchmarks.json"))
     ap.add_argument("--markdown", default=os.path.join(common.ROOT, ".build", "benchmarks.md"))
