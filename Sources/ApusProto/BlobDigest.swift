@@ -13,33 +13,57 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
 
   public init(hashBytes: some Collection<UInt8>, sizeBytes: Int64) {
     precondition(hashBytes.count == 32, "SHA-256 digests are 32 bytes")
-    var words: [UInt64] = [0, 0, 0, 0]
+    var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     for (i, byte) in hashBytes.enumerated() {
-      words[i / 8] = words[i / 8] << 8 | UInt64(byte)
+      switch i / 8 {
+      case 0: words.0 = words.0 << 8 | UInt64(byte)
+      case 1: words.1 = words.1 << 8 | UInt64(byte)
+      case 2: words.2 = words.2 << 8 | UInt64(byte)
+      default: words.3 = words.3 << 8 | UInt64(byte)
+      }
     }
-    (h0, h1, h2, h3) = (words[0], words[1], words[2], words[3])
+    (h0, h1, h2, h3) = words
     self.sizeBytes = sizeBytes
   }
 
   /// Parses a lowercase 64-character hex hash; `nil` for anything else.
   public init?(hash: some StringProtocol, sizeBytes: Int64) {
     guard sizeBytes >= 0 else { return nil }
-    let utf8 = hash.utf8
-    guard utf8.count == 64 else { return nil }
-    var words: [UInt64] = [0, 0, 0, 0]
-    var i = 0
-    for c in utf8 {
-      let nibble: UInt8
-      switch c {
-      case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = c - UInt8(ascii: "0")
-      case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = c - UInt8(ascii: "a") + 10
-      default: return nil
-      }
-      words[i / 16] = words[i / 16] << 4 | UInt64(nibble)
-      i += 1
-    }
-    (h0, h1, h2, h3) = (words[0], words[1], words[2], words[3])
+    // Every digest a request carries passes through here (1,000 per FindMissingBlobs), so
+    // parse the UTF-8 in place rather than iterating a generic view.
+    let words =
+      hash.utf8.withContiguousStorageIfAvailable(Self.parseHex)
+      ?? Array(hash.utf8).withUnsafeBufferPointer(Self.parseHex)
+    guard let words else { return nil }
+    (h0, h1, h2, h3) = words
     self.sizeBytes = sizeBytes
+  }
+
+  /// Nibble value per byte; 0xFF marks a byte that is not a lowercase hex digit.
+  private static let nibbles: [UInt8] = (0...255).map { c in
+    switch UInt8(c) {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt8(c) - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt8(c) - UInt8(ascii: "a") + 10
+    default: 0xFF
+    }
+  }
+
+  private static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64, UInt64, UInt64)? {
+    guard utf8.count == 64 else { return nil }
+    return nibbles.withUnsafeBufferPointer { table in
+      var invalid: UInt8 = 0
+      func word(_ start: Int) -> UInt64 {
+        var w: UInt64 = 0
+        for i in start..<(start + 16) {
+          let v = table[Int(utf8[i])]
+          invalid |= v
+          w = w << 4 | UInt64(v & 0x0F)
+        }
+        return w
+      }
+      let words = (word(0), word(16), word(32), word(48))
+      return invalid & 0x80 == 0 ? words : nil
+    }
   }
 
   /// SHA-256 of the empty string, size 0: always present in every CAS.

@@ -66,14 +66,15 @@ public struct InstanceTable: Sendable {
 
 /// Digest checks shared by every service.
 enum DigestCheck {
-  static func validate(_ digest: Digest?, _ field: String) throws -> BlobDigest {
-    guard let digest else { throw RPCError.invalidArgument("\(field) is missing") }
+  /// `field` names the digest in the error; it is only built when the digest is bad.
+  static func validate(_ digest: Digest?, _ field: @autoclosure () -> String) throws -> BlobDigest {
+    guard let digest else { throw RPCError.invalidArgument("\(field()) is missing") }
     guard let valid = digest.validated else {
       if digest.sizeBytes < 0 {
-        throw RPCError.invalidArgument("\(field) has negative size \(digest.sizeBytes)")
+        throw RPCError.invalidArgument("\(field()) has negative size \(digest.sizeBytes)")
       }
       throw RPCError.invalidArgument(
-        "\(field) hash \"\(digest.hash)\" is not 64 lowercase hex digits (SHA-256)")
+        "\(field()) hash \"\(digest.hash)\" is not 64 lowercase hex digits (SHA-256)")
     }
     return valid
   }

@@ -13,6 +13,7 @@ struct BlobDigestTests {
     #expect(d.description == "\(hex)/11")
     #expect(d.proto.hash == hex)
     #expect(BlobDigest(hashBytes: d.hashBytes, sizeBytes: 11) == d)
+    #expect(BlobDigest(hash: ("/" + hex + "/").dropFirst().dropLast(), sizeBytes: 11) == d)
   }
 
   @Test("rejects what is not a SHA-256 digest", arguments: [
@@ -20,6 +21,8 @@ struct BlobDigestTests {
     (String(repeating: "a", count: 63), 11),
     (String(repeating: "a", count: 65), 11),
     (String(repeating: "g", count: 64), 11),
+    (String(repeating: "a", count: 63) + "/", 11),
+    (String(repeating: "a", count: 62) + "é", 11),
     ("", 0),
     (String(repeating: "a", count: 64), -1),
   ] as [(String, Int64)])
