@@ -48,6 +48,13 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
     }
   }
 
+  /// Parses 64 lowercase hex digits given as UTF-8 bytes (a file name, say); `nil` otherwise.
+  public init?(hashUTF8: UnsafeBufferPointer<UInt8>, sizeBytes: Int64) {
+    guard sizeBytes >= 0, let words = Self.parseHex(hashUTF8) else { return nil }
+    (h0, h1, h2, h3) = words
+    self.sizeBytes = sizeBytes
+  }
+
   private static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64, UInt64, UInt64)? {
     guard utf8.count == 64 else { return nil }
     return nibbles.withUnsafeBufferPointer { table in

@@ -68,19 +68,44 @@ public final class FilesystemStore: BlobStore {
       for b in hex {
         let dir = "\(root)/content/\(a)\(b)"
         try makeDirectory(dir)
-        for name in try listDirectory(dir) {
-          guard let dash = name.firstIndex(of: "-"),
-            let size = Int64(name[name.index(after: dash)...]),
-            let digest = BlobDigest(hash: name[..<dash], sizeBytes: size)
-          else { continue }
-          var st = stat()
-          guard stat("\(dir)/\(name)", &st) == 0 else { continue }
-          found.append((digest, Int64(st.st_size), st.st_mtim.tv_sec))
-        }
+        try Self.scanContentDirectory(dir, into: &found)
       }
     }
     found.sort { $0.2 < $1.2 }
     return found.map { ($0.0, $0.1) }
+  }
+
+  /// Appends (digest, size, mtime) for each `<hash>-<size>` file in `dir`. A million files
+  /// take seconds, so names are parsed as bytes and `fstatat` resolves them relative to the
+  /// open directory instead of walking a full path each time.
+  private static func scanContentDirectory(_ dir: String, into found: inout [(BlobDigest, Int64, Int)]) throws {
+    guard let handle = opendir(dir) else {
+      throw StoreError(.internal, "opendir \(dir): \(POSIXPaths.errorText)")
+    }
+    defer { closedir(handle) }
+    let fd = dirfd(handle)
+    while let entry = readdir(handle) {
+      withUnsafeBytes(of: &entry.pointee.d_name) { raw in
+        let name = raw.bindMemory(to: UInt8.self)
+        // `<64 hex>-<decimal size>\0`
+        guard name.count > 66, name[64] == UInt8(ascii: "-"), let base = name.baseAddress else { return }
+        var size: Int64 = 0
+        var i = 65
+        while i < name.count, name[i] != 0 {
+          let digit = name[i] &- UInt8(ascii: "0")
+          guard digit < 10, size < Int64.max / 10 else { return }
+          size = size * 10 + Int64(digit)
+          i += 1
+        }
+        guard i > 65, i < name.count,
+          let digest = BlobDigest(hashUTF8: UnsafeBufferPointer(start: base, count: 64), sizeBytes: size)
+        else { return }
+        var st = stat()
+        let ok = base.withMemoryRebound(to: CChar.self, capacity: i + 1) { fstatat(fd, $0, &st, 0) == 0 }
+        guard ok else { return }
+        found.append((digest, Int64(st.st_size), st.st_mtim.tv_sec))
+      }
+    }
   }
 
   public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {

@@ -113,6 +113,29 @@ struct FilesystemStoreTests {
     #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/tmp").isEmpty)
   }
 
+  @Test("the start-up scan indexes well-formed names only")
+  func scanNames() async throws {
+    let root = temporaryDirectory()
+    let data = randomBytes(1_000)
+    let d = digestOf(data)
+    do {
+      let store = try await FilesystemStore.open(root: root, maxBytes: nil)
+      try await store.writeAll(d, data)
+    }
+    let dir = "\(root)/content/\(d.hashHex.prefix(2))"
+    let hex = d.hashHex
+    for junk in [
+      "\(hex)-", "\(hex)-12x", "\(hex.uppercased())-1000", "\(hex.dropLast())-1000", "\(hex)_1000",
+      "\(hex)-99999999999999999999", "notes.txt",
+    ] {
+      FileManager.default.createFile(atPath: "\(dir)/\(junk)", contents: Data([1]))
+    }
+    let reopened = try await FilesystemStore.open(root: root, maxBytes: nil)
+    #expect(reopened.count == 1)
+    #expect(reopened.totalBytes == 1_000)
+    #expect(try await reopened.findMissing([d]).isEmpty)
+  }
+
   @Test("eviction by max_bytes unlinks the oldest files, also at start")
   func eviction() async throws {
     let root = temporaryDirectory()
