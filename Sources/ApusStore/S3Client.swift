@@ -48,7 +48,10 @@ final class S3Client: Sendable {
     http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
   }
 
-  deinit { try? http.syncShutdown() }
+  // The last reference can drop on an event loop (a handler finishing during shutdown), where
+  // a blocking shutdown traps; this one returns at once and the client keeps itself alive
+  // until its connections are closed.
+  deinit { http.shutdown { _ in } }
 
   /// The request path for `key` (path style: `/bucket/key`).
   func path(_ key: String) -> String {
