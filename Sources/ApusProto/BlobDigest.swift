@@ -13,7 +13,7 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
 
   public init(hashBytes: some Collection<UInt8>, sizeBytes: Int64) {
     precondition(hashBytes.count == 32, "SHA-256 digests are 32 bytes")
-    var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    var words: Words = (0, 0, 0, 0)
     for (i, byte) in hashBytes.enumerated() {
       switch i / 8 {
       case 0: words.0 = words.0 << 8 | UInt64(byte)
@@ -55,7 +55,10 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
     self.sizeBytes = sizeBytes
   }
 
-  private static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64, UInt64, UInt64)? {
+  /// The hash as four big-endian words, the layout of `h0`…`h3`.
+  private typealias Words = (UInt64, UInt64, UInt64, UInt64)
+
+  private static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> Words? {
     guard utf8.count == 64 else { return nil }
     return nibbles.withUnsafeBufferPointer { table in
       var invalid: UInt8 = 0

@@ -24,7 +24,8 @@ public struct WorkerAPIService: Sendable {
       guard let register = try WorkerMessage(serializedBytes: firstBytes).register,
         !register.workerID.isEmpty
       else {
-        throw RPCError(.invalidArgument, "the first WorkerMessage must be a register with a worker_id")
+        throw RPCError(
+          .invalidArgument, "the first WorkerMessage must be a register with a worker_id")
       }
       let id = register.workerID
       let (outbox, continuation) = AsyncStream<SchedulerMessage>.makeStream()

@@ -78,7 +78,9 @@ public final class FilesystemStore: BlobStore {
   /// Appends (digest, size, mtime) for each `<hash>-<size>` file in `dir`. A million files
   /// take seconds, so names are parsed as bytes and `fstatat` resolves them relative to the
   /// open directory instead of walking a full path each time.
-  private static func scanContentDirectory(_ dir: String, into found: inout [(BlobDigest, Int64, Int)]) throws {
+  private static func scanContentDirectory(
+    _ dir: String, into found: inout [(BlobDigest, Int64, Int)]
+  ) throws {
     guard let handle = opendir(dir) else {
       throw StoreError(.internal, "opendir \(dir): \(POSIXPaths.errorText)")
     }
@@ -88,7 +90,9 @@ public final class FilesystemStore: BlobStore {
       withUnsafeBytes(of: &entry.pointee.d_name) { raw in
         let name = raw.bindMemory(to: UInt8.self)
         // `<64 hex>-<decimal size>\0`
-        guard name.count > 66, name[64] == UInt8(ascii: "-"), let base = name.baseAddress else { return }
+        guard name.count > 66, name[64] == UInt8(ascii: "-"), let base = name.baseAddress else {
+          return
+        }
         var size: Int64 = 0
         var i = 65
         while i < name.count, name[i] != 0 {
@@ -98,10 +102,13 @@ public final class FilesystemStore: BlobStore {
           i += 1
         }
         guard i > 65, i < name.count,
-          let digest = BlobDigest(hashUTF8: UnsafeBufferPointer(start: base, count: 64), sizeBytes: size)
+          let digest = BlobDigest(
+            hashUTF8: UnsafeBufferPointer(start: base, count: 64), sizeBytes: size)
         else { return }
         var st = stat()
-        let ok = base.withMemoryRebound(to: CChar.self, capacity: i + 1) { fstatat(fd, $0, &st, 0) == 0 }
+        let ok = base.withMemoryRebound(to: CChar.self, capacity: i + 1) {
+          fstatat(fd, $0, &st, 0) == 0
+        }
         guard ok else { return }
         found.append((digest, Int64(st.st_size), st.st_mtim.tv_sec))
       }

@@ -67,13 +67,19 @@ final class S3Client: Sendable {
   /// Sends one request, retrying as described above. `body` must be replayable (bytes).
   /// `accept` decides which statuses are answers (others are errors).
   func send(
-    _ method: HTTPMethod, key: String, query: [(String, String)] = [], headers extra: [(String, String)] = [],
-    body: [UInt8]? = nil, payloadSHA256: String? = nil, accept: (UInt) -> Bool = { (200..<300).contains($0) }
+    _ method: HTTPMethod, key: String, query: [(String, String)] = [],
+    headers extra: [(String, String)] = [],
+    body: [UInt8]? = nil, payloadSHA256: String? = nil,
+    accept: (UInt) -> Bool = { (200..<300).contains($0) }
   ) async throws -> Response {
     let path = self.path(key)
     var url = "\(scheme)://\(hostHeader)\(S3Signer.encode(path, keepSlash: true))"
     if !query.isEmpty {
-      url += "?" + query.map { $0.1.isEmpty ? S3Signer.encode($0.0) : "\(S3Signer.encode($0.0))=\(S3Signer.encode($0.1))" }
+      url +=
+        "?"
+        + query.map {
+          $0.1.isEmpty ? S3Signer.encode($0.0) : "\(S3Signer.encode($0.0))=\(S3Signer.encode($0.1))"
+        }
         .joined(separator: "&")
     }
     let payload = payloadSHA256 ?? hex(SHA256Hasher.digest(of: body ?? []).hashBytes)
@@ -94,8 +100,11 @@ final class S3Client: Sendable {
       do {
         let response = try await http.execute(request, timeout: location.requestTimeout)
         let status = response.status.code
-        if accept(status) { return Response(status: status, headers: response.headers, body: response.body) }
-        let text = (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
+        if accept(status) {
+          return Response(status: status, headers: response.headers, body: response.body)
+        }
+        let text =
+          (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
         let code = Self.errorCode(text)
         let retryable = status >= 500 || status == 429 || code == "SlowDown"
         if !retryable || attempt >= location.maxAttempts {
@@ -125,7 +134,9 @@ final class S3Client: Sendable {
 func xmlValues(_ tag: String, in xml: String) -> [String] {
   var out: [String] = []
   var rest = Substring(xml)
-  while let open = rest.range(of: "<\(tag)>"), let close = rest[open.upperBound...].range(of: "</\(tag)>") {
+  while let open = rest.range(of: "<\(tag)>"),
+    let close = rest[open.upperBound...].range(of: "</\(tag)>")
+  {
     out.append(String(rest[open.upperBound..<close.lowerBound]))
     rest = rest[close.upperBound...]
   }

@@ -12,14 +12,17 @@ import Testing
 struct WorkerAPIServiceTests {
   @Test("a worker joining while actions wait hears `registered` before its first action")
   func registeredComesFirst() async throws {
-    let scheduler = Scheduler(name: "main", config: SchedulerConfig(), logger: Logger(label: "test"))
+    let scheduler = Scheduler(
+      name: "main", config: SchedulerConfig(), logger: Logger(label: "test"))
     let job = ExecutionJob(
-      instanceName: "", actionDigest: BlobDigest(hashBytes: [UInt8](repeating: 7, count: 32), sizeBytes: 1),
+      instanceName: "",
+      actionDigest: BlobDigest(hashBytes: [UInt8](repeating: 7, count: 32), sizeBytes: 1),
       action: Action(), platform: [], priority: 0, mergeable: true)
     let operation = try await scheduler.submit(job)
     var router = RPCRouter()
     WorkerAPIService(scheduler: scheduler, logger: Logger(label: "test")).register(on: &router)
-    let server = GRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+    let server = GRPCServer(
+      router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
     let address = try await server.start(host: "127.0.0.1", port: 0)
     let client = GRPCClient(host: "127.0.0.1", port: try #require(address.port))
 
