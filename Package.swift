@@ -32,7 +32,7 @@ let package = Package(
     .target(
       name: "ApusRPC",
       dependencies: [
-        "CNGHTTP2", "CZlib",
+        "CNGHTTP2", "CZlib", "CApusSystem",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),

@@ -131,16 +131,30 @@ public struct GlobalConfig: Sendable, Equatable, Decodable {
   public var logLevel: String
   /// How long SIGTERM/SIGINT wait for running calls before closing connections.
   public var shutdownGraceSeconds: Int
+  /// Request bytes all connections together may hold in memory; past it the connections
+  /// holding the most stop being read (throttled, not failed).
+  public var maxBufferedBytes: Int
 
   static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+  public static let defaultMaxBufferedBytes = 128 * 1024 * 1024
 
-  public init(logLevel: String = "info", shutdownGraceSeconds: Int = 10) {
+  public init(
+    logLevel: String = "info", shutdownGraceSeconds: Int = 10,
+    maxBufferedBytes: Int = Self.defaultMaxBufferedBytes
+  ) {
     self.logLevel = logLevel
     self.shutdownGraceSeconds = shutdownGraceSeconds
+    self.maxBufferedBytes = maxBufferedBytes
   }
 
   public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["log_level", "shutdown_grace_seconds"])
+    let o = try ConfigObject(
+      decoder, allowedKeys: ["log_level", "shutdown_grace_seconds", "max_buffered_bytes"])
+    maxBufferedBytes = Int(
+      try o.integer("max_buffered_bytes") ?? Int64(Self.defaultMaxBufferedBytes))
+    guard maxBufferedBytes >= 1 << 20 else {
+      throw o.error("max_buffered_bytes", "expected at least 1048576, got \(maxBufferedBytes)")
+    }
     logLevel = try o.string("log_level") ?? "info"
     guard Self.logLevels.contains(logLevel) else {
       throw o.error("log_level", "expected one of \(Self.logLevels.joined(separator: ", ")), got \"\(logLevel)\"")

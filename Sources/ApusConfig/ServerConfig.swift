@@ -8,23 +8,28 @@ public struct ServerConfig: Sendable, Equatable, Decodable {
   public var instances: [String: InstanceConfig]
   /// Name of a scheduler whose WorkerAPI this listener serves (workers connect here).
   public var workerAPI: String?
+  /// Connection caps, buffering bound and timeouts.
+  public var limits: ConnectionLimitsConfig
 
   public static let defaultMaxMessageBytes = 4 * 1024 * 1024
 
   public init(
     listen: String, maxMessageBytes: Int = Self.defaultMaxMessageBytes,
-    instances: [String: InstanceConfig], workerAPI: String? = nil
+    instances: [String: InstanceConfig], workerAPI: String? = nil,
+    limits: ConnectionLimitsConfig = .init()
   ) {
     self.listen = listen
     self.maxMessageBytes = maxMessageBytes
     self.instances = instances
     self.workerAPI = workerAPI
+    self.limits = limits
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["listen", "max_message_bytes", "instances", "worker_api"])
+      decoder, allowedKeys: ["listen", "max_message_bytes", "instances", "worker_api", "limits"])
     workerAPI = try o.string("worker_api")
+    limits = try o.decode(ConnectionLimitsConfig.self, "limits") ?? .init()
     listen = try o.requiredString("listen")
     guard Self.splitHostPort(listen) != nil else {
       throw o.error("listen", "expected host:port, got \"\(listen)\"")

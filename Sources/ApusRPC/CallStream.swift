@@ -18,6 +18,12 @@ final class CallStream {
   var started = false
   /// Further DATA is ignored (request rejected, or the stream failed).
   var rejected = false
+  /// The peer sent END_STREAM (or the request body is no longer wanted).
+  var peerEnded = false
+  /// Bytes of an incomplete message held by `deframer`, as counted in the connection's account.
+  var deframedHeld = 0
+  /// When DATA last arrived (or the stream opened): stalled uploads are cancelled.
+  var lastDataAt = NIODeadline.now()
 
   init(id: Int32, maxMessageBytes: Int) {
     self.id = id

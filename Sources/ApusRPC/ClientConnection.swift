@@ -70,6 +70,14 @@ final class ClientConnection: HTTP2Connection {
     finishWithTrailers(stream)
   }
 
+  /// A stream closed after the server's trailers (e.g. RST_STREAM NO_ERROR when the server
+  /// answered before reading the whole request) keeps its status: requests still being
+  /// written are dropped rather than failing the call.
+  override func abandon(_ stream: CallStream, _ error: RPCError) {
+    if stream.peerEnded { stream.outbound?.discardFurtherWrites() }
+    super.abandon(stream, error)
+  }
+
   /// Ends the call with the status in the trailers (or in a trailers-only response).
   private func finishWithTrailers(_ stream: CallStream) {
     stream.deadlineTimer?.cancel()

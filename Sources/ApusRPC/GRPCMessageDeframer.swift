@@ -49,7 +49,9 @@ public struct GRPCMessageDeframer: Sendable {
         }
         expected = length
         payload = []
-        payload.reserveCapacity(length)
+        // A declared length is only a claim: reserve what has arrived (up to 1 MiB ahead),
+        // so streams announcing large messages cannot make us allocate before they send.
+        payload.reserveCapacity(min(length, max(n - i, 1 << 20)))
       }
       let take = min(expected - payload.count, n - i)
       payload.append(contentsOf: Self.slice(bytes, i, take))

@@ -3,6 +3,9 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
+/// Why a connection was closed at accept: the listener is at `maxConnections`.
+struct ConnectionRefused: Error {}
+
 /// A gRPC server on one listening socket: h2c with prior knowledge, nghttp2 underneath.
 ///
 /// `start` binds; `shutdown` stops accepting, sends GOAWAY to every connection, waits for
@@ -13,8 +16,21 @@ public final class GRPCServer: Sendable {
   private let group: any EventLoopGroup
   private let logger: Logger
   private let activity = ConnectionActivity()
-  private let state = Mutex<(listener: (any Channel)?, connections: [ObjectIdentifier: any Channel])>(
-    (nil, [:]))
+  private let state = Mutex(State())
+
+  private struct State {
+    var listener: (any Channel)?
+    var connections: [ObjectIdentifier: Tracked] = [:]
+    var accepted: UInt64 = 0
+    var lastCapWarning: ContinuousClock.Instant?
+    var refusedSinceWarning = 0
+  }
+
+  private struct Tracked {
+    var channel: any Channel
+    var order: UInt64
+    var handshaken = false
+  }
 
   public init(
     router: RPCRouter, options: GRPCServerOptions = .init(), group: any EventLoopGroup,
@@ -36,13 +52,17 @@ public final class GRPCServer: Sendable {
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
       .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
       .childChannelInitializer { [weak self] channel in
-        self?.track(channel)
+        guard let self, self.admit(channel) else {
+          return channel.eventLoop.makeFailedFuture(ConnectionRefused())
+        }
+        let key = ObjectIdentifier(channel)
+        let onHandshake: @Sendable () -> Void = { [weak self] in self?.handshaken(key) }
         return channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(
             HTTP2ChannelHandler(logger: logger) { context in
               ServerConnection(
                 context: context, router: router, options: options, logger: logger,
-                activity: activity)
+                activity: activity, onHandshake: onHandshake)
             })
         }
       }
@@ -54,18 +74,59 @@ public final class GRPCServer: Sendable {
     return address
   }
 
-  private func track(_ channel: any Channel) {
+  /// Open connections on this listener.
+  public var connectionCount: Int { state.withLock { $0.connections.count } }
+
+  /// Tracks a new connection, making room at `maxConnections` by dropping the oldest one
+  /// that has not completed its handshake; false if there is none to drop.
+  private func admit(_ channel: any Channel) -> Bool {
     let key = ObjectIdentifier(channel)
-    state.withLock { $0.connections[key] = channel }
+    let (admitted, victim, warn) = state.withLock { s -> (Bool, (any Channel)?, Int?) in
+      var victim: (any Channel)?
+      if s.connections.count >= options.maxConnections {
+        let oldest = s.connections.filter { !$0.value.handshaken }.min { $0.value.order < $1.value.order }
+        if let oldest {
+          victim = oldest.value.channel
+          s.connections.removeValue(forKey: oldest.key)
+        }
+        s.refusedSinceWarning += 1
+        var warn: Int?
+        let now = ContinuousClock.now
+        if s.lastCapWarning.map({ now - $0 >= .seconds(10) }) ?? true {
+          s.lastCapWarning = now
+          warn = s.refusedSinceWarning
+          s.refusedSinceWarning = 0
+        }
+        guard victim != nil else { return (false, nil, warn) }
+        s.accepted += 1
+        s.connections[key] = Tracked(channel: channel, order: s.accepted)
+        return (true, victim, warn)
+      }
+      s.accepted += 1
+      s.connections[key] = Tracked(channel: channel, order: s.accepted)
+      return (true, nil, nil)
+    }
+    if let warn {
+      logger.warning(
+        "connection limit reached: dropping connections that have not sent the HTTP/2 preface, refusing others",
+        metadata: ["max_connections": "\(options.maxConnections)", "affected_connections": "\(warn)"])
+    }
+    victim?.close(promise: nil)
+    guard admitted else { return false }
     channel.closeFuture.whenComplete { [weak self] _ in
       self?.state.withLock { _ = $0.connections.removeValue(forKey: key) }
     }
+    return true
+  }
+
+  private func handshaken(_ key: ObjectIdentifier) {
+    state.withLock { $0.connections[key]?.handshaken = true }
   }
 
   /// Graceful stop: no new connections or calls; running calls get `grace` to finish.
   public func shutdown(grace: Duration) async {
     let (listener, connections) = state.withLock { s in
-      let r = (s.listener, Array(s.connections.values))
+      let r = (s.listener, s.connections.values.map(\.channel))
       s.listener = nil
       return r
     }
@@ -80,7 +141,7 @@ public final class GRPCServer: Sendable {
       await group.next()
       group.cancelAll()
     }
-    let remaining = state.withLock { Array($0.connections.values) }
+    let remaining = state.withLock { $0.connections.values.map(\.channel) }
     for channel in remaining { try? await channel.close() }
   }
 }

@@ -3,10 +3,11 @@ import NIOCore
 
 /// The NIO side of a connection, either role: feeds socket bytes to its ``HTTP2Connection``
 /// and lets it write when the socket can take more.
-final class HTTP2ChannelHandler<Connection: HTTP2Connection>: ChannelInboundHandler,
+final class HTTP2ChannelHandler<Connection: HTTP2Connection>: ChannelDuplexHandler,
   RemovableChannelHandler
 {
   typealias InboundIn = ByteBuffer
+  typealias OutboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
   private let makeConnection: (ChannelHandlerContext) -> Connection
@@ -30,6 +31,13 @@ final class HTTP2ChannelHandler<Connection: HTTP2Connection>: ChannelInboundHand
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     connection?.receive(unwrapInboundIn(data))
+  }
+
+  /// Reads are held back while the connection holds too many request bytes; it issues the
+  /// read itself once they are released.
+  func read(context: ChannelHandlerContext) {
+    if let connection, !connection.shouldRead() { return }
+    context.read()
   }
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -2,19 +2,6 @@ internal import CNGHTTP2
 import Logging
 import NIOCore
 
-/// Tunables of gRPC connections, server or client.
-public struct GRPCServerOptions: Sendable {
-  /// Largest message accepted from the peer (after decompression); larger → RESOURCE_EXHAUSTED.
-  public var maxReceiveMessageBytes: Int = 4 * 1024 * 1024
-  /// HTTP/2 flow-control window per stream, and the inbound/outbound buffering bound.
-  public var streamWindowBytes: Int = 1024 * 1024
-  /// Connection-level receive window.
-  public var connectionWindowBytes: Int = 64 * 1024 * 1024
-  public var maxConcurrentStreams: Int = 1000
-
-  public init() {}
-}
-
 /// An nghttp2 session driven from one channel's event loop: the I/O pump, flow control and
 /// the DATA paths both sides share. ``ServerConnection`` and ``ClientConnection`` add what
 /// differs (who opens streams, what headers and trailers mean).
@@ -32,6 +19,16 @@ class HTTP2Connection {
   private var pendingConsume: [Int32] = []
   private(set) var closed = false
   private(set) var started = false
+  /// Request bytes this connection holds, counted against `options.budget`.
+  let account: BufferAccount
+  /// The channel asked for a read while this connection held too much.
+  private var readDeferred = false
+  private var housekeeping: RepeatedTask?
+  let openedAt = NIODeadline.now()
+  /// Server: the client preface and a first frame have arrived.
+  private(set) var prefaceReceived = false
+  private var lastReceivedAt = NIODeadline.now()
+  private var pingSentAt: NIODeadline?
 
   init(context: ChannelHandlerContext, options: GRPCServerOptions, logger: Logger) {
     self.eventLoop = context.eventLoop
@@ -39,9 +36,16 @@ class HTTP2Connection {
     self.options = options
     self.logger = logger
     self.peer = context.remoteAddress.map { "\($0)" } ?? "unknown"
+    let weak = NIOLoopBound(WeakConnection(), eventLoop: context.eventLoop)
+    let loop = context.eventLoop
+    self.account = BufferAccount(budget: options.budget) {
+      loop.execute { weak.value.connection?.resumeReadingIfAllowed() }
+    }
+    weak.value.connection = self
   }
 
   deinit {
+    housekeeping?.cancel()
     if let session { nghttp2_session_del(session) }
   }
 
@@ -61,6 +65,7 @@ class HTTP2Connection {
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, onFrameRecv)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, onDataChunkRecv)
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, onFrameSend)
 
     var option: OpaquePointer?
     nghttp2_option_new(&option)
@@ -87,14 +92,95 @@ class HTTP2Connection {
     nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
     nghttp2_session_set_local_window_size(
       session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(options.connectionWindowBytes))
+    if !isServer { prefaceReceived = true }
+    let bound = NIOLoopBound(WeakConnection(self), eventLoop: eventLoop)
+    let interval = TimeAmount(options.housekeepingInterval)
+    housekeeping = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+      bound.value.connection?.checkTimers(now: .now())
+    }
     flush()
     return true
   }
+
+  // MARK: - Memory bound
+
+  /// Whether the socket may be read: not while this connection holds more than its own
+  /// bound, nor while the shared budget is spent and it holds more than its minimum share.
+  func mayRead() -> Bool {
+    let held = account.heldBytes
+    if held >= options.maxConnectionBufferedBytes { return false }
+    if let budget = options.budget, held >= budget.minimumShareBytes, budget.isSpent {
+      return false
+    }
+    return true
+  }
+
+  /// The channel wants to read: returns false (and arranges a wake-up) if it must wait.
+  func shouldRead() -> Bool {
+    guard !closed, !mayRead() else { return true }
+    readDeferred = true
+    account.markPaused()
+    if let budget = options.budget, budget.isSpent {
+      let bound = NIOLoopBound(WeakConnection(self), eventLoop: eventLoop)
+      let loop = eventLoop
+      budget.notifyWhenAvailable(ObjectIdentifier(self)) {
+        loop.execute { bound.value.connection?.resumeReadingIfAllowed() }
+      }
+    }
+    // Bytes released between the check and `markPaused` would not wake us: look again.
+    if mayRead() {
+      readDeferred = false
+      return true
+    }
+    return false
+  }
+
+  /// Held bytes were released: issue the read that was held back, if now allowed.
+  func resumeReadingIfAllowed() {
+    guard readDeferred, !closed else { return }
+    guard shouldRead() else { return }
+    readDeferred = false
+    options.budget?.cancelNotification(ObjectIdentifier(self))
+    context?.read()
+  }
+
+  // MARK: - Timers
+
+  /// Called every `housekeepingInterval`: handshake, idle and keepalive timeouts.
+  func checkTimers(now: NIODeadline) {
+    guard !closed, let session else { return }
+    if !prefaceReceived {
+      if let limit = options.handshakeTimeout, now - openedAt >= TimeAmount(limit) {
+        logger.debug("closing a connection that sent no HTTP/2 preface", metadata: ["peer": "\(peer)"])
+        close()
+      }
+      return
+    }
+    if let limit = options.keepaliveInterval, !streams.isEmpty, !readDeferred {
+      if let sent = pingSentAt {
+        if now - sent >= TimeAmount(options.keepaliveTimeout) {
+          logger.info("closing a connection whose peer did not answer a PING", metadata: ["peer": "\(peer)"])
+          close()
+          return
+        }
+      } else if now - lastReceivedAt >= TimeAmount(limit) {
+        pingSentAt = now
+        nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
+        flush()
+      }
+    }
+    timersChecked(now: now)
+  }
+
+  /// Subclass hook after the shared timers: per-stream and idle checks.
+  func timersChecked(now: NIODeadline) {}
 
   // MARK: - I/O
 
   func receive(_ buffer: ByteBuffer) {
     guard let session, !closed else { return }
+    lastReceivedAt = .now()
+    pingSentAt = nil
     let result = buffer.withUnsafeReadableBytes { bytes in
       nghttp2_session_mem_recv(
         session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
@@ -139,9 +225,16 @@ class HTTP2Connection {
   func close() {
     guard !closed else { return }
     closed = true
-    for stream in streams.values { abandon(stream, RPCError(.unavailable, "connection closed")) }
+    housekeeping?.cancel()
+    housekeeping = nil
+    options.budget?.cancelNotification(ObjectIdentifier(self))
+    for stream in streams.values {
+      releaseDeframed(stream)
+      abandon(stream, RPCError(.unavailable, "connection closed"))
+    }
     streams.removeAll()
     context?.close(promise: nil)
+    MemoryReclaimer.shared.requestTrim(on: eventLoop)
   }
 
   // MARK: - Hooks for the two sides
@@ -169,8 +262,22 @@ class HTTP2Connection {
     streams[id]?.headers.append((name, value))
   }
 
+  /// SETTINGS, PING, WINDOW_UPDATE…: the first one after the preface completes the handshake.
+  fileprivate func controlFrameReceived() { markPrefaceReceived() }
+
+  private func markPrefaceReceived() {
+    guard !prefaceReceived else { return }
+    prefaceReceived = true
+    handshakeCompleted()
+  }
+
+  /// Server: the peer's preface and first frame arrived.
+  func handshakeCompleted() {}
+
   fileprivate func frameReceived(_ id: Int32, headers: Bool, request: Bool, endStream: Bool) {
+    markPrefaceReceived()
     guard let stream = streams[id] else { return }
+    if endStream { stream.peerEnded = true }
     if headers {
       headersComplete(stream, request: request, endStream: endStream)
     } else if endStream {
@@ -185,6 +292,7 @@ class HTTP2Connection {
       return
     }
     stream.unconsumed += bytes.count
+    stream.lastDataAt = lastReceivedAt
     guard !stream.rejected, let inbound = stream.inbound else {
       pendingConsume.append(id)
       return
@@ -194,12 +302,45 @@ class HTTP2Connection {
       for message in try stream.deframer.append(bytes) {
         pause = inbound.push(message) || pause
       }
+      // Partial-message bytes are held here; complete messages are counted by the queue.
+      let partial = stream.deframer.bufferedBytes
+      if partial > stream.deframedHeld {
+        account.add(partial - stream.deframedHeld)
+      } else {
+        account.release(stream.deframedHeld - partial)
+      }
+      stream.deframedHeld = partial
       if !pause { pendingConsume.append(id) }
     } catch {
       stream.rejected = true
+      releaseDeframed(stream)
       inbound.finish(error)
       pendingConsume.append(id)
     }
+  }
+
+  /// Returns the bytes of a stream's incomplete message to the budget.
+  func releaseDeframed(_ stream: CallStream) {
+    account.release(stream.deframedHeld)
+    stream.deframedHeld = 0
+  }
+
+  /// Resets a stream; its call sees `error`.
+  func reset(_ stream: CallStream, code: UInt32) {
+    guard let session else { return }
+    nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code)
+    flush()
+  }
+
+  /// A frame went out: after the last frame of a response whose request is still arriving,
+  /// the request body is no longer wanted (RFC 9113 §8.1: RST_STREAM with NO_ERROR).
+  fileprivate func frameSent(_ id: Int32, endStream: Bool) {
+    guard isServer, endStream, let session, let stream = streams[id], !stream.peerEnded else {
+      return
+    }
+    stream.peerEnded = true
+    nghttp2_submit_rst_stream(
+      session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
   }
 
   /// Ends the inbound messages: cleanly if the body stopped between messages.
@@ -219,6 +360,7 @@ class HTTP2Connection {
     if let session, stream.unconsumed > 0 {
       nghttp2_session_consume_connection(session, stream.unconsumed)
     }
+    releaseDeframed(stream)
     abandon(stream, RPCError(.cancelled, "the stream was closed"))
   }
 
@@ -248,7 +390,7 @@ class HTTP2Connection {
     let loop = eventLoop
     let inbound = InboundMessageQueue(
       highWater: options.streamWindowBytes, decompressLimit: options.maxReceiveMessageBytes,
-      compressed: compressed,
+      compressed: compressed, account: account,
       onDrained: { loop.execute { bound.value.resumeInbound(id) } })
     let outbound = OutboundQueue(
       highWater: options.streamWindowBytes,
@@ -294,6 +436,12 @@ class HTTP2Connection {
   }
 }
 
+/// A connection reachable from timers and wake-ups without keeping it alive.
+final class WeakConnection {
+  weak var connection: HTTP2Connection?
+  init(_ connection: HTTP2Connection? = nil) { self.connection = connection }
+}
+
 // MARK: - nghttp2 callbacks (C function pointers; user_data is the connection)
 
 private func connection(_ userData: UnsafeMutableRawPointer?) -> HTTP2Connection {
@@ -333,7 +481,7 @@ private let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData i
     connection(userData).frameReceived(
       frame.pointee.hd.stream_id, headers: false, request: false, endStream: endStream)
   default:
-    break
+    connection(userData).controlFrameReceived()
   }
   return 0
 }
@@ -341,6 +489,14 @@ private let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData i
 private let onDataChunkRecv: nghttp2_on_data_chunk_recv_callback = {
   _, _, streamID, data, length, userData in
   connection(userData).data(streamID, UnsafeRawBufferPointer(start: data, count: length))
+  return 0
+}
+
+private let onFrameSend: nghttp2_on_frame_send_callback = { _, frame, userData in
+  guard let frame, isHeaders(frame) else { return 0 }
+  connection(userData).frameSent(
+    frame.pointee.hd.stream_id,
+    endStream: frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0)
   return 0
 }
 

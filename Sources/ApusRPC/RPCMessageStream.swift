@@ -48,19 +48,23 @@ final class InboundMessageQueue: Sendable {
   let compressed: Bool
   /// Called (off the event loop) when a paused queue drains below `lowWater`.
   private let onDrained: @Sendable () -> Void
+  /// Where queued bytes are counted until the handler takes them.
+  private let account: BufferAccount?
 
   init(
-    highWater: Int, decompressLimit: Int, compressed: Bool,
+    highWater: Int, decompressLimit: Int, compressed: Bool, account: BufferAccount? = nil,
     onDrained: @escaping @Sendable () -> Void
   ) {
     self.highWater = highWater
     self.lowWater = highWater / 4
     self.decompressLimit = decompressLimit
     self.compressed = compressed
+    self.account = account
     self.onDrained = onDrained
   }
 
   /// Event loop: adds a message. Returns true when the producer should stop acknowledging.
+  /// After the sequence ended, messages are dropped.
   func push(_ message: GRPCMessageDeframer.Message) -> Bool {
     state.withLock { s in
       guard s.end == nil else { return false }
@@ -71,6 +75,7 @@ final class InboundMessageQueue: Sendable {
       }
       s.messages.append(message)
       s.bufferedBytes += message.payload.count
+      account?.add(message.payload.count)
       if s.bufferedBytes >= highWater { s.paused = true }
       return s.paused
     }
@@ -80,18 +85,44 @@ final class InboundMessageQueue: Sendable {
 
   /// Ends the sequence: `nil` after the last message, or an error to throw at once.
   func finish(_ error: RPCError?) {
-    state.withLock { s in
-      guard s.end == nil else { return }
-      if error != nil {
-        s.messages.removeAll()
-        s.bufferedBytes = 0
-      }
+    let (dropped, resume) = state.withLock { s -> (Int, Bool) in
+      guard s.end == nil else { return (0, false) }
       s.end = .some(error)
       if let waiter = s.waiter {
         s.waiter = nil
         if let error { waiter.resume(throwing: error) } else { waiter.resume(returning: nil) }
       }
+      return error == nil ? (0, false) : Self.dropMessages(&s)
     }
+    released(dropped, resume: resume)
+  }
+
+  /// The reader is gone: drops queued messages (and any that arrive later), granting their
+  /// window again so a peer still sending a body it no longer needs is not stuck.
+  func discard() {
+    let (dropped, resume) = state.withLock { s -> (Int, Bool) in
+      if s.end == nil { s.end = .some(RPCError(.cancelled, "the call has finished")) }
+      return Self.dropMessages(&s)
+    }
+    released(dropped, resume: resume)
+  }
+
+  private static func dropMessages(_ s: inout State) -> (Int, Bool) {
+    let dropped = s.bufferedBytes
+    let resume = s.paused
+    s.messages.removeAll()
+    s.bufferedBytes = 0
+    s.paused = false
+    return (dropped, resume)
+  }
+
+  private func released(_ bytes: Int, resume: Bool) {
+    account?.release(bytes)
+    if resume { onDrained() }
+  }
+
+  deinit {
+    account?.release(state.withLock { $0.bufferedBytes })
   }
 
   func next() async throws -> [UInt8]? {
@@ -120,6 +151,7 @@ final class InboundMessageQueue: Sendable {
     }
     switch outcome {
     case .message(let m, let resume):
+      account?.release(m.payload.count)
       if resume { onDrained() }
       return m
     case .end(let error):
@@ -131,6 +163,7 @@ final class InboundMessageQueue: Sendable {
           let resume = state.withLock { s -> Bool in
             if let m = s.messages.popFirst() {
               s.bufferedBytes -= m.payload.count
+              account?.release(m.payload.count)
               continuation.resume(returning: m)
               if s.paused && s.bufferedBytes <= lowWater {
                 s.paused = false

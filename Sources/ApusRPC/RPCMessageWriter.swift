@@ -36,6 +36,8 @@ final class OutboundQueue: Sendable {
     var queuedBytes = 0
     var status: CallStatus?
     var closed: RPCError?
+    /// The peer finished the call before reading all requests: writes are dropped.
+    var discarding = false
     var writeWaiter: CheckedContinuation<Void, any Error>?
     /// True while the event loop is idle on this stream and must be woken for new data.
     var needsWake = true
@@ -60,6 +62,7 @@ final class OutboundQueue: Sendable {
 
   func write(_ chunks: [ArraySlice<UInt8>]) async throws {
     let (mustWait, wakeNow) = try state.withLock { s throws -> (Bool, Bool) in
+      if s.discarding { return (false, false) }
       if let closed = s.closed { throw closed }
       guard s.status == nil else { throw RPCError(.internal, "write after the call finished") }
       for chunk in chunks where !chunk.isEmpty {
@@ -105,6 +108,18 @@ final class OutboundQueue: Sendable {
     }
     if wakeNow { wake() }
     return accepted
+  }
+
+  /// The peer ended the call with its status and no longer reads requests: further writes
+  /// succeed without sending, and the caller learns the outcome from the responses.
+  func discardFurtherWrites() {
+    state.withLock { s in
+      s.discarding = true
+      s.chunks.removeAll()
+      s.queuedBytes = 0
+      s.writeWaiter?.resume()
+      s.writeWaiter = nil
+    }
   }
 
   /// The stream is gone (reset, connection closed): writers fail from now on.

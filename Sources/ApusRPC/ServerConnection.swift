@@ -7,14 +7,40 @@ final class ServerConnection: HTTP2Connection {
   let router: RPCRouter
   let activity: ConnectionActivity
   private var shuttingDown = false
+  /// Since when no call has been open (nil while one is).
+  private var idleSince: NIODeadline? = .now()
+  private let onHandshake: @Sendable () -> Void
 
   init(
     context: ChannelHandlerContext, router: RPCRouter, options: GRPCServerOptions,
-    logger: Logger, activity: ConnectionActivity
+    logger: Logger, activity: ConnectionActivity, onHandshake: @escaping @Sendable () -> Void
   ) {
     self.router = router
     self.activity = activity
+    self.onHandshake = onHandshake
     super.init(context: context, options: options, logger: logger)
+  }
+
+  override func handshakeCompleted() { onHandshake() }
+
+  /// Cancels stalled uploads; closes the connection after `idleTimeout` without calls.
+  override func timersChecked(now: NIODeadline) {
+    if let limit = options.uploadIdleTimeout {
+      let stalled = streams.values.filter {
+        !$0.peerEnded && now - $0.lastDataAt >= TimeAmount(limit)
+      }
+      for stream in stalled {
+        logger.info(
+          "cancelling a call whose request sent nothing",
+          metadata: ["peer": "\(peer)", "seconds": "\(limit.components.seconds)"])
+        stream.peerEnded = true
+        reset(stream, code: UInt32(NGHTTP2_CANCEL.rawValue))
+      }
+    }
+    if let limit = options.idleTimeout, let since = idleSince, now - since >= TimeAmount(limit) {
+      logger.debug("closing an idle connection", metadata: ["peer": "\(peer)"])
+      beginGracefulShutdown()
+    }
   }
 
   /// Stops taking new calls: GOAWAY now, close once the running calls finish.
@@ -32,6 +58,7 @@ final class ServerConnection: HTTP2Connection {
   override func beginHeaders(_ id: Int32, request: Bool) {
     guard request else { return }
     streams[id] = CallStream(id: id, maxMessageBytes: options.maxReceiveMessageBytes)
+    idleSince = nil
     activity.streamOpened()
   }
 
@@ -47,6 +74,7 @@ final class ServerConnection: HTTP2Connection {
   override func abandon(_ stream: CallStream, _ error: RPCError) {
     super.abandon(stream, error)
     activity.streamClosed()
+    if streams.isEmpty { idleSince = .now() }
     if shuttingDown && !closed && streams.isEmpty {
       let bound = NIOLoopBound(self, eventLoop: eventLoop)
       eventLoop.execute { bound.value.flush(); bound.value.close() }
@@ -100,18 +128,24 @@ final class ServerConnection: HTTP2Connection {
     let context = ServerContext(
       path: path, metadata: Metadata(metadata), deadline: deadline, peer: peer)
     let logger = self.logger
+    // Owned by the stream: cancelled when the stream is reset or closed, its deadline passes
+    // or the connection drops; GRPCServer.shutdown waits for every stream (ConnectionActivity).
     stream.task = Task {
+      var status = CallStatus(error: nil)
       do {
         try await handler(
           RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound), context)
-        outbound.finish(CallStatus(error: nil))
       } catch {
         let rpcError = RPCError(from: error)
         if rpcError.code == .unknown || rpcError.code == .internal {
           logger.warning("call failed", metadata: ["path": "\(path)", "error": "\(rpcError)"])
         }
-        outbound.finish(CallStatus(error: rpcError))
+        status = CallStatus(error: rpcError)
       }
+      // Request messages the handler did not read are dropped and their window granted, so
+      // a client still sending a body it no longer needs (an existing blob) is not stuck.
+      inbound.discard()
+      outbound.finish(status)
     }
   }
 

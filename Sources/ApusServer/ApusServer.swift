@@ -44,6 +44,14 @@ public final class ApusServer: Service {
       schedulers[name] = Scheduler(name: name, config: config, logger: logger)
     }
     let group = MultiThreadedEventLoopGroup.singleton
+    let budget = BufferBudget(limitBytes: config.global.maxBufferedBytes)
+    let fdLimit = FileDescriptorLimit.raiseToHardLimit()
+    let wanted = config.servers.reduce(256) { $0 + $1.limits.maxConnections }
+    if fdLimit >= 0 && fdLimit < wanted {
+      logger.warning(
+        "the open-file limit is below what the listeners' max_connections need",
+        metadata: ["limit": "\(fdLimit)", "wanted": "\(wanted)"])
+    }
     var servers: [GRPCServer] = []
     for server in config.servers {
       let table = InstanceTable(
@@ -66,6 +74,18 @@ public final class ApusServer: Service {
       }
       var options = GRPCServerOptions()
       options.maxReceiveMessageBytes = server.maxMessageBytes
+      options.budget = budget
+      let limits = server.limits
+      options.maxConnections = limits.maxConnections
+      options.maxConcurrentStreams = limits.maxConcurrentStreams
+      options.maxConnectionBufferedBytes = limits.maxBufferedBytesPerConnection
+      options.handshakeTimeout = .seconds(limits.handshakeTimeoutSeconds)
+      options.idleTimeout = limits.idleTimeoutSeconds > 0 ? .seconds(limits.idleTimeoutSeconds) : nil
+      options.keepaliveInterval =
+        limits.keepaliveIntervalSeconds > 0 ? .seconds(limits.keepaliveIntervalSeconds) : nil
+      options.keepaliveTimeout = .seconds(limits.keepaliveTimeoutSeconds)
+      options.uploadIdleTimeout =
+        limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
       let grpc = GRPCServer(router: router, options: options, group: group, logger: logger)
       guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
         throw ConfigError(path: "servers", "invalid listen address \(server.listen)")

@@ -23,7 +23,7 @@ public final class FilesystemStore: BlobStore {
   private let tempCounter = Atomic<UInt64>(0)
   private let tempPrefix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
 
-  static let writeBufferBytes = 1024 * 1024
+  static let writeBufferBytes = 64 * 1024
   static let readChunkBytes = 256 * 1024
 
   private init(root: String, maxBytes: Int64?, fileMode: mode_t, pool: NIOThreadPool) {
@@ -182,17 +182,23 @@ public final class FilesystemStore: BlobStore {
     var written: Int64 = 0
     do {
       var pending: [UInt8] = []
-      pending.reserveCapacity(Self.writeBufferBytes)
       try await producer { chunk in
+        // Large chunks go straight to the file; small ones are gathered into one write. An
+        // upload holds at most one chunk plus 64 KiB here, however many are in flight.
+        if pending.isEmpty && chunk.count >= Self.writeBufferBytes {
+          try await self.writeFully(fd, chunk, path: temp)
+          written += Int64(chunk.count)
+          return
+        }
         pending.append(contentsOf: chunk)
         if pending.count >= Self.writeBufferBytes {
-          try await self.writeFully(fd, pending, path: temp)
+          try await self.writeFully(fd, pending[...], path: temp)
           written += Int64(pending.count)
           pending.removeAll(keepingCapacity: true)
         }
       }
       if !pending.isEmpty {
-        try await writeFully(fd, pending, path: temp)
+        try await writeFully(fd, pending[...], path: temp)
         written += Int64(pending.count)
       }
       let final = path(digest)
@@ -217,7 +223,7 @@ public final class FilesystemStore: BlobStore {
     try await unlinkEvicted(evicted.map(\.0))
   }
 
-  private func writeFully(_ fd: Int32, _ bytes: [UInt8], path: String) async throws {
+  private func writeFully(_ fd: Int32, _ bytes: ArraySlice<UInt8>, path: String) async throws {
     try await pool.runIfActive {
       try bytes.withUnsafeBytes { raw in
         var done = 0

@@ -7,6 +7,10 @@
 /// freed heap memory, so ~1 MiB blob chunks do not each pay page faults. No-op off glibc.
 void apus_tune_allocator(void);
 
+/// Returns free heap memory (every arena, including pages inside the heap) to the OS.
+/// No-op off glibc.
+void apus_release_free_memory(void);
+
 /// Starts `path` with `argv` and `envp` in a new process group, in directory `cwd`, with
 /// stdin from /dev/null and stdout/stderr on the given descriptors; signal handling reset.
 /// Returns 0 and sets `*pid`, or an errno value.
