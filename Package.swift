@@ -28,11 +28,12 @@ let package = Package(
 
     // Protobuf wire codec and the REAPI messages. Pure Swift: no I/O, no NIO.
     .target(name: "ApusProto", swiftSettings: strict),
-    // gRPC over HTTP/2 (nghttp2), knows nothing of REAPI.
+    // gRPC over HTTP/2 (nghttp2), knows nothing of REAPI. It takes only `RPCStatusCode`
+    // from ApusProto (re-exported), so every layer shares one status vocabulary.
     .target(
       name: "ApusRPC",
       dependencies: [
-        "CNGHTTP2", "CZlib",
+        "ApusProto", "CNGHTTP2", "CZlib",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),

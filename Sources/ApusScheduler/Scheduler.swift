@@ -344,24 +344,13 @@ public actor Scheduler {
   }
 
   /// An ExecuteResponse carrying only an error status (never cached, no result).
-  static func failure(_ code: Int32, _ message: String) -> ExecuteResponse {
-    var status = RPCStatusMessage()
-    status.code = code
-    status.message = message
+  static func failure(_ code: RPCStatusCode, _ message: String) -> ExecuteResponse {
     var response = ExecuteResponse()
-    response.status = status
+    response.status = RPCStatusMessage(code, message)
     return response
   }
 
   private func randomHex() -> String {
     String(UInt64.random(in: 0...UInt64.max), radix: 16) + String(UInt64.random(in: 0...UInt64.max), radix: 16)
   }
-}
-
-extension Int32 {
-  // gRPC codes used in ExecuteResponse.status (this layer does not import the RPC layer).
-  static let cancelled: Int32 = 1
-  static let failedPrecondition: Int32 = 9
-  static let unavailable: Int32 = 14
-  static let `internal`: Int32 = 13
 }

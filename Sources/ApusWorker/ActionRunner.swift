@@ -32,15 +32,9 @@ struct ActionRunner: Sendable {
     } catch let failure as ExecutionFailure {
       response.status = failure.status
     } catch is CancellationError {
-      var status = RPCStatusMessage()
-      status.code = 1
-      status.message = "the action was cancelled"
-      response.status = status
+      response.status = RPCStatusMessage(.cancelled, "the action was cancelled")
     } catch {
-      var status = RPCStatusMessage()
-      status.code = 14
-      status.message = "worker \(workerID) failed: \(error)"
-      response.status = status
+      response.status = RPCStatusMessage(.unavailable, "worker \(workerID) failed: \(error)")
     }
     try? await pool.runIfActive { FileIO.removeTree(directory) }
     return response
@@ -112,10 +106,8 @@ struct ActionRunner: Sendable {
     var response = ExecuteResponse()
     response.result = result
     if outcome.timedOut {
-      var status = RPCStatusMessage()
-      status.code = 4
-      status.message = "the action ran past its timeout of \(timeout) and was killed"
-      response.status = status
+      response.status = RPCStatusMessage(
+        .deadlineExceeded, "the action ran past its timeout of \(timeout) and was killed")
     } else {
       response.status = RPCStatusMessage()
       if outcome.exitCode == 0 && !action.doNotCache {
