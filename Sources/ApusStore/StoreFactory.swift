@@ -59,25 +59,28 @@ public final class StoreFactory {
           maxSeconds: m.maxSeconds.map { UInt32(clamping: $0) }))
     case .filesystem(let f):
       return try await FilesystemStore.open(root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes)
-    case .verify(let backend, let verifyHash):
-      return VerifyStore(backend: try await make(backend), verifyHash: verifyHash)
-    case .fastSlow(let fast, let slow, let fill, let writeFast):
+    case .verify(let v):
+      return VerifyStore(backend: try await make(v.backend), verifyHash: v.verifyHash)
+    case .fastSlow(let f):
       return FastSlowStore(
-        fast: try await make(fast), slow: try await make(slow), fillFastOnRead: fill, writeFast: writeFast)
-    case .sizePartitioning(let threshold, let lower, let upper):
-      return SizePartitioningStore(threshold: threshold, lower: try await make(lower), upper: try await make(upper))
-    case .existenceCache(let backend, let seconds, let count):
+        fast: try await make(f.fast), slow: try await make(f.slow), fillFastOnRead: f.fillFastOnRead,
+        writeFast: f.writeFast)
+    case .sizePartitioning(let p):
+      return SizePartitioningStore(
+        threshold: p.thresholdBytes, lower: try await make(p.lower), upper: try await make(p.upper))
+    case .existenceCache(let e):
       return ExistenceCacheStore(
-        backend: try await make(backend), maxSeconds: UInt32(clamping: seconds), maxCount: Int(count))
-    case .completenessChecking(let backend, let cas):
-      return CompletenessCheckingStore(backend: try await make(backend), cas: try await make(cas))
-    case .grpc(let url, let instanceName, let actionCache):
+        backend: try await make(e.backend), maxSeconds: UInt32(clamping: e.maxSeconds),
+        maxCount: Int(e.maxCount))
+    case .completenessChecking(let c):
+      return CompletenessCheckingStore(backend: try await make(c.backend), cas: try await make(c.cas))
+    case .grpc(let g):
       return GRPCStore(
-        client: try GRPCClient(url: url), instanceName: instanceName,
-        role: actionCache ? .actionCache : .cas)
-    case .shard(let shards):
+        client: try GRPCClient(url: g.url), instanceName: g.instanceName,
+        role: g.actionCache ? .actionCache : .cas)
+    case .shard(let s):
       var stores: [(store: any BlobStore, weight: UInt32)] = []
-      for s in shards { stores.append((try await make(s.store), s.weight)) }
+      for shard in s.stores { stores.append((try await make(shard.store), shard.weight)) }
       return ShardStore(shards: stores)
     case .s3(let spec):
       let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
