@@ -101,5 +101,15 @@ let package = Package(
       name: "ApusServicesTests",
       dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig"],
       swiftSettings: strict),
+    .testTarget(
+      name: "ApusServerTests",
+      dependencies: [
+        "ApusServer", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
   ]
 )

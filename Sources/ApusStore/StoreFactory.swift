@@ -13,8 +13,10 @@ public final class StoreFactory {
   private let home: String
   private var built: [String: any BlobStore] = [:]
   private var building: [String] = []
-  /// Background work the built stores need (the S3 expiry sweep), with its period.
-  public private(set) var maintenance: [(every: Duration, run: @Sendable () async -> Void)] = []
+  /// Background work the built stores need (the S3 expiry sweep); the caller runs it.
+  public private(set) var maintenance: [StoreMaintenance] = []
+  /// Releases what the built stores hold (HTTP clients, connections); see ``close()``.
+  private var closers: [@Sendable () async -> Void] = []
 
   public init(specs: [String: StoreSpec], home: String) {
     self.specs = specs
@@ -33,6 +35,13 @@ public final class StoreFactory {
       }
     }
     return built
+  }
+
+  /// Closes what the built stores hold, newest first; call once no request can reach them.
+  public func close() async {
+    let closers = self.closers
+    self.closers = []
+    for close in closers.reversed() { await close() }
   }
 
   public func named(_ name: String) async throws -> any BlobStore {
@@ -75,9 +84,9 @@ public final class StoreFactory {
     case .completenessChecking(let c):
       return CompletenessCheckingStore(backend: try await make(c.backend), cas: try await make(c.cas))
     case .grpc(let g):
-      return GRPCStore(
-        client: try GRPCClient(url: g.url), instanceName: g.instanceName,
-        role: g.actionCache ? .actionCache : .cas)
+      let client = try GRPCClient(url: g.url)
+      closers.append { await client.close() }
+      return GRPCStore(client: client, instanceName: g.instanceName, role: g.actionCache ? .actionCache : .cas)
     case .shard(let s):
       var stores: [(store: any BlobStore, weight: UInt32)] = []
       for shard in s.stores { stores.append((try await make(shard.store), shard.weight)) }
@@ -97,8 +106,12 @@ public final class StoreFactory {
         prefix: spec.keyPrefix, multipartThreshold: Int(spec.multipartThresholdBytes),
         partBytes: Int(spec.partBytes), maxSeconds: spec.maxSeconds)
       if spec.maxSeconds != nil {
-        maintenance.append((.seconds(spec.sweepIntervalSeconds), { _ = try? await store.sweep() }))
+        maintenance.append(
+          StoreMaintenance(name: "s3 expiry sweep (\(spec.bucket))", every: .seconds(spec.sweepIntervalSeconds)) {
+            _ = try await store.sweep()
+          })
       }
+      closers.append { await store.close() }
       return store
     case .ref(let name):
       return try await named(name)
