@@ -102,6 +102,16 @@ let package = Package(
       dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig"],
       swiftSettings: strict),
     .testTarget(
+      name: "ApusWorkerTests",
+      dependencies: [
+        "ApusWorker", "ApusServices", "ApusScheduler", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
+    .testTarget(
       name: "ApusServerTests",
       dependencies: [
         "ApusServer", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",

@@ -36,8 +36,19 @@ struct ActionRunner: Sendable {
     } catch {
       response.status = RPCStatusMessage(.unavailable, "worker \(workerID) failed: \(error)")
     }
-    try? await pool.runIfActive { FileIO.removeTree(directory) }
+    await removeEvenIfCancelled(directory)
     return response
+  }
+
+  /// Removes the action's directory on the pool. `runIfActive` refuses work from a cancelled
+  /// task, and a killed action must not leave its directory (and disk) behind.
+  private func removeEvenIfCancelled(_ directory: String) async {
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+      pool.submit { _ in
+        FileIO.removeTree(directory)
+        done.resume()
+      }
+    }
   }
 
   private func execute(
