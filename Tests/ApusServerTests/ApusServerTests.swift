@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import ServiceLifecycleTestKit
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -166,4 +167,29 @@ func eventually(within timeout: Duration = .seconds(10), _ condition: () async -
     try? await Task.sleep(for: .milliseconds(20))
   }
   return await condition()
+}
+
+@Suite("Store upkeep")
+struct StoreMaintenanceTests {
+  @Test("runs at start and every period, survives a failed run, and stops when cancelled")
+  func periodic() async throws {
+    struct Boom: Error {}
+    let runs = Mutex(0)
+    let failures = Mutex(0)
+    let job = StoreMaintenance(name: "test", every: .milliseconds(20)) {
+      let n = runs.withLock { n in
+        n += 1
+        return n
+      }
+      if n == 2 { throw Boom() }
+    }
+    let task = Task { await job.run { _ in failures.withLock { $0 += 1 } } }
+    #expect(await eventually { runs.withLock { $0 } >= 4 })
+    task.cancel()
+    await task.value
+    let stopped = runs.withLock { $0 }
+    try await Task.sleep(for: .milliseconds(100))
+    #expect(runs.withLock { $0 } == stopped, "the job ran after cancellation")
+    #expect(failures.withLock { $0 } == 1)
+  }
 }
