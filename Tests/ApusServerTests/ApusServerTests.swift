@@ -16,7 +16,7 @@ import Testing
 #endif
 
 /// The whole server in-process: roles wired from a config, listeners on port 0, shutdown order.
-@Suite("ApusServer", .timeLimit(.minutes(2)))
+@Suite("ApusServer", .timeLimit(.minutes(3)))
 struct ApusServerTests {
   /// Cache + execution + worker API on one listener, a cache-only instance on another.
   static func config(graceSeconds: Int = 10) -> ApusConfiguration {
@@ -104,7 +104,7 @@ struct ApusServerTests {
   @Test("on shutdown new connections are refused, an in-flight call finishes, and run() returns")
   func shutdownOrder() async throws {
     let server = ApusServer(
-      config: Self.config(graceSeconds: 20), home: "/nonexistent", logger: Logger(label: "test"))
+      config: Self.config(graceSeconds: 90), home: "/nonexistent", logger: Logger(label: "test"))
     let content = [UInt8](repeating: 0x61, count: 64 << 10)
     let digest = SHA256Hasher.digest(of: content)
     try await testGracefulShutdown { trigger in
@@ -136,10 +136,10 @@ struct ApusServerTests {
         let reply = try WriteResponse(serializedBytes: try await upload.responses.single())
         #expect(reply.committedSize == Int64(content.count))
 
-        // With nothing left in flight, run() returns well before the 20 s grace ends: the
+        // With nothing left in flight, run() returns well before the 90 s grace ends: the
         // tick and upkeep loops stopped and the stores were closed.
         try await group.next()
-        #expect(ContinuousClock.now - shutdownStarted < .seconds(15))
+        #expect(ContinuousClock.now - shutdownStarted < .seconds(60))
         await client.close()
       }
     }
@@ -160,7 +160,8 @@ struct ApusServerTests {
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-func eventually(within timeout: Duration = .seconds(10), _ condition: () async -> Bool) async -> Bool {
+/// The limit is generous: it only matters when the test is failing, and CI machines are slow.
+func eventually(within timeout: Duration = .seconds(60), _ condition: () async -> Bool) async -> Bool {
   let deadline = ContinuousClock.now + timeout
   while ContinuousClock.now < deadline {
     if await condition() { return true }

@@ -81,7 +81,7 @@ struct WorkerTests {
 
         // Cancelling a running action kills its process and frees the only slot.
         let pidFile = "\(scratch)/long.pid"
-        let long = try await submit(try await ShellAction("echo $$ > \(pidFile); exec sleep 60", in: cas))
+        let long = try await submit(try await ShellAction("echo $$ > \(pidFile); exec sleep 300", in: cas))
         let pid = try #require(await waitForPID(at: pidFile))
         #expect(await scheduler.cancel(long))
         #expect(try await outcome(long).status?.statusCode == .cancelled)
