@@ -28,11 +28,12 @@ let package = Package(
 
     // Protobuf wire codec and the REAPI messages. Pure Swift: no I/O, no NIO.
     .target(name: "ApusProto", swiftSettings: strict),
-    // gRPC over HTTP/2 (nghttp2), knows nothing of REAPI.
+    // gRPC over HTTP/2 (nghttp2), knows nothing of REAPI. It takes only `RPCStatusCode`
+    // from ApusProto (re-exported), so every layer shares one status vocabulary.
     .target(
       name: "ApusRPC",
       dependencies: [
-        "CNGHTTP2", "CZlib", "CApusSystem",
+        "ApusProto", "CNGHTTP2", "CZlib", "CApusSystem",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -99,6 +100,26 @@ let package = Package(
     .testTarget(
       name: "ApusServicesTests",
       dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig"],
+      swiftSettings: strict),
+    .testTarget(
+      name: "ApusWorkerTests",
+      dependencies: [
+        "ApusWorker", "ApusServices", "ApusScheduler", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
+    .testTarget(
+      name: "ApusServerTests",
+      dependencies: [
+        "ApusServer", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+      ],
       swiftSettings: strict),
   ]
 )

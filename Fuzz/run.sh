@@ -14,7 +14,7 @@ mkdir -p "$out" Fuzz/out
 flags=(-sanitize=fuzzer,address -parse-as-library -O -g -swift-version 6)
 proto=(Sources/ApusProto/*.swift Sources/ApusProto/Messages/*.swift)
 rpc_pure=(Sources/ApusRPC/GRPCMessageDeframer.swift Sources/ApusRPC/RPCError.swift
-  Sources/ApusRPC/RPCStatusCode.swift Sources/ApusRPC/GRPCTimeout.swift
+  Sources/ApusProto/RPCStatusCode.swift Sources/ApusRPC/GRPCTimeout.swift
   Sources/ApusRPC/PercentEncoding.swift Sources/ApusRPC/Base64.swift)
 
 # Each target is one module built from the sources it fuzzes; the module takes the name of

@@ -87,6 +87,12 @@ struct ConfigObject {
     }
   }
 
+  /// A nested store tree under `key`, which must be present.
+  func requiredStore(_ key: String) throws -> StoreSpec {
+    guard let spec = try decode(StoreSpec.self, key) else { throw error(key, "is required") }
+    return spec
+  }
+
   func decode<T: Decodable>(_ type: T.Type, _ key: String) throws -> T? {
     guard has(key) else { return nil }
     return try container.decode(T.self, forKey: AnyKey(key))

@@ -1,29 +1,34 @@
 /// One node of a store tree, decoded from `{"<kind>": {...}}` (or `{"ref": "name"}`).
+///
+/// Each kind's keys, defaults and documentation live in one type (`MemoryStoreSpec`,
+/// `VerifyStoreSpec`, …), which is also the case's payload, so decoding, the factory and
+/// `apus check` cannot disagree about what a kind holds.
 public indirect enum StoreSpec: Sendable, Equatable, Decodable {
   /// In-memory LRU.
   case memory(MemoryStoreSpec)
   /// Files under a directory, LRU by bytes.
   case filesystem(FilesystemStoreSpec)
-  /// Size and SHA-256 check of uploads in front of `backend`.
-  case verify(backend: StoreSpec, verifyHash: Bool)
+  /// Size and SHA-256 check of uploads in front of a backend.
+  case verify(VerifyStoreSpec)
   /// A fast tier in front of a slow one.
-  case fastSlow(fast: StoreSpec, slow: StoreSpec, fillFastOnRead: Bool, writeFast: Bool)
-  /// Blobs under `threshold` bytes to `lower`, the rest to `upper`.
-  case sizePartitioning(threshold: Int64, lower: StoreSpec, upper: StoreSpec)
-  /// Positive `has` answers remembered for `maxSeconds`.
-  case existenceCache(backend: StoreSpec, maxSeconds: Int64, maxCount: Int64)
-  /// An action cache returning only results whose blobs are all in `cas`.
-  case completenessChecking(backend: StoreSpec, cas: StoreSpec)
+  case fastSlow(FastSlowStoreSpec)
+  /// Small blobs to one store, the rest to another.
+  case sizePartitioning(SizePartitioningStoreSpec)
+  /// Positive `has` answers remembered for a while.
+  case existenceCache(ExistenceCacheStoreSpec)
+  /// An action cache returning only results whose blobs are all in a CAS.
+  case completenessChecking(CompletenessCheckingStoreSpec)
   /// Another REAPI server's CAS or action cache.
-  case grpc(url: String, instanceName: String, actionCache: Bool)
+  case grpc(GRPCStoreSpec)
   /// Blobs spread over stores by digest, weighted.
-  case shard([ShardSpec])
+  case shard(ShardStoreSpec)
   /// Objects in an S3-compatible bucket.
   case s3(S3StoreSpec)
   /// Another named store from `stores`.
   case ref(String)
 
-  static let kinds = [
+  /// Every store kind, as written in the config.
+  public static let kinds = [
     "memory", "filesystem", "verify", "fast_slow", "size_partitioning", "existence_cache",
     "completeness_checking", "grpc", "shard", "s3", "ref",
   ]
@@ -35,116 +40,59 @@ public indirect enum StoreSpec: Sendable, Equatable, Decodable {
         path: jsonPath(decoder.codingPath),
         "expected an object with exactly one store kind: \(Self.kinds.joined(separator: ", "))")
     }
+    func payload<T: Decodable>(_ type: T.Type) throws -> T {
+      guard let value = try object.decode(type, kind) else { throw object.error(kind, "is required") }
+      return value
+    }
     switch kind {
     case "memory":
-      self = .memory(try object.decode(MemoryStoreSpec.self, kind)!)
+      self = .memory(try payload(MemoryStoreSpec.self))
     case "filesystem":
       self = .filesystem(try object.decode(FilesystemStoreSpec.self, kind)!)
+    case "verify":
+      self = .verify(try payload(VerifyStoreSpec.self))
+    case "fast_slow":
+      self = .fastSlow(try payload(FastSlowStoreSpec.self))
+    case "size_partitioning":
+      self = .sizePartitioning(try payload(SizePartitioningStoreSpec.self))
+    case "existence_cache":
+      self = .existenceCache(try payload(ExistenceCacheStoreSpec.self))
+    case "completeness_checking":
+      self = .completenessChecking(try payload(CompletenessCheckingStoreSpec.self))
+    case "grpc":
+      self = .grpc(try payload(GRPCStoreSpec.self))
+    case "shard":
+      self = .shard(try payload(ShardStoreSpec.self))
     case "s3":
-      self = .s3(try object.decode(S3StoreSpec.self, kind)!)
+      self = .s3(try payload(S3StoreSpec.self))
     case "ref":
       let name = try object.requiredString("ref")
       guard !name.isEmpty else { throw object.error("ref", "expected a store name") }
       self = .ref(name)
     default:
-      self = try object.decode(WrapperSpec.self, kind)!.spec
+      // Unreachable while `kinds` and this switch agree; an error, never a fall-through.
+      throw object.error(kind, "unknown store kind; expected one of: \(Self.kinds.joined(separator: ", "))")
     }
   }
 
   /// The `ref` names this tree uses, with the JSON path of each (relative to the tree).
   public var references: [(name: String, path: String)] {
+    func under(_ prefix: String, _ spec: StoreSpec) -> [(name: String, path: String)] {
+      spec.references.map { ($0.name, "\(prefix).\($0.path)") }
+    }
     switch self {
     case .memory, .filesystem, .grpc, .s3: return []
     case .ref(let name): return [(name, "ref")]
-    case .verify(let b, _): return b.references.map { ($0.name, "verify.backend.\($0.path)") }
-    case .existenceCache(let b, _, _):
-      return b.references.map { ($0.name, "existence_cache.backend.\($0.path)") }
-    case .fastSlow(let fast, let slow, _, _):
-      return fast.references.map { ($0.name, "fast_slow.fast.\($0.path)") }
-        + slow.references.map { ($0.name, "fast_slow.slow.\($0.path)") }
-    case .sizePartitioning(_, let lower, let upper):
-      return lower.references.map { ($0.name, "size_partitioning.lower.\($0.path)") }
-        + upper.references.map { ($0.name, "size_partitioning.upper.\($0.path)") }
-    case .completenessChecking(let b, let cas):
-      return b.references.map { ($0.name, "completeness_checking.backend.\($0.path)") }
-        + cas.references.map { ($0.name, "completeness_checking.cas.\($0.path)") }
-    case .shard(let shards):
-      return shards.enumerated().flatMap { i, s in
-        s.store.references.map { ($0.name, "shard.stores[\(i)].store.\($0.path)") }
-      }
-    }
-  }
-}
-
-/// One shard of a `shard` store.
-public struct ShardSpec: Sendable, Equatable {
-  public var store: StoreSpec
-  public var weight: UInt32
-}
-
-/// Decodes the wrapper kinds, each from its own object.
-private struct WrapperSpec: Decodable {
-  var spec: StoreSpec
-
-  init(from decoder: any Decoder) throws {
-    guard let kind = decoder.codingPath.last?.stringValue else {
-      throw ConfigError(path: jsonPath(decoder.codingPath), "unknown store kind")
-    }
-    func required(_ o: ConfigObject, _ key: String) throws -> StoreSpec {
-      guard let spec = try o.decode(StoreSpec.self, key) else { throw o.error(key, "is required") }
-      return spec
-    }
-    switch kind {
-    case "verify":
-      let o = try ConfigObject(decoder, allowedKeys: ["backend", "verify_hash"])
-      spec = .verify(backend: try required(o, "backend"), verifyHash: try o.bool("verify_hash") ?? true)
-    case "fast_slow":
-      let o = try ConfigObject(decoder, allowedKeys: ["fast", "slow", "fill_fast_on_read", "write_fast"])
-      spec = .fastSlow(
-        fast: try required(o, "fast"), slow: try required(o, "slow"),
-        fillFastOnRead: try o.bool("fill_fast_on_read") ?? true, writeFast: try o.bool("write_fast") ?? true)
-    case "size_partitioning":
-      let o = try ConfigObject(decoder, allowedKeys: ["threshold_bytes", "lower", "upper"])
-      guard let threshold = try o.integer("threshold_bytes") else {
-        throw o.error("threshold_bytes", "is required")
-      }
-      spec = .sizePartitioning(threshold: threshold, lower: try required(o, "lower"), upper: try required(o, "upper"))
-    case "existence_cache":
-      let o = try ConfigObject(decoder, allowedKeys: ["backend", "max_seconds", "max_count"])
-      spec = .existenceCache(
-        backend: try required(o, "backend"), maxSeconds: try o.integer("max_seconds") ?? 600,
-        maxCount: try o.integer("max_count") ?? 1_000_000)
-    case "completeness_checking":
-      let o = try ConfigObject(decoder, allowedKeys: ["backend", "cas"])
-      spec = .completenessChecking(backend: try required(o, "backend"), cas: try required(o, "cas"))
-    case "grpc":
-      let o = try ConfigObject(decoder, allowedKeys: ["url", "instance_name", "role"])
-      let url = try o.requiredString("url")
-      guard url.hasPrefix("grpc://"), ServerConfig.splitHostPort(String(url.dropFirst(7))) != nil else {
-        throw o.error("url", "expected grpc://host:port, got \"\(url)\"")
-      }
-      let role = try o.string("role") ?? "cas"
-      guard role == "cas" || role == "action_cache" else {
-        throw o.error("role", "expected cas or action_cache, got \"\(role)\"")
-      }
-      spec = .grpc(url: url, instanceName: try o.string("instance_name") ?? "", actionCache: role == "action_cache")
-    default:  // "shard"
-      let o = try ConfigObject(decoder, allowedKeys: ["stores"])
-      guard let entries = try o.decode([ShardEntry].self, "stores"), !entries.isEmpty else {
-        throw o.error("stores", "at least one shard is required")
-      }
-      spec = .shard(entries.map { ShardSpec(store: $0.store, weight: $0.weight) })
-    }
-  }
-
-  struct ShardEntry: Decodable {
-    var store: StoreSpec
-    var weight: UInt32
-    init(from decoder: any Decoder) throws {
-      let o = try ConfigObject(decoder, allowedKeys: ["store", "weight"])
-      guard let store = try o.decode(StoreSpec.self, "store") else { throw o.error("store", "is required") }
-      self.store = store
-      weight = UInt32(clamping: try o.integer("weight") ?? 1)
+    case .verify(let v): return under("verify.backend", v.backend)
+    case .existenceCache(let e): return under("existence_cache.backend", e.backend)
+    case .fastSlow(let f): return under("fast_slow.fast", f.fast) + under("fast_slow.slow", f.slow)
+    case .sizePartitioning(let p):
+      return under("size_partitioning.lower", p.lower) + under("size_partitioning.upper", p.upper)
+    case .completenessChecking(let c):
+      return under("completeness_checking.backend", c.backend)
+        + under("completeness_checking.cas", c.cas)
+    case .shard(let s):
+      return s.stores.enumerated().flatMap { i, shard in under("shard.stores[\(i)].store", shard.store) }
     }
   }
 }

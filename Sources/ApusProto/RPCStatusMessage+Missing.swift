@@ -10,7 +10,7 @@ extension RPCStatusMessage {
       return v
     }
     var status = RPCStatusMessage()
-    status.code = 9
+    status.code = RPCStatusCode.failedPrecondition.rawValue
     status.message = message
     status.details = [AnyMessage(packing: failure, fullName: "google.rpc.PreconditionFailure")]
     return status

@@ -24,15 +24,3 @@ public struct ExecutionJob: Sendable {
     self.mergeable = mergeable
   }
 }
-
-/// Why the scheduler refused a job.
-public struct SchedulerError: Error, Sendable, Equatable, CustomStringConvertible {
-  public enum Kind: Sendable { case invalidArgument, notFound, alreadyExists }
-  public var kind: Kind
-  public var message: String
-  public init(_ kind: Kind, _ message: String) {
-    self.kind = kind
-    self.message = message
-  }
-  public var description: String { message }
-}

@@ -101,17 +101,12 @@ public actor Scheduler {
     } else {
       nextWatcher += 1
       let id = nextWatcher
+      // A watcher that went away is dropped at the next change (see `notify`), so no task
+      // is needed to hop back into the actor from the stream's termination callback.
       record.watchers[id] = continuation
       operations[name] = record
-      continuation.onTermination = { [weak self] _ in
-        Task { await self?.unwatch(name, id) }
-      }
     }
     return stream
-  }
-
-  private func unwatch(_ name: String, _ id: Int) {
-    operations[name]?.watchers[id] = nil
   }
 
   public func operation(_ name: String) -> Operation? {
@@ -324,7 +319,9 @@ public actor Scheduler {
   private func notify(_ name: String) {
     guard let record = operations[name] else { return }
     let op = Self.operation(record)
-    for w in record.watchers.values { w.yield(op) }
+    for (id, w) in record.watchers {
+      if case .terminated = w.yield(op) { operations[name]?.watchers[id] = nil }
+    }
   }
 
   static func operation(_ record: OperationRecord) -> Operation {
@@ -344,24 +341,13 @@ public actor Scheduler {
   }
 
   /// An ExecuteResponse carrying only an error status (never cached, no result).
-  static func failure(_ code: Int32, _ message: String) -> ExecuteResponse {
-    var status = RPCStatusMessage()
-    status.code = code
-    status.message = message
+  static func failure(_ code: RPCStatusCode, _ message: String) -> ExecuteResponse {
     var response = ExecuteResponse()
-    response.status = status
+    response.status = RPCStatusMessage(code, message)
     return response
   }
 
   private func randomHex() -> String {
     String(UInt64.random(in: 0...UInt64.max), radix: 16) + String(UInt64.random(in: 0...UInt64.max), radix: 16)
   }
-}
-
-extension Int32 {
-  // gRPC codes used in ExecuteResponse.status (this layer does not import the RPC layer).
-  static let cancelled: Int32 = 1
-  static let failedPrecondition: Int32 = 9
-  static let unavailable: Int32 = 14
-  static let `internal`: Int32 = 13
 }

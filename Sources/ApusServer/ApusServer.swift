@@ -14,12 +14,22 @@ import Synchronization
 /// Named stores are built once and shared by every instance that names them. Each CAS an
 /// instance serves is verified on upload (size and SHA-256) unless its tree already starts
 /// with a `verify` node, so content is hashed exactly once.
+///
+/// Its background loops (the scheduler tick, store upkeep such as the S3 expiry sweep) are
+/// children of `run()`'s task group. Graceful shutdown drains in order: the listeners stop
+/// accepting and in-flight calls get `global.shutdown_grace_seconds`; then the loops stop;
+/// then the stores are closed; then `run()` returns.
 public final class ApusServer: Service {
   public let config: ApusConfiguration
   private let logger: Logger
   private let home: String
-  private let bound = Mutex<[SocketAddress]>([])
-  private let readyWaiters = Mutex<[CheckedContinuation<[SocketAddress], Never>]>([])
+  private let listening = Mutex(Listening())
+
+  /// The bound addresses once known, and who waits for them.
+  private struct Listening {
+    var addresses: [SocketAddress]?
+    var waiters: [CheckedContinuation<[SocketAddress], Never>] = []
+  }
 
   public init(config: ApusConfiguration, home: String, logger: Logger) {
     self.config = config
@@ -27,108 +37,166 @@ public final class ApusServer: Service {
     self.logger = logger
   }
 
-  /// Returns the bound addresses once every listener is up.
+  /// The bound addresses, in `config.servers` order, once every listener is up.
+  ///
+  /// If `run()` fails before that, returns the addresses bound so far (possibly none), so a
+  /// caller never waits forever.
   public func waitUntilListening() async -> [SocketAddress] {
     await withCheckedContinuation { c in
-      let ready = bound.withLock { $0.count == config.servers.count ? $0 : nil }
-      if let ready { c.resume(returning: ready) } else { readyWaiters.withLock { $0.append(c) } }
+      let ready = listening.withLock { state -> [SocketAddress]? in
+        if let addresses = state.addresses { return addresses }
+        state.waiters.append(c)
+        return nil
+      }
+      if let ready { c.resume(returning: ready) }
     }
   }
 
-  public func run() async throws {
-    let factory = StoreFactory(specs: config.stores, home: home)
-    let stores = try await factory.makeAll()
-    let maintenance = factory.maintenance
-    var schedulers: [String: Scheduler] = [:]
-    for (name, config) in config.schedulers {
-      schedulers[name] = Scheduler(name: name, config: config, logger: logger)
+  private func publish(_ addresses: [SocketAddress]) {
+    let waiters = listening.withLock { state in
+      guard state.addresses == nil else { return [CheckedContinuation<[SocketAddress], Never>]() }
+      state.addresses = addresses
+      defer { state.waiters = [] }
+      return state.waiters
     }
-    let group = MultiThreadedEventLoopGroup.singleton
-    let budget = BufferBudget(limitBytes: config.global.maxBufferedBytes)
-    let fdLimit = FileDescriptorLimit.raiseToHardLimit()
-    let wanted = config.servers.reduce(256) { $0 + $1.limits.maxConnections }
-    if fdLimit >= 0 && fdLimit < wanted {
-      logger.warning(
-        "the open-file limit is below what the listeners' max_connections need",
-        metadata: ["limit": "\(fdLimit)", "wanted": "\(wanted)"])
-    }
-    var servers: [GRPCServer] = []
-    for server in config.servers {
-      let table = InstanceTable(
-        instances: server.instances.mapValues { instance in
-          Instance(
-            cas: instance.cas.map { name -> any BlobStore in
-              guard case .verify = config.stores[name] else {
-                return VerifyStore(backend: stores[name]!)
-              }
-              return stores[name]!
-            },
-            actionCache: instance.actionCache.map { stores[$0]! },
-            actionCacheUpdates: instance.actionCacheUpdates,
-            scheduler: instance.execution.map { schedulers[$0]! })
-        },
-        maxMessageBytes: server.maxMessageBytes)
-      var router = RemoteExecutionAPI.router(for: table)
-      if let name = server.workerAPI, let scheduler = schedulers[name] {
-        WorkerAPIService(scheduler: scheduler, logger: logger).register(on: &router)
-      }
-      var options = GRPCServerOptions()
-      options.maxReceiveMessageBytes = server.maxMessageBytes
-      options.budget = budget
-      let limits = server.limits
-      options.maxConnections = limits.maxConnections
-      options.maxConcurrentStreams = limits.maxConcurrentStreams
-      options.maxConnectionBufferedBytes = limits.maxBufferedBytesPerConnection
-      options.handshakeTimeout = .seconds(limits.handshakeTimeoutSeconds)
-      options.idleTimeout = limits.idleTimeoutSeconds > 0 ? .seconds(limits.idleTimeoutSeconds) : nil
-      options.keepaliveInterval =
-        limits.keepaliveIntervalSeconds > 0 ? .seconds(limits.keepaliveIntervalSeconds) : nil
-      options.keepaliveTimeout = .seconds(limits.keepaliveTimeoutSeconds)
-      options.uploadIdleTimeout =
-        limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
-      let grpc = GRPCServer(router: router, options: options, group: group, logger: logger)
-      guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
-        throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
-      }
-      let address = try await grpc.start(host: host, port: port)
-      logger.info(
-        "listening",
-        metadata: [
-          "address": "\(address)", "instances": "\(server.instances.keys.sorted())",
-        ])
-      servers.append(grpc)
-      bound.withLock { $0.append(address) }
-    }
-    let addresses = bound.withLock { $0 }
-    for waiter in readyWaiters.withLock({ w in defer { w = [] }; return w }) {
-      waiter.resume(returning: addresses)
-    }
+    for waiter in waiters { waiter.resume(returning: addresses) }
+  }
 
-    // Worker keep-alives, unsatisfiable actions and old operations are checked once a second.
-    let ticker = Task {
-      while !Task.isCancelled {
-        try? await Task.sleep(for: .seconds(1))
-        for scheduler in schedulers.values { await scheduler.tick() }
+  public func run() async throws {
+    let logger = self.logger
+    let factory = StoreFactory(specs: config.stores, home: home)
+    var servers: [GRPCServer] = []
+    var addresses: [SocketAddress] = []
+    // Whatever happens, waiters are answered and what was opened is closed.
+    defer { publish(addresses) }
+    let schedulers: [String: Scheduler]
+    do {
+      let stores = try await factory.makeAll()
+      schedulers = config.schedulers.reduce(into: [:]) { all, entry in
+        all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)
       }
+      let budget = BufferBudget(limitBytes: config.global.maxBufferedBytes)
+      checkFileDescriptorLimit()
+      for server in config.servers {
+        let grpc = try makeServer(server, stores: stores, schedulers: schedulers, budget: budget)
+        guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
+          throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
+        }
+        let address = try await grpc.start(host: host, port: port)
+        servers.append(grpc)
+        addresses.append(address)
+        logger.info(
+          "listening",
+          metadata: [
+            "address": "\(address)", "instances": "\(server.instances.keys.sorted())",
+          ])
+      }
+    } catch {
+      await stop(servers, grace: .zero)
+      await factory.close()
+      throw error
     }
-    defer { ticker.cancel() }
-    // Store upkeep (the S3 expiry sweep), each on its own period.
-    let upkeep = maintenance.map { job in
-      Task {
-        while !Task.isCancelled {
-          await job.run()
-          try? await Task.sleep(for: job.every)
+    publish(addresses)
+
+    await withDiscardingTaskGroup { group in
+      group.addTask { await Self.tick(Array(schedulers.values)) }
+      for job in factory.maintenance {
+        group.addTask {
+          await job.run { error in
+            logger.warning("store upkeep failed", metadata: ["job": "\(job.name)", "error": "\(error)"])
+          }
         }
       }
+      // Returns on graceful shutdown, or at once if this service is cancelled.
+      try? await gracefulShutdown()
+      logger.info(
+        "shutting down", metadata: ["grace_seconds": "\(config.global.shutdownGraceSeconds)"])
+      await stop(servers, grace: .seconds(config.global.shutdownGraceSeconds))
+      group.cancelAll()
     }
-    defer { upkeep.forEach { $0.cancel() } }
+    await factory.close()
+    logger.info("stopped")
+  }
 
-    try? await gracefulShutdown()
-    logger.info("shutting down", metadata: ["grace_seconds": "\(config.global.shutdownGraceSeconds)"])
-    let grace = Duration.seconds(config.global.shutdownGraceSeconds)
-    await withTaskGroup(of: Void.self) { group in
+  /// Raises the open-file limit to the hard limit and warns if the listeners' connection
+  /// caps cannot be reached under it.
+  private func checkFileDescriptorLimit() {
+    let limit = FileDescriptorLimit.raiseToHardLimit()
+    let wanted = config.servers.reduce(256) { $0 + $1.limits.maxConnections }
+    if limit >= 0 && limit < wanted {
+      logger.warning(
+        "the open-file limit is below what the listeners' max_connections need",
+        metadata: ["limit": "\(limit)", "wanted": "\(wanted)"])
+    }
+  }
+
+  /// One listener's router, services and options, from its config.
+  private func makeServer(
+    _ server: ServerConfig, stores: [String: any BlobStore], schedulers: [String: Scheduler],
+    budget: BufferBudget
+  ) throws -> GRPCServer {
+    func store(_ name: String) throws -> any BlobStore {
+      guard let store = stores[name] else {
+        throw ConfigError(path: "stores", "no store named \"\(name)\"")
+      }
+      return store
+    }
+    func scheduler(_ name: String) throws -> Scheduler {
+      guard let scheduler = schedulers[name] else {
+        throw ConfigError(path: "schedulers", "no scheduler named \"\(name)\"")
+      }
+      return scheduler
+    }
+    let table = InstanceTable(
+      instances: try server.instances.mapValues { instance in
+        Instance(
+          cas: try instance.cas.map { name -> any BlobStore in
+            guard case .verify = config.stores[name] else {
+              return VerifyStore(backend: try store(name))
+            }
+            return try store(name)
+          },
+          actionCache: try instance.actionCache.map(store),
+          actionCacheUpdates: instance.actionCacheUpdates,
+          scheduler: try instance.execution.map(scheduler))
+      },
+      maxMessageBytes: server.maxMessageBytes)
+    var router = RemoteExecutionAPI.router(for: table)
+    if let name = server.workerAPI {
+      WorkerAPIService(scheduler: try scheduler(name), logger: logger).register(on: &router)
+    }
+    var options = GRPCServerOptions()
+    options.maxReceiveMessageBytes = server.maxMessageBytes
+    options.budget = budget
+    let limits = server.limits
+    options.maxConnections = limits.maxConnections
+    options.maxConcurrentStreams = limits.maxConcurrentStreams
+    options.maxConnectionBufferedBytes = limits.maxBufferedBytesPerConnection
+    options.handshakeTimeout = .seconds(limits.handshakeTimeoutSeconds)
+    options.idleTimeout = limits.idleTimeoutSeconds > 0 ? .seconds(limits.idleTimeoutSeconds) : nil
+    options.keepaliveInterval =
+      limits.keepaliveIntervalSeconds > 0 ? .seconds(limits.keepaliveIntervalSeconds) : nil
+    options.keepaliveTimeout = .seconds(limits.keepaliveTimeoutSeconds)
+    options.uploadIdleTimeout =
+      limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
+    return GRPCServer(
+      router: router, options: options, group: MultiThreadedEventLoopGroup.singleton,
+      logger: logger)
+  }
+
+  /// Stops every listener at once; each gives its running calls `grace`.
+  private func stop(_ servers: [GRPCServer], grace: Duration) async {
+    await withDiscardingTaskGroup { group in
       for server in servers { group.addTask { await server.shutdown(grace: grace) } }
     }
-    logger.info("stopped")
+  }
+
+  /// Worker keep-alives, unsatisfiable actions and old operations, checked once a second
+  /// until the task is cancelled.
+  static func tick(_ schedulers: [Scheduler]) async {
+    while true {
+      do { try await Task.sleep(for: .seconds(1)) } catch { return }
+      for scheduler in schedulers { await scheduler.tick() }
+    }
   }
 }

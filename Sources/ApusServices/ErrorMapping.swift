@@ -1,22 +1,17 @@
 import ApusProto
 import ApusRPC
+import ApusScheduler
 import ApusStore
 
-// The one place where lower layers' errors become gRPC statuses.
+// The one place where lower layers' errors become gRPC statuses. Every layer already speaks
+// `RPCStatusCode`, so each mapping keeps the code and the message as they are.
 
 extension StoreError: RPCErrorConvertible {
-  public var rpcError: RPCError {
-    let code: RPCStatusCode =
-      switch self.code {
-      case .notFound: .notFound
-      case .invalidArgument: .invalidArgument
-      case .resourceExhausted: .resourceExhausted
-      case .unavailable: .unavailable
-      case .dataLoss: .dataLoss
-      default: .internal
-      }
-    return RPCError(code, message)
-  }
+  public var rpcError: RPCError { RPCError(code, message) }
+}
+
+extension SchedulerError: RPCErrorConvertible {
+  public var rpcError: RPCError { RPCError(code, message) }
 }
 
 extension ProtoDecodingError: RPCErrorConvertible {

@@ -86,11 +86,7 @@ struct ExecutionService {
       instanceName: request.instanceName, actionDigest: actionDigest, action: action,
       platform: platform, priority: request.executionPolicy?.priority ?? 0,
       mergeable: !action.doNotCache)
-    do {
-      _ = try scheduler.effectiveTimeout(action)
-    } catch {
-      throw RPCError.invalidArgument(error.message)
-    }
+    _ = try scheduler.effectiveTimeout(action)
 
     if !request.skipCacheLookup && !action.doNotCache,
       let cached = try await ac.readAll(actionDigest, maxBytes: table.maxMessageBytes),
@@ -104,12 +100,7 @@ struct ExecutionService {
       return
     }
 
-    let name: String
-    do {
-      name = try await scheduler.submit(job)
-    } catch {
-      throw RPCError(error.kind == .invalidArgument ? .invalidArgument : .failedPrecondition, error.message)
-    }
+    let name = try await scheduler.submit(job)
     guard let stream = await scheduler.watch(name) else {
       throw RPCError(.internal, "operation \(name) vanished")
     }
@@ -119,15 +110,5 @@ struct ExecutionService {
   static func missing(_ digests: [BlobDigest], _ message: String) -> RPCError {
     let status = RPCStatusMessage.missingBlobs(digests, message)
     return RPCError(.failedPrecondition, message, statusDetails: status.serializedBytes())
-  }
-}
-
-extension SchedulerError: RPCErrorConvertible {
-  public var rpcError: RPCError {
-    switch kind {
-    case .invalidArgument: RPCError(.invalidArgument, message)
-    case .notFound: RPCError(.notFound, message)
-    case .alreadyExists: RPCError(.alreadyExists, message)
-    }
   }
 }

@@ -170,6 +170,10 @@ public final class S3Store: BlobStore {
     return deleted
   }
 
+  /// Shuts the HTTP client down, closing its pooled connections; later requests fail.
+  public func close() async {
+    try? await client.http.shutdown()
+  }
 }
 
 extension String {

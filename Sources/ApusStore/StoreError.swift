@@ -1,23 +1,18 @@
-/// The one error type of the storage layer. Services map `code` to a gRPC status in one
-/// place; the message is meant for the client.
-public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
-  public struct Code: Hashable, Sendable {
-    let name: String
-    public static let notFound = Code(name: "not found")
-    public static let invalidArgument = Code(name: "invalid argument")
-    public static let resourceExhausted = Code(name: "resource exhausted")
-    public static let unavailable = Code(name: "unavailable")
-    public static let dataLoss = Code(name: "data loss")
-    public static let `internal` = Code(name: "internal")
-  }
+import ApusProto
 
-  public var code: Code
+/// The one error type of the storage layer: a gRPC status code and a message meant for the
+/// client. Services turn it into a call's status in one place (ApusServices' ErrorMapping).
+public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// Store errors use the codebase's one status vocabulary.
+  public typealias Code = RPCStatusCode
+
+  public var code: RPCStatusCode
   public var message: String
 
-  public init(_ code: Code, _ message: String) {
+  public init(_ code: RPCStatusCode, _ message: String) {
     self.code = code
     self.message = message
   }
 
-  public var description: String { "\(code.name): \(message)" }
+  public var description: String { "\(code): \(message)" }
 }

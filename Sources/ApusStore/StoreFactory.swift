@@ -13,8 +13,10 @@ public final class StoreFactory {
   private let home: String
   private var built: [String: any BlobStore] = [:]
   private var building: [String] = []
-  /// Background work the built stores need (the S3 expiry sweep), with its period.
-  public private(set) var maintenance: [(every: Duration, run: @Sendable () async -> Void)] = []
+  /// Background work the built stores need (the S3 expiry sweep); the caller runs it.
+  public private(set) var maintenance: [StoreMaintenance] = []
+  /// Releases what the built stores hold (HTTP clients, connections); see ``close()``.
+  private var closers: [@Sendable () async -> Void] = []
 
   public init(specs: [String: StoreSpec], home: String) {
     self.specs = specs
@@ -33,6 +35,13 @@ public final class StoreFactory {
       }
     }
     return built
+  }
+
+  /// Closes what the built stores hold, newest first; call once no request can reach them.
+  public func close() async {
+    let closers = self.closers
+    self.closers = []
+    for close in closers.reversed() { await close() }
   }
 
   public func named(_ name: String) async throws -> any BlobStore {
@@ -59,25 +68,28 @@ public final class StoreFactory {
           maxSeconds: m.maxSeconds.map { UInt32(clamping: $0) }))
     case .filesystem(let f):
       return try await FilesystemStore.open(root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes)
-    case .verify(let backend, let verifyHash):
-      return VerifyStore(backend: try await make(backend), verifyHash: verifyHash)
-    case .fastSlow(let fast, let slow, let fill, let writeFast):
+    case .verify(let v):
+      return VerifyStore(backend: try await make(v.backend), verifyHash: v.verifyHash)
+    case .fastSlow(let f):
       return FastSlowStore(
-        fast: try await make(fast), slow: try await make(slow), fillFastOnRead: fill, writeFast: writeFast)
-    case .sizePartitioning(let threshold, let lower, let upper):
-      return SizePartitioningStore(threshold: threshold, lower: try await make(lower), upper: try await make(upper))
-    case .existenceCache(let backend, let seconds, let count):
+        fast: try await make(f.fast), slow: try await make(f.slow), fillFastOnRead: f.fillFastOnRead,
+        writeFast: f.writeFast)
+    case .sizePartitioning(let p):
+      return SizePartitioningStore(
+        threshold: p.thresholdBytes, lower: try await make(p.lower), upper: try await make(p.upper))
+    case .existenceCache(let e):
       return ExistenceCacheStore(
-        backend: try await make(backend), maxSeconds: UInt32(clamping: seconds), maxCount: Int(count))
-    case .completenessChecking(let backend, let cas):
-      return CompletenessCheckingStore(backend: try await make(backend), cas: try await make(cas))
-    case .grpc(let url, let instanceName, let actionCache):
-      return GRPCStore(
-        client: try GRPCClient(url: url), instanceName: instanceName,
-        role: actionCache ? .actionCache : .cas)
-    case .shard(let shards):
+        backend: try await make(e.backend), maxSeconds: UInt32(clamping: e.maxSeconds),
+        maxCount: Int(e.maxCount))
+    case .completenessChecking(let c):
+      return CompletenessCheckingStore(backend: try await make(c.backend), cas: try await make(c.cas))
+    case .grpc(let g):
+      let client = try GRPCClient(url: g.url)
+      closers.append { await client.close() }
+      return GRPCStore(client: client, instanceName: g.instanceName, role: g.actionCache ? .actionCache : .cas)
+    case .shard(let s):
       var stores: [(store: any BlobStore, weight: UInt32)] = []
-      for s in shards { stores.append((try await make(s.store), s.weight)) }
+      for shard in s.stores { stores.append((try await make(shard.store), shard.weight)) }
       return ShardStore(shards: stores)
     case .s3(let spec):
       let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
@@ -94,8 +106,12 @@ public final class StoreFactory {
         prefix: spec.keyPrefix, multipartThreshold: Int(spec.multipartThresholdBytes),
         partBytes: Int(spec.partBytes), maxSeconds: spec.maxSeconds)
       if spec.maxSeconds != nil {
-        maintenance.append((.seconds(spec.sweepIntervalSeconds), { _ = try? await store.sweep() }))
+        maintenance.append(
+          StoreMaintenance(name: "s3 expiry sweep (\(spec.bucket))", every: .seconds(spec.sweepIntervalSeconds)) {
+            _ = try await store.sweep()
+          })
       }
+      closers.append { await store.close() }
       return store
     case .ref(let name):
       return try await named(name)

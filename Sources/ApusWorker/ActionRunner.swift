@@ -32,18 +32,23 @@ struct ActionRunner: Sendable {
     } catch let failure as ExecutionFailure {
       response.status = failure.status
     } catch is CancellationError {
-      var status = RPCStatusMessage()
-      status.code = 1
-      status.message = "the action was cancelled"
-      response.status = status
+      response.status = RPCStatusMessage(.cancelled, "the action was cancelled")
     } catch {
-      var status = RPCStatusMessage()
-      status.code = 14
-      status.message = "worker \(workerID) failed: \(error)"
-      response.status = status
+      response.status = RPCStatusMessage(.unavailable, "worker \(workerID) failed: \(error)")
     }
-    try? await pool.runIfActive { FileIO.removeTree(directory) }
+    await removeEvenIfCancelled(directory)
     return response
+  }
+
+  /// Removes the action's directory on the pool. `runIfActive` refuses work from a cancelled
+  /// task, and a killed action must not leave its directory (and disk) behind.
+  private func removeEvenIfCancelled(_ directory: String) async {
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+      pool.submit { _ in
+        FileIO.removeTree(directory)
+        done.resume()
+      }
+    }
   }
 
   private func execute(
@@ -112,10 +117,8 @@ struct ActionRunner: Sendable {
     var response = ExecuteResponse()
     response.result = result
     if outcome.timedOut {
-      var status = RPCStatusMessage()
-      status.code = 4
-      status.message = "the action ran past its timeout of \(timeout) and was killed"
-      response.status = status
+      response.status = RPCStatusMessage(
+        .deadlineExceeded, "the action ran past its timeout of \(timeout) and was killed")
     } else {
       response.status = RPCStatusMessage()
       if outcome.exitCode == 0 && !action.doNotCache {

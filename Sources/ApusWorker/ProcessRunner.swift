@@ -101,21 +101,3 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePo
   defer { for p in pointers { free(p) } }
   return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
-
-/// An action that could not run, with the status to report in its ExecuteResponse.
-struct ExecutionFailure: Error {
-  enum Code: Int32 {
-    case invalidArgument = 3
-    case failedPrecondition = 9
-    case `internal` = 13
-  }
-  var status: RPCStatusMessage
-
-  init(_ code: Code, _ message: String) {
-    status = RPCStatusMessage()
-    status.code = code.rawValue
-    status.message = message
-  }
-
-  init(status: RPCStatusMessage) { self.status = status }
-}

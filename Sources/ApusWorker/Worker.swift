@@ -16,18 +16,12 @@ import Synchronization
 ///
 /// On graceful shutdown it says `going_away`, takes no new actions (any that arrive are handed
 /// back), finishes the running ones, then closes. A lost scheduler connection is retried with
-/// backoff.
+/// backoff. Every action is a child task of its session, and every session a child of `run()`,
+/// so the thread pool is shut down only after the last action that could use it has ended.
 public final class Worker: Service {
   let config: WorkerConfig
   let logger: Logger
   public let id: String
-
-  private struct State {
-    var running: [String: Task<ExecuteResponse, Never>] = [:]
-    var draining = false
-    var call: ClientCall?
-  }
-  private let state = Mutex(State())
 
   public init(config: WorkerConfig, logger: Logger) {
     self.config = config
@@ -41,6 +35,20 @@ public final class Worker: Service {
   public func run() async throws {
     let pool = NIOThreadPool(numberOfThreads: config.maxConcurrentActions + 2)
     pool.start()
+    let outcome: Result<Void, any Error>
+    do {
+      try await serve(pool)
+      outcome = .success(())
+    } catch {
+      outcome = .failure(error)
+    }
+    // Nothing can still be queued: every task that used the pool was a child of serve().
+    try? await pool.shutdownGracefully()
+    try outcome.get()
+  }
+
+  /// Registers with the scheduler again and again until graceful shutdown or cancellation.
+  private func serve(_ pool: NIOThreadPool) async throws {
     let properties = try await measureProperties(pool)
     try await pool.runIfActive { [config] in try FileIO.makeDirectories(config.workDirectory) }
     let cache = try await FilesystemStore.open(
@@ -57,43 +65,26 @@ public final class Worker: Service {
       logger: logger)
 
     var backoff = Duration.milliseconds(100)
-    await withGracefulShutdownHandler {
-      while !state.withLock({ $0.draining }) {
-        do {
-          try await session(schedulerClient, properties, runner)
-          backoff = .milliseconds(100)
-        } catch {
-          if state.withLock({ $0.draining }) { break }
-          // The first quick retries are routine (an in-process server still binding).
-          let level: Logger.Level = backoff < .seconds(1) ? .debug : .warning
-          logger.log(level: level, "scheduler connection failed; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])
-        }
-        try? await Task.sleep(for: backoff)
-        backoff = min(backoff * 2, .seconds(10))
+    while !Task.isShuttingDownGracefully && !Task.isCancelled {
+      do {
+        try await session(schedulerClient, properties, runner)
+        backoff = .milliseconds(100)
+      } catch {
+        if Task.isShuttingDownGracefully || Task.isCancelled { break }
+        // The first quick retries are routine (an in-process server still binding).
+        let level: Logger.Level = backoff < .seconds(1) ? .debug : .warning
+        logger.log(level: level, "scheduler connection failed; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])
       }
-    } onGracefulShutdown: {
-      self.beginDraining()
+      let pause = backoff
+      _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+      backoff = min(backoff * 2, .seconds(10))
     }
     await casClient.close()
     await schedulerClient.close()
-    try? await pool.shutdownGracefully()
   }
 
-  private func beginDraining() {
-    let (call, idle) = state.withLock { s -> (ClientCall?, Bool) in
-      s.draining = true
-      return (s.call, s.running.isEmpty)
-    }
-    guard let call else { return }
-    var message = WorkerMessage()
-    message.goingAway = EmptyMessage()
-    Task {
-      try? await call.requests.write(message.serializedBytes())
-      if idle { call.finishRequests() }
-    }
-  }
-
-  /// One registration: lasts until the stream fails or the worker has drained.
+  /// One registration: lasts until the stream fails or the worker has drained. Keep-alives,
+  /// the shutdown watcher and every running action are children of this session.
   private func session(_ client: GRPCClient, _ properties: [Platform.Property], _ runner: ActionRunner) async throws {
     let call = try await client.call("/apus.worker.v1.WorkerAPI/Connect")
     // However this session ends, its stream ends too: a stream left open would keep the
@@ -112,68 +103,82 @@ public final class Worker: Service {
     else {
       throw RPCError(.internal, "the scheduler did not acknowledge registration")
     }
-    state.withLock { $0.call = call }
-    defer { state.withLock { $0.call = nil } }
     logger.info("registered with scheduler", metadata: ["worker": "\(id)", "scheduler": "\(config.scheduler)"])
     let keepAlive = Duration.seconds(max(1, Int(registered.keepAliveSeconds)))
+    let actions = RunningActions()
 
-    try await withThrowingTaskGroup(of: Void.self) { group in
+    try await withThrowingDiscardingTaskGroup { group in
       group.addTask {
         var ping = WorkerMessage()
         ping.keepAlive = EmptyMessage()
         let bytes = ping.serializedBytes()
-        while true {
-          try await Task.sleep(for: keepAlive)
-          try await call.requests.write(bytes)
+        do {
+          while true {
+            try await Task.sleep(for: keepAlive)
+            try await call.requests.write(bytes)
+          }
+        } catch is CancellationError {
+          return
+        } catch {
+          call.cancelCall()  // ends the read loop below too
+          throw error
         }
       }
-      group.addTask { [responses] in
-        var responses = responses
-        while let bytes = try await responses.next() {
-          let message = try SchedulerMessage(serializedBytes: bytes)
-          if let start = message.start { self.start(start, runner, call) }
-          if let kill = message.kill {
-            self.state.withLock { $0.running[kill.operationName] }?.cancel()
+      group.addTask {
+        // Returns on graceful shutdown; throws when the session ends first.
+        do { try await gracefulShutdown() } catch { return }
+        var goingAway = WorkerMessage()
+        goingAway.goingAway = EmptyMessage()
+        try? await call.requests.write(goingAway.serializedBytes())
+        if actions.beginDraining() { call.finishRequests() }
+      }
+      while let bytes = try await responses.next() {
+        let message = try SchedulerMessage(serializedBytes: bytes)
+        if let start = message.start {
+          if let killed = actions.admit(start.operationName) {
+            group.addTask { await self.run(start, runner, call, actions, killed: killed) }
+          } else {
+            var finished = ActionFinished()
+            finished.operationName = start.operationName
+            finished.handedBack = true
+            var reply = WorkerMessage()
+            reply.finished = finished
+            try await call.requests.write(reply.serializedBytes())
           }
         }
+        if let kill = message.kill { actions.kill(kill.operationName) }
       }
-      // Either the stream ended (scheduler gone, or drained) or keep-alives failed.
-      defer { group.cancelAll() }
-      try await group.next()
+      // The scheduler ended the stream (after our drain, or it went away): anything still
+      // running is its to requeue, so stop it.
+      group.cancelAll()
     }
   }
 
-  private func start(_ start: StartAction, _ runner: ActionRunner, _ call: ClientCall) {
-    let name = start.operationName
-    let accepted = state.withLock { s -> Bool in
-      guard !s.draining else { return false }
-      s.running[name] = Task { await runner.run(start) }
-      return true
-    }
-    guard accepted else {
-      var finished = ActionFinished()
-      finished.operationName = name
-      finished.handedBack = true
-      var message = WorkerMessage()
-      message.finished = finished
-      Task { try? await call.requests.write(message.serializedBytes()) }
-      return
-    }
-    Task {
-      guard let task = state.withLock({ $0.running[name] }) else { return }
-      let response = await task.value
-      var finished = ActionFinished()
-      finished.operationName = name
-      finished.response = response
-      var message = WorkerMessage()
-      message.finished = finished
-      try? await call.requests.write(message.serializedBytes())
-      let drainedNow = state.withLock { s -> Bool in
-        s.running[name] = nil
-        return s.draining && s.running.isEmpty
+  /// Runs one action until it ends or the scheduler kills it, then reports the result.
+  private func run(
+    _ start: StartAction, _ runner: ActionRunner, _ call: ClientCall, _ actions: RunningActions,
+    killed: AsyncStream<Void>
+  ) async {
+    let response = await withTaskGroup(of: ExecuteResponse?.self) { group in
+      group.addTask { await runner.run(start) }
+      group.addTask {
+        for await _ in killed {}
+        return nil
       }
-      if drainedNow { call.finishRequests() }
+      var response: ExecuteResponse?
+      while let next = await group.next() {
+        if let next { response = next }
+        group.cancelAll()
+      }
+      return response ?? ExecuteResponse()
     }
+    var finished = ActionFinished()
+    finished.operationName = start.operationName
+    finished.response = response
+    var message = WorkerMessage()
+    message.finished = finished
+    try? await call.requests.write(message.serializedBytes())
+    if actions.finish(start.operationName) { call.finishRequests() }
   }
 
   /// Configured properties plus those measured by commands (e.g. `nproc` for cpu_count).

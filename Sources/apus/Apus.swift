@@ -111,14 +111,14 @@ struct Check: ParsableCommand {
     switch spec {
     case .memory(let m): "memory(max_bytes: \(m.maxBytes.map(String.init) ?? "unlimited"))"
     case .filesystem(let f): "filesystem(\(f.path), max_bytes: \(f.maxBytes.map(String.init) ?? "unlimited"))"
-    case .verify(let b, let hash): "verify(\(hash ? "size+sha256" : "size"), \(describe(b)))"
-    case .fastSlow(let fast, let slow, _, _): "fast_slow(fast: \(describe(fast)), slow: \(describe(slow)))"
-    case .sizePartitioning(let t, let lower, let upper):
-      "size_partitioning(< \(t): \(describe(lower)), else: \(describe(upper)))"
-    case .existenceCache(let b, let seconds, _): "existence_cache(\(seconds)s, \(describe(b)))"
-    case .completenessChecking(let b, let cas): "completeness_checking(\(describe(b)), cas: \(describe(cas)))"
-    case .grpc(let url, let instance, let ac): "grpc(\(url), instance \"\(instance)\", \(ac ? "action_cache" : "cas"))"
-    case .shard(let shards): "shard(\(shards.map { "\($0.weight)×\(describe($0.store))" }.joined(separator: ", ")))"
+    case .verify(let v): "verify(\(v.verifyHash ? "size+sha256" : "size"), \(describe(v.backend)))"
+    case .fastSlow(let f): "fast_slow(fast: \(describe(f.fast)), slow: \(describe(f.slow)))"
+    case .sizePartitioning(let p):
+      "size_partitioning(< \(p.thresholdBytes): \(describe(p.lower)), else: \(describe(p.upper)))"
+    case .existenceCache(let e): "existence_cache(\(e.maxSeconds)s, \(describe(e.backend)))"
+    case .completenessChecking(let c): "completeness_checking(\(describe(c.backend)), cas: \(describe(c.cas)))"
+    case .grpc(let g): "grpc(\(g.url), instance \"\(g.instanceName)\", \(g.actionCache ? "action_cache" : "cas"))"
+    case .shard(let s): "shard(\(s.stores.map { "\($0.weight)×\(describe($0.store))" }.joined(separator: ", ")))"
     case .s3(let s): "s3(\(s.endpoint), bucket \(s.bucket), prefix \"\(s.keyPrefix)\"\(s.maxSeconds.map { ", expiry \($0)s" } ?? ""))"
     case .ref(let name): "ref(\(name))"
     }

@@ -64,16 +64,53 @@ struct SchedulerTests {
     #expect(a != c)
   }
 
-  @Test("unknown properties and over-long timeouts are rejected")
+  @Test("unknown properties and over-long timeouts are rejected as INVALID_ARGUMENT")
   func validation() async {
     let s = scheduler()
-    await #expect(throws: SchedulerError.self) { try await s.submit(job(3, platform: [("gpu", "1")])) }
-    await #expect(throws: SchedulerError.self) { try await s.submit(job(3, platform: [("cpu_count", "many")])) }
+    func code(_ job: ExecutionJob) async -> RPCStatusCode? {
+      do {
+        _ = try await s.submit(job)
+        return nil
+      } catch {
+        return error.code
+      }
+    }
+    #expect(await code(job(3, platform: [("gpu", "1")])) == .invalidArgument)
+    #expect(await code(job(3, platform: [("cpu_count", "many")])) == .invalidArgument)
     var long = job(4)
     var t = ProtoDuration()
     t.seconds = 1_000_000
     long.action.timeout = t
-    await #expect(throws: SchedulerError.self) { try await s.submit(long) }
+    #expect(await code(long) == .invalidArgument)
+  }
+
+  @Test("a second worker with a connected worker's id is refused as ALREADY_EXISTS")
+  func duplicateWorker() async throws {
+    let s = scheduler()
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, send: Inbox().send)
+    await #expect(throws: SchedulerError(.alreadyExists, "a worker named \"w\" is already connected")) {
+      try await s.registerWorker(id: "w", properties: [], capacity: 1, send: Inbox().send)
+    }
+  }
+
+  @Test("a watcher that stops listening does not stop the others")
+  func watcherGone() async throws {
+    let s = scheduler()
+    let name = try await s.submit(job(13))
+    let kept = try #require(await s.watch(name))
+    do {
+      let dropped = try #require(await s.watch(name))
+      _ = dropped  // ends here: its continuation is terminated
+    }
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, send: Inbox().send)
+    var finished = done()
+    finished.operationName = name
+    await s.finished("w", finished)
+    var stages: [ExecutionStage] = []
+    for await op in kept {
+      stages.append(try ExecuteOperationMetadata(serializedBytes: try #require(op.metadata).value).stage)
+    }
+    #expect(stages == [.queued, .executing, .completed])
   }
 
   @Test("minimum properties are reserved while running")
@@ -105,7 +142,7 @@ struct SchedulerTests {
     let op = try #require(await s.operation(name))
     #expect(op.done)
     let response = try ExecuteResponse(serializedBytes: try #require(op.response).value)
-    #expect(response.status?.code == 14)
+    #expect(response.status?.statusCode == .unavailable)
   }
 
   @Test("an action no worker can ever run fails after the grace period")
@@ -118,7 +155,7 @@ struct SchedulerTests {
     await s.tick()
     let op = try #require(await s.operation(name))
     let response = try ExecuteResponse(serializedBytes: try #require(op.response).value)
-    #expect(response.status?.code == 9)
+    #expect(response.status?.statusCode == .failedPrecondition)
     #expect(response.status?.message.contains("OSFamily=plan9") == true)
   }
 
@@ -146,6 +183,8 @@ struct SchedulerTests {
       stages.append(m.stage.rawValue)
     }
     #expect(stages == [2, 3, 4])
+    let response = try #require(await s.operation(name)?.response)
+    #expect(try ExecuteResponse(serializedBytes: response.value).status?.statusCode == .cancelled)
     #expect(inbox.killed == [name])
   }
 

@@ -1,4 +1,9 @@
-/// A gRPC status code. Open set, as in the gRPC spec: unknown numbers survive decoding.
+/// A gRPC status code: the one status vocabulary of every layer. Open set, as in the gRPC
+/// spec: unknown numbers survive decoding.
+///
+/// It lives here, in the lowest layer, because `google.rpc.Status.code` is part of the wire
+/// messages and the scheduler and worker (which do not import the gRPC layer) report it in
+/// ExecuteResponse; ApusRPC re-exports just this type.
 public struct RPCStatusCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
   public var rawValue: Int32
   public init(rawValue: Int32) { self.rawValue = rawValue }

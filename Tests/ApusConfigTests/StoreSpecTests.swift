@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+@testable import ApusConfig
+
+@Suite("Store kinds")
+struct StoreSpecTests {
+  func store(_ json: String) throws -> StoreSpec {
+    let text = #"{ stores: { s: "# + json + #" }, servers: [ { listen: "a:1", instances: { "": {} } } ] }"#
+    let c = try ApusConfiguration.parse(Data(text.utf8), environment: [:])
+    return try #require(c.stores["s"])
+  }
+
+  func error(_ json: String) -> String {
+    do {
+      _ = try store(json)
+      return "no error"
+    } catch {
+      return "\(error)"
+    }
+  }
+
+  static let memory = StoreSpec.memory(MemoryStoreSpec())
+
+  @Test("each kind decodes to its own type, with that type's defaults", arguments: [
+    (#"{ verify: { backend: { memory: {} } } }"#,
+     StoreSpec.verify(VerifyStoreSpec(backend: memory, verifyHash: true))),
+    (#"{ fast_slow: { fast: { memory: {} }, slow: { memory: {} }, write_fast: false } }"#,
+     .fastSlow(FastSlowStoreSpec(fast: memory, slow: memory, fillFastOnRead: true, writeFast: false))),
+    (#"{ size_partitioning: { threshold_bytes: 100, lower: { memory: {} }, upper: { memory: {} } } }"#,
+     .sizePartitioning(SizePartitioningStoreSpec(thresholdBytes: 100, lower: memory, upper: memory))),
+    (#"{ existence_cache: { backend: { memory: {} } } }"#,
+     .existenceCache(ExistenceCacheStoreSpec(backend: memory, maxSeconds: 600, maxCount: 1_000_000))),
+    (#"{ completeness_checking: { backend: { memory: {} }, cas: { memory: { max_bytes: 5 } } } }"#,
+     .completenessChecking(CompletenessCheckingStoreSpec(backend: memory, cas: .memory(MemoryStoreSpec(maxBytes: 5))))),
+    (#"{ grpc: { url: "grpc://h:1", role: "action_cache" } }"#,
+     .grpc(GRPCStoreSpec(url: "grpc://h:1", instanceName: "", actionCache: true))),
+    (#"{ shard: { stores: [ { store: { memory: {} } }, { store: { memory: {} }, weight: 3 } ] } }"#,
+     .shard(ShardStoreSpec(stores: [ShardSpec(store: memory, weight: 1), ShardSpec(store: memory, weight: 3)]))),
+  ])
+  func decodes(json: String, expected: StoreSpec) throws {
+    #expect(try store(json) == expected)
+  }
+
+  @Test("an unknown kind is an error naming every known kind")
+  func unknownKind() {
+    let message = error(#"{ tape: {} }"#)
+    #expect(message.hasPrefix("stores.s.tape: unknown key"), "got: \(message)")
+    for kind in StoreSpec.kinds {
+      #expect(message.contains(kind), "\(kind) missing from: \(message)")
+    }
+  }
+
+  @Test("a kind's own keys are checked, and errors keep the JSON path", arguments: [
+    (#"{ verify: { backend: { memory: {} }, hash: true } }"#, "stores.s.verify.hash: unknown key"),
+    (#"{ shard: { stores: [] } }"#, "stores.s.shard.stores: at least one shard is required"),
+    (#"{ shard: { stores: [ { store: { memory: { max_bytes: 0 } } } ] } }"#,
+     "stores.s.shard.stores[0].store.memory.max_bytes: expected a positive integer, got 0"),
+    (#"{ size_partitioning: { lower: { memory: {} }, upper: { memory: {} } } }"#,
+     "stores.s.size_partitioning.threshold_bytes: is required"),
+    (#"{ grpc: { url: "http://h:1" } }"#, #"stores.s.grpc.url: expected grpc://host:port, got "http://h:1""#),
+    (#"{ fast_slow: { fast: { memory: {} } } }"#, "stores.s.fast_slow.slow: is required"),
+  ])
+  func keyErrors(json: String, expected: String) {
+    let message = error(json)
+    #expect(message.hasPrefix(expected), "got: \(message)")
+  }
+}

@@ -1,0 +1,114 @@
+import ApusProto
+import ApusStore
+import Foundation
+import Logging
+import NIOPosix
+import Testing
+
+@testable import ApusWorker
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// One action at a time through the worker's runner, against in-memory CAS and AC.
+@Suite("Action runner", .timeLimit(.minutes(3)))
+struct ActionRunnerTests {
+  let cas = MemoryStore()
+  let actionCache = MemoryStore()
+  let scratch = temporaryDirectory()
+
+  func runner() async throws -> (ActionRunner, NIOThreadPool) {
+    let pool = NIOThreadPool(numberOfThreads: 3)
+    pool.start()
+    let cache = try await FilesystemStore.open(
+      root: "\(scratch)/cache", maxBytes: 1 << 30, fileMode: 0o444, pool: pool)
+    let cas = self.cas, actionCache = self.actionCache
+    try FileManager.default.createDirectory(atPath: "\(scratch)/work", withIntermediateDirectories: true)
+    let runner = ActionRunner(
+      workerID: "test-worker", workRoot: "\(scratch)/work", entrypoint: [], cache: cache, pool: pool,
+      stores: { _ in (cas, actionCache) }, logger: Logger(label: "test"))
+    return (runner, pool)
+  }
+
+  @Test("exit code, stdout, stderr and outputs are captured, uploaded and cached")
+  func success() async throws {
+    let (runner, pool) = try await runner()
+    let action = try await ShellAction(
+      "echo hello; echo oops >&2; printf data > out.txt", outputs: ["out.txt"], in: cas)
+    let response = await runner.run(action.start())
+    try await pool.shutdownGracefully()
+
+    #expect(response.status?.code == 0, "\(String(describing: response.status))")
+    let result = try #require(response.result)
+    #expect(result.exitCode == 0)
+    #expect(try await blob(result.stdoutDigest, in: cas) == "hello\n")
+    #expect(try await blob(result.stderrDigest, in: cas) == "oops\n")
+    #expect(result.outputFiles.map(\.path) == ["out.txt"])
+    #expect(try await blob(result.outputFiles.first?.digest, in: cas) == "data")
+    #expect(result.executionMetadata?.worker == "test-worker")
+    let cached = try #require(try await actionCache.readAll(action.actionDigest, maxBytes: 1 << 20))
+    #expect(try ActionResult(serializedBytes: cached).exitCode == 0)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: "\(scratch)/work").isEmpty)
+  }
+
+  @Test("a failing command reports its exit code and is not cached", arguments: [
+    ("exit 7", Int32(7)), ("kill -9 $$", Int32(128 + 9)),
+  ])
+  func failure(script: String, exitCode: Int32) async throws {
+    let (runner, pool) = try await runner()
+    let action = try await ShellAction("echo before; \(script)", in: cas)
+    let response = await runner.run(action.start())
+    try await pool.shutdownGracefully()
+
+    #expect(response.status?.code == 0)
+    #expect(response.result?.exitCode == exitCode)
+    #expect(try await blob(response.result?.stdoutDigest, in: cas) == "before\n")
+    #expect(try await actionCache.readAll(action.actionDigest, maxBytes: 1 << 20) == nil)
+  }
+
+  @Test("a timeout kills the whole process group and reports DEADLINE_EXCEEDED")
+  func timeout() async throws {
+    let (runner, pool) = try await runner()
+    // The background sleep is a grandchild in the command's process group.
+    let pidFile = "\(scratch)/child.pid"
+    let action = try await ShellAction("sleep 120 & echo $! > \(pidFile); wait", in: cas)
+    let started = ContinuousClock.now
+    let response = await runner.run(action.start(timeout: .milliseconds(500)))
+    let elapsed = ContinuousClock.now - started
+    try await pool.shutdownGracefully()
+
+    #expect(response.status?.statusCode == .deadlineExceeded, "\(String(describing: response.status))")
+    #expect(elapsed < .seconds(60), "the timeout did not stop the command")
+    let child = try #require(await waitForPID(at: pidFile))
+    #expect(await eventually { processIsGone(child) }, "pid \(child) survived the timeout")
+    #expect(try await actionCache.readAll(action.actionDigest, maxBytes: 1 << 20) == nil)
+  }
+
+  @Test("cancellation kills the process, reports CANCELLED and removes the work directory")
+  func cancellation() async throws {
+    let (runner, pool) = try await runner()
+    let pidFile = "\(scratch)/action.pid"
+    let action = try await ShellAction("echo $$ > \(pidFile); exec sleep 120", in: cas)
+    let started = ContinuousClock.now
+    let response = try await withThrowingTaskGroup(of: ExecuteResponse?.self) { group in
+      group.addTask { await runner.run(action.start()) }
+      group.addTask {
+        _ = await waitForPID(at: pidFile)
+        return nil
+      }
+      var response: ExecuteResponse?
+      while let next = try await group.next() {
+        if let next { response = next } else { group.cancelAll() }
+      }
+      return response
+    }
+    try await pool.shutdownGracefully()
+
+    #expect(ContinuousClock.now - started < .seconds(60), "cancellation did not stop the command")
+    #expect(response?.status?.statusCode == .cancelled, "\(String(describing: response?.status))")
+    let pid = try #require(await waitForPID(at: pidFile))
+    #expect(await eventually { processIsGone(pid) }, "pid \(pid) survived cancellation")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: "\(scratch)/work").isEmpty)
+  }
+}
