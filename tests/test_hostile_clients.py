@@ -11,8 +11,9 @@ import grpc
 import pytest
 
 from conftest import cache_config
-from rawh2 import DATA, END_STREAM, END_HEADERS, HEADERS, RST_STREAM, RawConnection, frame, grpc_headers
-from reapi import bs_pb2, digest, download, re_grpc, re_pb2, upload
+from rawh2 import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM, RawConnection, frame,
+                   grpc_headers, hpack)
+from reapi import bs_grpc, bs_pb2, digest, download, re_grpc, re_pb2, upload
 
 MIB = 1 << 20
 CANCEL = (8).to_bytes(4, "big")
@@ -238,3 +239,79 @@ def test_stalled_request_with_open_body_is_cancelled(apus_factory):
     c.pump()
     assert not any(f[0] == RST_STREAM and f[2] == 3 for f in c.frames())
     c.close()
+
+
+def read_until_closed(conn, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not conn.closed:
+        conn.pump()
+        time.sleep(0.05)
+    return conn.closed
+
+
+def assert_still_serving(apus):
+    with grpc.insecure_channel(apus.address) as ch:
+        re_grpc.ContentAddressableStorageStub(ch).FindMissingBlobs(
+            re_pb2.FindMissingBlobsRequest(blob_digests=[digest(b"still here")]), timeout=10)
+
+
+def test_rapid_reset_is_cut_off(apus_factory):
+    """CVE-2023-44487: streams opened and reset at once, thousands per second."""
+    apus = apus_factory(cache_config({"memory": {}}))
+    c = RawConnection(apus.port)
+    burst = bytearray()
+    for i in range(20000):
+        sid = 2 * i + 1
+        burst += frame(HEADERS, END_HEADERS, sid, grpc_headers(WRITE, apus.port))
+        burst += frame(RST_STREAM, 0, sid, (8).to_bytes(4, "big"))
+    c.sock.setblocking(True)
+    try:
+        c.sock.sendall(bytes(burst))
+    except OSError:
+        pass  # the server may close before the whole burst is written
+    c.sock.setblocking(False)
+    assert read_until_closed(c, 10), "a rapid-reset connection was not closed"
+    assert any(f[0] == GOAWAY for f in c.frames())
+    assert_still_serving(apus)
+
+
+def test_continuation_flood_is_cut_off(apus_factory):
+    """CVE-2024-28182: HEADERS followed by endless CONTINUATION frames."""
+    apus = apus_factory(cache_config({"memory": {}}))
+    c = RawConnection(apus.port)
+    c.send(frame(HEADERS, 0, 1, grpc_headers(WRITE, apus.port)))
+    header = hpack([("x-flood", "a" * 1000)])
+    for _ in range(2000):
+        if c.send(frame(CONTINUATION, 0, 1, header)) == 0 and c.closed:
+            break
+        c.pump()
+    assert read_until_closed(c, 10), "a CONTINUATION flood was not cut off"
+    assert_still_serving(apus)
+
+
+def test_oversized_length_prefix_is_refused_without_buffering(apus_factory):
+    apus = apus_factory(cache_config({"memory": {}}))
+    c = RawConnection(apus.port)
+    c.send(frame(HEADERS, END_HEADERS, 1, grpc_headers(WRITE, apus.port)))
+    c.send(frame(DATA, 0, 1, b"\x00\x7f\xff\xff\xff" + b"x" * 100))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(f[0] == HEADERS and f[1] & END_STREAM for f in c.frames()):
+        c.pump()
+        time.sleep(0.05)
+    # Answered at once (trailers-only RESOURCE_EXHAUSTED; the message is checked by
+    # test_oversized_message_is_resource_exhausted), not after 2 GiB that never come.
+    assert any(f[0] == HEADERS and f[1] & END_STREAM and f[2] == 1 for f in c.frames()), c.frames()
+    assert rss_bytes(apus.proc.pid) < 200 * MIB
+    assert_still_serving(apus)
+
+
+@pytest.mark.parametrize("name", [
+    "blobs/../../../etc/passwd/3", "../blobs/{h}/3", "blobs/{h}/3/../../x", "a/../blobs/{h}/3",
+])
+def test_path_traversal_in_resource_names_is_refused(apus_factory, name):
+    apus = apus_factory(cache_config({"memory": {}}))
+    h = digest(b"abc").hash
+    with grpc.insecure_channel(apus.address) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            list(bs_grpc.ByteStreamStub(ch).Read(bs_pb2.ReadRequest(resource_name=name.format(h=h)), timeout=10))
+    assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
