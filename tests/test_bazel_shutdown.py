@@ -4,21 +4,12 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from conftest import ApusProcess
 from execution import exec_config
-from test_bazel_remote_cache import BAZEL4, Bazel, assert_all_remote_hits, pytestmark  # noqa: F401
-from test_bazel_remote_execution import run_remote
+from test_bazel_remote_cache import BAZEL4, assert_all_remote_hits, pytestmark  # noqa: F401
+from test_bazel_remote_execution import bazel, run_remote  # noqa: F401  (bazel: a fixture)
 
 GRACE = 5
-
-
-@pytest.fixture
-def bazel(tmp_path):
-    b = Bazel(tmp_path)
-    yield b
-    b.shutdown()
 
 
 def files_under(path):
