@@ -44,7 +44,8 @@ class RawConnection:
     """One TCP connection that has sent the preface and SETTINGS; sends never block (a
     stalled client does not care what was not sent)."""
 
-    def __init__(self, port):
+    def __init__(self, port, answer_pings=True):
+        self.answer_pings = answer_pings
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.received = bytearray()
         self.answered = 0
@@ -86,7 +87,7 @@ class RawConnection:
         for kind, flags, _, payload in frames[self.answered:]:
             if kind == SETTINGS and not flags & ACK:
                 self.send(frame(SETTINGS, ACK, 0))
-            elif kind == PING and not flags & ACK:
+            elif kind == PING and not flags & ACK and self.answer_pings:
                 self.send(frame(PING, ACK, 0, payload))
         self.answered = len(frames)
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from conftest import cache_config
-from rawh2 import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM, RawConnection, frame,
-                   grpc_headers, hpack)
+from rawh2 import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, RST_STREAM, RawConnection,
+                   frame, grpc_headers, hpack)
 from reapi import bs_grpc, bs_pb2, digest, download, re_grpc, re_pb2, upload
 
 MIB = 1 << 20
@@ -315,3 +315,23 @@ def test_path_traversal_in_resource_names_is_refused(apus_factory, name):
         with pytest.raises(grpc.RpcError) as e:
             list(bs_grpc.ByteStreamStub(ch).Read(bs_pb2.ReadRequest(resource_name=name.format(h=h)), timeout=10))
     assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+
+
+def test_idle_connection_gets_goaway_and_is_closed(apus_factory):
+    apus = apus_factory(cache_config({"memory": {}}, limits={"idle_timeout_seconds": 1}))
+    c = RawConnection(apus.port)
+    assert read_until_closed(c, 10), "an idle connection was kept open"
+    assert any(f[0] == GOAWAY for f in c.frames())
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_keepalive_ping_closes_only_dead_peers(apus_factory, answers):
+    apus = apus_factory(cache_config({"memory": {}}, limits={
+        "keepalive_interval_seconds": 1, "keepalive_timeout_seconds": 1, "upload_idle_timeout_seconds": 0}))
+    c = RawConnection(apus.port, answer_pings=answers)
+    # A long-lived call with nothing to say, like a worker's stream between actions.
+    c.send(frame(HEADERS, END_HEADERS, 1, grpc_headers(WRITE, apus.port)))
+    closed = read_until_closed(c, 6)
+    assert any(f[0] == PING for f in c.frames()), "no keepalive PING was sent"
+    assert closed != answers, "a peer answering PINGs must stay; a silent one must be closed"
+    c.close()
