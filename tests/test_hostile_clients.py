@@ -2,6 +2,7 @@
 filesystem CAS. The server must stay within its memory bound, close what is dead by its
 timeouts, and keep serving well-behaved clients meanwhile."""
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -124,7 +125,7 @@ def test_stalled_uploads_and_connection_flood(fs_apus, tmp_path):
     rss_max = rss_start
     idle = []
     for _ in range(5000):
-        idle.append(__import__("socket").create_connection(("127.0.0.1", fs_apus.port)))
+        idle.append(socket.create_connection(("127.0.0.1", fs_apus.port)))
     rss_max = max(rss_max, rss_bytes(fs_apus.proc.pid))
 
     # 100 connections × 5 streams = 500 stalled 1 MiB uploads.
@@ -211,7 +212,6 @@ def test_response_before_request_ends_does_not_hang_the_client(fs_apus, tmp_path
 
 
 def test_connection_cap_drops_preface_less_connections_first(apus_factory):
-    import socket
     apus = apus_factory(cache_config({"memory": {}}, limits={"max_connections": 20}))
     silent = [socket.create_connection(("127.0.0.1", apus.port)) for _ in range(40)]
     with grpc.insecure_channel(apus.address) as ch:
