@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusRPC
+import Logging
 import NIOPosix
 
 #if canImport(Glibc)
@@ -58,7 +59,16 @@ public final class StoreFactory {
           maxBytes: m.maxBytes, maxCount: m.maxCount.map { Int($0) },
           maxSeconds: m.maxSeconds.map { UInt32(clamping: $0) }))
     case .filesystem(let f):
-      return try await FilesystemStore.open(root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes)
+      // Named after the `stores` entry it belongs to: errors reach clients, paths must not.
+      let store = try await FilesystemStore.open(
+        root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes,
+        name: building.last ?? "filesystem", options: .init(f),
+        logger: Logger(label: "apus.store.filesystem"))
+      if f.verifyOnStart {
+        // Runs once, right after the server starts serving; the long period never comes.
+        maintenance.append((.seconds(366 * 86_400), { _ = await store.verifyContents() }))
+      }
+      return store
     case .verify(let backend, let verifyHash):
       return VerifyStore(backend: try await make(backend), verifyHash: verifyHash)
     case .fastSlow(let fast, let slow, let fill, let writeFast):
