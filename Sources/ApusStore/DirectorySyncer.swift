@@ -19,7 +19,7 @@ final class DirectorySyncer: Sendable {
   private let state = Mutex(State())
   private let pool: NIOThreadPool
 
-  init(pool: NIOThreadPool) { self.pool = pool }
+  init(pool: NIOThreadPool = FsyncThreads.pool) { self.pool = pool }
 
   /// Returns once `directory` has been fsynced after this call began.
   func sync(_ directory: String) async throws {
@@ -63,4 +63,15 @@ final class DirectorySyncer: Sendable {
     }
     try result.get()
   }
+}
+
+/// Threads for fsync calls only. An fsync waits milliseconds on the device while using no
+/// CPU; on the shared blocking pool (one thread per core) a few of them would hold up every
+/// read. Lives as long as the process, like `NIOThreadPool.singleton`.
+enum FsyncThreads {
+  static let pool: NIOThreadPool = {
+    let pool = NIOThreadPool(numberOfThreads: 16)
+    pool.start()
+    return pool
+  }()
 }

@@ -141,7 +141,7 @@ extension FilesystemStore {
     let mode = fileMode
     let syncData = options.sync != .none
     do {
-      try await pool.runIfActive {
+      try await (syncData ? FsyncThreads.pool : pool).runIfActive {
         fchmod(fd, mode)
         if syncData { try FileCalls.syncData(fd) }
         try FileCalls.rename(temp, final)

@@ -78,7 +78,7 @@ public final class FilesystemStore: BlobStore {
     self.fileMode = fileMode
     self.pool = pool
     self.logger = logger
-    self.directorySyncer = DirectorySyncer(pool: pool)
+    self.directorySyncer = DirectorySyncer()
   }
 
   /// Opens (creating if needed) the store at `root` and indexes what is already there.
