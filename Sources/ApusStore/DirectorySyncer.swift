@@ -45,8 +45,12 @@ final class DirectorySyncer: Sendable {
     }
     let result: Result<Void, any Error>
     do {
-      try await pool.runIfActive {
-        for d in directories.sorted() { try FileCalls.syncDirectory(d) }
+      // In parallel: after the first, each is mostly a device cache flush, and the block
+      // layer merges flushes that are in flight together.
+      try await withThrowingDiscardingTaskGroup { group in
+        for d in directories {
+          group.addTask { try await self.pool.runIfActive { try FileCalls.syncDirectory(d) } }
+        }
       }
       result = .success(())
     } catch {

@@ -1,6 +1,5 @@
 import ApusConfig
 import ApusRPC
-import Logging
 import NIOPosix
 
 #if canImport(Glibc)
@@ -62,8 +61,7 @@ public final class StoreFactory {
       // Named after the `stores` entry it belongs to: errors reach clients, paths must not.
       let store = try await FilesystemStore.open(
         root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes,
-        name: building.last ?? "filesystem", options: .init(f),
-        logger: Logger(label: "apus.store.filesystem"))
+        name: building.last ?? "filesystem", options: .init(f))
       if f.verifyOnStart {
         // Runs once, right after the server starts serving; the long period never comes.
         maintenance.append((.seconds(366 * 86_400), { _ = await store.verifyContents() }))
