@@ -58,7 +58,9 @@ struct ContentScan: Sendable {
     for entry in entries.reversed() {
       if sealed.contains(entry.digest), !seen.insert(entry.digest).inserted {
         let hex = entry.digest.hashHex
-        unlink("\(root)/content/\(hex.prefix(2))/\(FilesystemStore.fileName(entry.digest, entry.layout))")
+        unlink(
+          "\(root)/content/\(hex.prefix(2))/\(FilesystemStore.fileName(entry.digest, entry.layout))"
+        )
         duplicates += 1
         continue
       }
@@ -122,7 +124,8 @@ struct ContentScan: Sendable {
             damaged.append(String(cString: cName))
             return
           }
-          found.append(Entry(digest: digest, layout: layout, fileSize: fileSize, mtime: st.st_mtim.tv_sec))
+          found.append(
+            Entry(digest: digest, layout: layout, fileSize: fileSize, mtime: st.st_mtim.tv_sec))
         }
       }
     }

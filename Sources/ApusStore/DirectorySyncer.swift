@@ -23,7 +23,8 @@ final class DirectorySyncer: Sendable {
 
   /// Returns once `directory` has been fsynced after this call began.
   func sync(_ directory: String) async throws {
-    let turn = try await withCheckedThrowingContinuation { (c: CheckedContinuation<Turn, any Error>) in
+    let turn = try await withCheckedThrowingContinuation {
+      (c: CheckedContinuation<Turn, any Error>) in
       state.withLock { s in
         s.directories.insert(directory)
         if s.running {

@@ -43,7 +43,8 @@ extension FilesystemStore {
       logger.info(
         "filesystem store verified its contents",
         metadata: [
-          "store": "\(name)", "checked": "\(report.checked)", "quarantined": "\(report.quarantined)",
+          "store": "\(name)", "checked": "\(report.checked)",
+          "quarantined": "\(report.quarantined)",
         ])
     }
     return report

@@ -42,14 +42,16 @@ extension FilesystemStore {
         }
       }
       if !pending.isEmpty {
-        try await append(pending, to: fd, temp: temp, rest: Int64(pending.count), mayEvict: &mayEvict)
+        try await append(
+          pending, to: fd, temp: temp, rest: Int64(pending.count), mayEvict: &mayEvict)
         written += Int64(pending.count)
       }
       let layout = try layout(for: digest, written: written)
       var fileSize = written
       if layout == .sealed {
         let trailer = try await trailer(of: fd, length: written, temp: temp)
-        try await append(trailer, to: fd, temp: temp, rest: Int64(trailer.count), mayEvict: &mayEvict)
+        try await append(
+          trailer, to: fd, temp: temp, rest: Int64(trailer.count), mayEvict: &mayEvict)
         fileSize += Int64(trailer.count)
       }
       try await commit(fd, temp: temp, digest: digest, layout: layout)
@@ -79,7 +81,9 @@ extension FilesystemStore {
     }
   }
 
-  private func createTemp(_ temp: String, expected: Int64, mayEvict: inout Bool) async throws -> Int32 {
+  private func createTemp(_ temp: String, expected: Int64, mayEvict: inout Bool) async throws
+    -> Int32
+  {
     while true {
       do {
         return try await pool.runIfActive {
@@ -136,7 +140,9 @@ extension FilesystemStore {
 
   /// Makes the temp file durable (by `sync`), renames it into place, and makes the rename
   /// durable. The caller closes `fd`.
-  private func commit(_ fd: Int32, temp: String, digest: BlobDigest, layout: EntryLayout) async throws {
+  private func commit(_ fd: Int32, temp: String, digest: BlobDigest, layout: EntryLayout)
+    async throws
+  {
     let final = path(digest, layout)
     let mode = fileMode
     let syncData = options.sync != .none

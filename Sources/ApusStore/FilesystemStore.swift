@@ -141,7 +141,9 @@ public final class FilesystemStore: BlobStore {
     if call.isNoSpace { return noSpace() }
     logger.error(
       "filesystem store I/O failed",
-      metadata: ["store": "\(name)", "call": "\(call.call)", "path": "\(path)", "error": "\(call.text)"])
+      metadata: [
+        "store": "\(name)", "call": "\(call.call)", "path": "\(path)", "error": "\(call.text)",
+      ])
     return StoreError(.internal, "filesystem store \"\(name)\": cannot \(what): \(call.text)")
   }
 

@@ -47,7 +47,9 @@ struct FilesystemDurabilityTests {
     }
   }
 
-  @Test("a blob bigger than the disk is refused naming the store, not a path", .enabled(if: Tmpfs.canMount))
+  @Test(
+    "a blob bigger than the disk is refused naming the store, not a path",
+    .enabled(if: Tmpfs.canMount))
   func fullDiskRefuses() async throws {
     try await Tmpfs.with(bytes: 2 << 20) { root in
       let store = try await FilesystemStore.open(root: root, maxBytes: nil, name: "cas")
@@ -57,7 +59,9 @@ struct FilesystemDurabilityTests {
       let error = await storeError {
         try await store.write(digestOf(big), from: FailingChunks(chunks: [big], failAfter: 2))
       }
-      #expect(error == StoreError(.resourceExhausted, "filesystem store \"cas\": no space left on device"))
+      #expect(
+        error == StoreError(.resourceExhausted, "filesystem store \"cas\": no space left on device")
+      )
       #expect(try await store.findMissing([digestOf(big)]) == [digestOf(big)])
       #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/tmp").isEmpty)
       // Everything was evicted trying; the store still works once there is room.
@@ -89,14 +93,18 @@ struct FilesystemDurabilityTests {
     let root = temporaryDirectory()
     let store = try await FilesystemStore.open(
       root: root, maxBytes: 3_000_000, options: Options(sync: sync))
-    let blobs = [randomBytes(0), randomBytes(1), randomBytes(4096), randomBytes(1_500_000), randomBytes(1_400_000)]
+    let blobs = [
+      randomBytes(0), randomBytes(1), randomBytes(4096), randomBytes(1_500_000),
+      randomBytes(1_400_000),
+    ]
     try await withThrowingTaskGroup(of: Void.self) { group in
       for b in blobs { group.addTask { try await store.writeAll(digestOf(b), b) } }
       try await group.waitForAll()
     }
     for b in blobs {
       guard try await store.contains(digestOf(b)) else { continue }
-      #expect(try Array(Data(contentsOf: URL(fileURLWithPath: contentFile(root, digestOf(b))))) == b)
+      #expect(
+        try Array(Data(contentsOf: URL(fileURLWithPath: contentFile(root, digestOf(b))))) == b)
       #expect(try await readRange(store, digestOf(b)) == b)
     }
     #expect(store.totalBytes <= 3_000_000)
@@ -118,14 +126,17 @@ struct FilesystemDurabilityTests {
       let store = try await FilesystemStore.open(root: root, maxBytes: nil)
       for b in blobs { try await store.writeAll(digestOf(b), b) }
     }
-    try Data(truncated.prefix(4_000)).write(to: URL(fileURLWithPath: contentFile(root, digestOf(truncated))))
+    try Data(truncated.prefix(4_000)).write(
+      to: URL(fileURLWithPath: contentFile(root, digestOf(truncated))))
     try Data().write(to: URL(fileURLWithPath: contentFile(root, digestOf(emptied))))
-    try Data(oversized + [0]).write(to: URL(fileURLWithPath: contentFile(root, digestOf(oversized))))
+    try Data(oversized + [0]).write(
+      to: URL(fileURLWithPath: contentFile(root, digestOf(oversized))))
     let reopened = try await FilesystemStore.open(root: root, maxBytes: nil)
     #expect(reopened.count == 1)
     #expect(reopened.totalBytes == 10_000)
     #expect(try await reopened.findMissing(blobs.map(digestOf)) == blobs.dropFirst().map(digestOf))
-    #expect(quarantined(root) == Set(blobs.dropFirst().map { "\(digestOf($0).hashHex)-\($0.count)" }))
+    #expect(
+      quarantined(root) == Set(blobs.dropFirst().map { "\(digestOf($0).hashHex)-\($0.count)" }))
     #expect(try await readRange(reopened, digestOf(good)) == good)
   }
 
@@ -168,7 +179,8 @@ struct FilesystemDurabilityTests {
     let value = randomBytes(321)
     let other = digestOf(randomBytes(150))
     do {
-      let store = try await FilesystemStore.open(root: root, maxBytes: nil, options: Options(content: .actionCache))
+      let store = try await FilesystemStore.open(
+        root: root, maxBytes: nil, options: Options(content: .actionCache))
       try await store.writeAll(key, value)
       try await store.writeAll(other, value)
       #expect(try await readRange(store, key) == value)
@@ -181,7 +193,8 @@ struct FilesystemDurabilityTests {
     #expect(Array(onDisk.prefix(321)) == value)
     #expect(Array(onDisk.suffix(8)) == Array("APUSEND1".utf8))
 
-    let reopened = try await FilesystemStore.open(root: root, maxBytes: nil, options: Options(content: .actionCache))
+    let reopened = try await FilesystemStore.open(
+      root: root, maxBytes: nil, options: Options(content: .actionCache))
     #expect(try await readRange(reopened, key) == value)
 
     // A flipped bit fails the read (the checksum is always checked for sealed entries).
@@ -194,8 +207,10 @@ struct FilesystemDurabilityTests {
 
     // A truncated one is quarantined at start.
     let otherFile = contentFile(root, other, sealed: true)
-    try Data(try Data(contentsOf: URL(fileURLWithPath: otherFile)).prefix(200)).write(to: URL(fileURLWithPath: otherFile))
-    let again = try await FilesystemStore.open(root: root, maxBytes: nil, options: Options(content: .actionCache))
+    try Data(try Data(contentsOf: URL(fileURLWithPath: otherFile)).prefix(200)).write(
+      to: URL(fileURLWithPath: otherFile))
+    let again = try await FilesystemStore.open(
+      root: root, maxBytes: nil, options: Options(content: .actionCache))
     #expect(again.count == 0)
     #expect(quarantined(root).contains("\(other.hashHex)-150.sealed"))
   }
@@ -230,7 +245,8 @@ struct FilesystemDurabilityTests {
   @Test("verify_reads catches a bit flip and never delivers the whole blob")
   func verifyReads() async throws {
     let root = temporaryDirectory()
-    let store = try await FilesystemStore.open(root: root, maxBytes: nil, options: Options(verifyReads: true))
+    let store = try await FilesystemStore.open(
+      root: root, maxBytes: nil, options: Options(verifyReads: true))
     let data = randomBytes(1_000_000)
     let d = digestOf(data)
     try await store.writeAll(d, data)
@@ -279,7 +295,8 @@ struct FilesystemDurabilityTests {
   func factoryName() async throws {
     let root = temporaryDirectory()
     let factory = StoreFactory(
-      specs: ["my-cas": .filesystem(.init(path: root, content: .cas, verifyOnStart: true))], home: "/")
+      specs: ["my-cas": .filesystem(.init(path: root, content: .cas, verifyOnStart: true))],
+      home: "/")
     let store = try #require(try await factory.makeAll()["my-cas"] as? FilesystemStore)
     #expect(store.name == "my-cas")
     #expect(store.options.content == .cas)

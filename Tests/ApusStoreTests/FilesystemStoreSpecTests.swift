@@ -38,9 +38,18 @@ struct FilesystemStoreSpecTests {
   @Test(
     "bad values name the key",
     arguments: [
-      (#"{ path: "/x", sync: "always" }"#, #"stores.cas.filesystem.sync: expected one of none, data, full, got "always""#),
-      (#"{ path: "/x", content: "ac" }"#, "stores.cas.filesystem.content: expected one of auto, cas, action_cache"),
-      (#"{ path: "/x", min_free_bytes: -1 }"#, "stores.cas.filesystem.min_free_bytes: expected a non-negative integer"),
+      (
+        #"{ path: "/x", sync: "always" }"#,
+        #"stores.cas.filesystem.sync: expected one of none, data, full, got "always""#
+      ),
+      (
+        #"{ path: "/x", content: "ac" }"#,
+        "stores.cas.filesystem.content: expected one of auto, cas, action_cache"
+      ),
+      (
+        #"{ path: "/x", min_free_bytes: -1 }"#,
+        "stores.cas.filesystem.min_free_bytes: expected a non-negative integer"
+      ),
       (#"{ path: "/x", fsync: "data" }"#, "stores.cas.filesystem.fsync: unknown key"),
     ])
   func badValues(body: String, expected: String) {

@@ -7,7 +7,9 @@ import Testing
 
 /// What each `sync` policy costs, on the disk under `$TMPDIR`. Off by default (it writes
 /// ~1 GiB): `APUS_FS_BENCH=1 swift test --skip-build --filter FilesystemSyncBenchmark`.
-@Suite("Filesystem sync benchmark", .serialized, .enabled(if: ProcessInfo.processInfo.environment["APUS_FS_BENCH"] != nil))
+@Suite(
+  "Filesystem sync benchmark", .serialized,
+  .enabled(if: ProcessInfo.processInfo.environment["APUS_FS_BENCH"] != nil))
 struct FilesystemSyncBenchmark {
   static let count = 2_000
 
@@ -18,7 +20,9 @@ struct FilesystemSyncBenchmark {
     return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
   }
 
-  @Test("2,000 × 4 KiB writes, one and 16 at a time; a 256 MiB blob", arguments: FilesystemStoreSpec.Sync.allCases)
+  @Test(
+    "2,000 × 4 KiB writes, one and 16 at a time; a 256 MiB blob",
+    arguments: FilesystemStoreSpec.Sync.allCases)
   func smallWrites(sync: FilesystemStoreSpec.Sync) async throws {
     let block = randomBytes(4096)
     let blobs = (0..<Self.count).map { i -> [UInt8] in
