@@ -5,6 +5,14 @@ import Testing
 
 @testable import ApusStore
 
+/// `n` random bytes from the kernel in one call: byte-by-byte generation takes seconds per
+/// megabyte in a debug build.
+private func noise(_ n: Int) -> [UInt8] {
+  guard n > 0, let urandom = FileHandle(forReadingAtPath: "/dev/urandom") else { return [] }
+  defer { try? urandom.close() }
+  return Array(urandom.readData(ofLength: n))
+}
+
 /// Disk full, damaged files and durability options of the filesystem store.
 @Suite("Filesystem store durability")
 struct FilesystemDurabilityTests {
@@ -36,7 +44,7 @@ struct FilesystemDurabilityTests {
   func fullDiskEvicts() async throws {
     try await Tmpfs.with(bytes: 4 << 20) { root in
       let store = try await FilesystemStore.open(root: root, maxBytes: nil, name: "cas")
-      let blobs = (0..<12).map { _ in randomBytes(700_000) }
+      let blobs = (0..<12).map { _ in noise(700_000) }
       for b in blobs { try await store.writeAll(digestOf(b), b) }
       // 12 × 700 kB never fit in 4 MiB: the oldest went, the newest are all there.
       let missing = try await store.findMissing(blobs.map(digestOf))
@@ -53,9 +61,9 @@ struct FilesystemDurabilityTests {
   func fullDiskRefuses() async throws {
     try await Tmpfs.with(bytes: 2 << 20) { root in
       let store = try await FilesystemStore.open(root: root, maxBytes: nil, name: "cas")
-      let small = randomBytes(500_000)
+      let small = noise(500_000)
       try await store.writeAll(digestOf(small), small)
-      let big = randomBytes(3 << 20)
+      let big = noise(3 << 20)
       let error = await storeError {
         try await store.write(digestOf(big), from: FailingChunks(chunks: [big], failAfter: 2))
       }
@@ -65,7 +73,7 @@ struct FilesystemDurabilityTests {
       #expect(try await store.findMissing([digestOf(big)]) == [digestOf(big)])
       #expect(try FileManager.default.contentsOfDirectory(atPath: "\(root)/tmp").isEmpty)
       // Everything was evicted trying; the store still works once there is room.
-      let after = randomBytes(100_000)
+      let after = noise(100_000)
       try await store.writeAll(digestOf(after), after)
       #expect(try await readRange(store, digestOf(after)) == after)
     }
@@ -77,7 +85,7 @@ struct FilesystemDurabilityTests {
       let store = try await FilesystemStore.open(
         root: root, maxBytes: nil, name: "cas", options: Options(minFreeBytes: 4 << 20))
       for _ in 0..<10 {
-        let b = randomBytes(500_000)
+        let b = noise(500_000)
         try await store.writeAll(digestOf(b), b)
         // Before each write the store made room for it plus 4 MiB; the write then used 500 kB.
         #expect(Tmpfs.available(root) >= (4 << 20) - 600_000)
@@ -94,8 +102,8 @@ struct FilesystemDurabilityTests {
     let store = try await FilesystemStore.open(
       root: root, maxBytes: 3_000_000, options: Options(sync: sync))
     let blobs = [
-      randomBytes(0), randomBytes(1), randomBytes(4096), randomBytes(1_500_000),
-      randomBytes(1_400_000),
+      noise(0), noise(1), noise(4096), noise(1_500_000),
+      noise(1_400_000),
     ]
     try await withThrowingTaskGroup(of: Void.self) { group in
       for b in blobs { group.addTask { try await store.writeAll(digestOf(b), b) } }
@@ -117,10 +125,10 @@ struct FilesystemDurabilityTests {
   @Test("files that cannot be whole are quarantined at start")
   func quarantineAtStart() async throws {
     let root = temporaryDirectory()
-    let good = randomBytes(10_000)
-    let truncated = randomBytes(10_000)
-    let emptied = randomBytes(5_000)
-    let oversized = randomBytes(3_000)
+    let good = noise(10_000)
+    let truncated = noise(10_000)
+    let emptied = noise(5_000)
+    let oversized = noise(3_000)
     let blobs = [good, truncated, emptied, oversized]
     do {
       let store = try await FilesystemStore.open(root: root, maxBytes: nil)
@@ -144,7 +152,7 @@ struct FilesystemDurabilityTests {
   func shortRead() async throws {
     let root = temporaryDirectory()
     let store = try await FilesystemStore.open(root: root, maxBytes: nil, name: "cas")
-    let data = randomBytes(600_000)
+    let data = noise(600_000)
     let d = digestOf(data)
     try await store.writeAll(d, data)
     let file = contentFile(root, d)
@@ -175,9 +183,9 @@ struct FilesystemDurabilityTests {
   @Test("action-cache values get a trailer that is checked on read and at start")
   func sealedEntries() async throws {
     let root = temporaryDirectory()
-    let key = digestOf(randomBytes(140))  // an action digest: its size is not the value's
-    let value = randomBytes(321)
-    let other = digestOf(randomBytes(150))
+    let key = digestOf(noise(140))  // an action digest: its size is not the value's
+    let value = noise(321)
+    let other = digestOf(noise(150))
     do {
       let store = try await FilesystemStore.open(
         root: root, maxBytes: nil, options: Options(content: .actionCache))
@@ -219,14 +227,14 @@ struct FilesystemDurabilityTests {
   func contentModes() async throws {
     let root = temporaryDirectory()
     let store = try await FilesystemStore.open(root: root, maxBytes: nil)
-    let blob = randomBytes(1000)
+    let blob = noise(1000)
     try await store.writeAll(digestOf(blob), blob)
     #expect(FileManager.default.fileExists(atPath: contentFile(root, digestOf(blob))))
-    let key = digestOf(randomBytes(100))
+    let key = digestOf(noise(100))
     try await store.writeAll(key, blob)
     #expect(FileManager.default.fileExists(atPath: contentFile(root, key, sealed: true)))
     // Rewritten with a value of the key's size: plain now, the sealed file is gone.
-    let sameSize = randomBytes(100)
+    let sameSize = noise(100)
     try await store.writeAll(key, sameSize)
     #expect(try await readRange(store, key) == sameSize)
     #expect(!FileManager.default.fileExists(atPath: contentFile(root, key, sealed: true)))
@@ -247,7 +255,7 @@ struct FilesystemDurabilityTests {
     let root = temporaryDirectory()
     let store = try await FilesystemStore.open(
       root: root, maxBytes: nil, options: Options(verifyReads: true))
-    let data = randomBytes(1_000_000)
+    let data = noise(1_000_000)
     let d = digestOf(data)
     try await store.writeAll(d, data)
     #expect(try await readRange(store, d, offset: 10, limit: 20) == Array(data[10..<30]))
@@ -273,7 +281,7 @@ struct FilesystemDurabilityTests {
   @Test("verify_on_start quarantines bit flips found at start, in the background")
   func verifyOnStart() async throws {
     let root = temporaryDirectory()
-    let blobs = (0..<5).map { _ in randomBytes(50_000) }
+    let blobs = (0..<5).map { _ in noise(50_000) }
     do {
       let store = try await FilesystemStore.open(root: root, maxBytes: nil)
       for b in blobs { try await store.writeAll(digestOf(b), b) }
