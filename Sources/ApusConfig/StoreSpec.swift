@@ -118,25 +118,6 @@ public struct MemoryStoreSpec: Sendable, Equatable, Decodable {
   }
 }
 
-/// `filesystem`: `path` is created if missing; `~` expands to `$HOME`.
-public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
-  public var path: String
-  public var maxBytes: Int64?
-
-  public init(path: String, maxBytes: Int64? = nil) {
-    self.path = path
-    self.maxBytes = maxBytes
-  }
-
-  public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["path", "max_bytes"])
-    path = try o.requiredString("path")
-    guard !path.isEmpty else { throw o.error("path", "must not be empty") }
-    maxBytes = try o.integer("max_bytes")
-  }
-}
-
-
 /// `s3`: any S3-compatible endpoint (AWS, MinIO, Ceph RGW, R2). Credentials default to the
 /// standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` variables.
 public struct S3StoreSpec: Sendable, Equatable, Decodable {

@@ -67,7 +67,18 @@ public final class StoreFactory {
           maxBytes: m.maxBytes, maxCount: m.maxCount.map { Int($0) },
           maxSeconds: m.maxSeconds.map { UInt32(clamping: $0) }))
     case .filesystem(let f):
-      return try await FilesystemStore.open(root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes)
+      // Named after the `stores` entry it belongs to: errors reach clients, paths must not.
+      let name = building.last ?? "filesystem"
+      let store = try await FilesystemStore.open(
+        root: Self.expandTilde(f.path, home: home), maxBytes: f.maxBytes, name: name,
+        options: .init(f))
+      if f.verifyOnStart {
+        maintenance.append(
+          StoreMaintenance(name: "verify_on_start \(name)", every: nil) {
+            _ = await store.verifyContents()
+          })
+      }
+      return store
     case .verify(let v):
       return VerifyStore(backend: try await make(v.backend), verifyHash: v.verifyHash)
     case .fastSlow(let f):

@@ -1,20 +1,21 @@
-/// Periodic upkeep a store needs (the S3 expiry sweep): `job` every `every`, first at start.
+/// Upkeep a store needs: `job` at start, then every `every` (the S3 expiry sweep) or only
+/// once when `every` is nil (the filesystem store's `verify_on_start`).
 ///
 /// The server runs each as a child of its task group, so it stops with the server.
 public struct StoreMaintenance: Sendable {
   /// What the log calls it.
   public var name: String
-  public var every: Duration
+  public var every: Duration?
   public var job: @Sendable () async throws -> Void
 
-  public init(name: String, every: Duration, job: @escaping @Sendable () async throws -> Void) {
+  public init(name: String, every: Duration?, job: @escaping @Sendable () async throws -> Void) {
     self.name = name
     self.every = every
     self.job = job
   }
 
-  /// Runs `job` every `every` until the task is cancelled; a failed run is reported through
-  /// `onError` and retried at the next period.
+  /// Runs `job` every `every` (or once) until the task is cancelled; a failed run is
+  /// reported through `onError` and retried at the next period.
   public func run(onError: @Sendable (any Error) -> Void) async {
     while !Task.isCancelled {
       do {
@@ -24,6 +25,7 @@ public struct StoreMaintenance: Sendable {
       } catch {
         onError(error)
       }
+      guard let every else { return }
       do { try await Task.sleep(for: every) } catch { return }
     }
   }

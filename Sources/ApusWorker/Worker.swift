@@ -51,8 +51,11 @@ public final class Worker: Service {
   private func serve(_ pool: NIOThreadPool) async throws {
     let properties = try await measureProperties(pool)
     try await pool.runIfActive { [config] in try FileIO.makeDirectories(config.workDirectory) }
+    // A cache of CAS content: losing it in a crash costs refetches, never wrong inputs (the
+    // start-up scan drops files whose size is wrong), so it skips fsync.
     let cache = try await FilesystemStore.open(
-      root: config.cacheDirectory, maxBytes: config.cacheMaxBytes, fileMode: 0o444, pool: pool)
+      root: config.cacheDirectory, maxBytes: config.cacheMaxBytes, name: "worker input cache",
+      options: .init(sync: .none, content: .cas), fileMode: 0o444, pool: pool)
     let casClient = try GRPCClient(url: config.cas, logger: logger)
     let schedulerClient = try GRPCClient(url: config.scheduler, logger: logger)
     let runner = ActionRunner(
