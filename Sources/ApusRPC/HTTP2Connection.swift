@@ -51,12 +51,24 @@ class HTTP2Connection {
 
   var isServer: Bool { true }
 
-  /// Creates the nghttp2 session and queues this side's SETTINGS (and, for a client, the
-  /// connection preface).
+  /// Arms the connection's timers; a client also creates its session and sends its preface.
+  /// A server creates its session when the first bytes arrive, so a connection that never
+  /// speaks costs a few hundred bytes instead of nghttp2's buffers (~16 KiB).
   @discardableResult
   func start() -> Bool {
     guard !started else { return true }
     started = true
+    let bound = NIOLoopBound(WeakConnection(self), eventLoop: eventLoop)
+    let interval = TimeAmount(options.housekeepingInterval)
+    housekeeping = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+      bound.value.connection?.checkTimers(now: .now())
+    }
+    return isServer || createSession()
+  }
+
+  /// Creates the nghttp2 session and queues this side's SETTINGS (and, for a client, the
+  /// connection preface).
+  private func createSession() -> Bool {
     var callbacks: OpaquePointer?
     nghttp2_session_callbacks_new(&callbacks)
     defer { nghttp2_session_callbacks_del(callbacks) }
@@ -93,11 +105,6 @@ class HTTP2Connection {
     nghttp2_session_set_local_window_size(
       session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(options.connectionWindowBytes))
     if !isServer { prefaceReceived = true }
-    let bound = NIOLoopBound(WeakConnection(self), eventLoop: eventLoop)
-    let interval = TimeAmount(options.housekeepingInterval)
-    housekeeping = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-      bound.value.connection?.checkTimers(now: .now())
-    }
     flush()
     return true
   }
@@ -148,7 +155,7 @@ class HTTP2Connection {
 
   /// Called every `housekeepingInterval`: handshake, idle and keepalive timeouts.
   func checkTimers(now: NIODeadline) {
-    guard !closed, let session else { return }
+    guard !closed else { return }
     if !prefaceReceived {
       if let limit = options.handshakeTimeout, now - openedAt >= TimeAmount(limit) {
         logger.debug("closing a connection that sent no HTTP/2 preface", metadata: ["peer": "\(peer)"])
@@ -156,6 +163,7 @@ class HTTP2Connection {
       }
       return
     }
+    guard let session else { return }
     if let limit = options.keepaliveInterval, !streams.isEmpty, !readDeferred {
       if let sent = pingSentAt {
         if now - sent >= TimeAmount(options.keepaliveTimeout) {
@@ -178,7 +186,9 @@ class HTTP2Connection {
   // MARK: - I/O
 
   func receive(_ buffer: ByteBuffer) {
-    guard let session, !closed else { return }
+    guard !closed else { return }
+    if session == nil && isServer && !createSession() { return close() }
+    guard let session else { return }
     lastReceivedAt = .now()
     pingSentAt = nil
     let result = buffer.withUnsafeReadableBytes { bytes in

@@ -45,7 +45,8 @@ final class ServerConnection: HTTP2Connection {
 
   /// Stops taking new calls: GOAWAY now, close once the running calls finish.
   override func beginGracefulShutdown() {
-    guard let session, !shuttingDown, !closed else { return }
+    guard !shuttingDown, !closed else { return }
+    guard let session else { return close() }  // it never spoke: nothing to drain
     shuttingDown = true
     nghttp2_submit_goaway(
       session, UInt8(NGHTTP2_FLAG_NONE.rawValue),

@@ -9,13 +9,19 @@
 #include <malloc.h>
 #endif
 
-void apus_tune_allocator(void) {
+// Blob chunks are ~1 MiB buffers allocated and freed at a high rate; by default glibc maps
+// and unmaps each, paying page faults and page clears for every chunk, so large allocations
+// come from the heap and freed memory is kept (apus_release_free_memory gives it back after
+// clients leave). A constructor, so the settings hold before any thread exists: an arena
+// made by an earlier thread would not be bound by M_ARENA_MAX.
+__attribute__((constructor)) static void apus_tune_allocator(void) {
 #if defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
-  // Few arenas: memory freed by one thread is reused by the others and can be trimmed,
-  // instead of staying spread over up to 8 per core.
-  mallopt(M_ARENA_MAX, 2);
+  // One arena: glibc trims only the main arena's top (malloc_trim and the threshold above
+  // never shrink another arena's heap), so memory freed after a burst of clients could stay
+  // resident in a second arena. Small allocations are served by per-thread caches anyway.
+  mallopt(M_ARENA_MAX, 1);
 #endif
 }
 

@@ -35,9 +35,6 @@ struct Run: AsyncParsableCommand {
   var config: String?
 
   func run() async throws {
-    // Blob chunks are ~1 MiB buffers allocated and freed at a high rate; by default glibc
-    // maps and unmaps each, paying page faults and page clears for every chunk.
-    apus_tune_allocator()
     let configuration = try loadConfiguration(config)
     let level = Logger.Level(rawValue: configuration.global.logLevel) ?? .info
     LoggingSystem.bootstrap { label in

@@ -3,10 +3,6 @@
 
 #include <sys/types.h>
 
-/// Serves large (up to 64 MiB) allocations from the heap instead of fresh mmaps, and keeps
-/// freed heap memory, so ~1 MiB blob chunks do not each pay page faults. No-op off glibc.
-void apus_tune_allocator(void);
-
 /// Returns free heap memory (every arena, including pages inside the heap) to the OS.
 /// No-op off glibc.
 void apus_release_free_memory(void);
