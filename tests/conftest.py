@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,3 +148,29 @@ def channel(apus):
     with grpc.insecure_channel(apus.address, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
         yield ch
 
+
+SHARED = Path(os.environ.get("APUS_SHARED", ROOT.parent / "shared"))
+BAZEL4 = SHARED / "bazel-offline" / "bazel4"
+EXAMPLE = SHARED / "bazel-offline" / "example"
+
+
+def missing_bazel():
+    """What the Bazel end-to-end tests need and cannot find, as readable phrases."""
+    missing = []
+    if not BAZEL4.exists():
+        missing.append(f"{BAZEL4} (../shared/bazel-offline)")
+    if shutil.which("bazel") is None:
+        missing.append("`bazel` on PATH (Debian's bazel-bootstrap)")
+    return missing
+
+
+@pytest.fixture
+def require_bazel():
+    """Skips a Bazel test when Bazel is missing, except under CI=true, where that fails it."""
+    missing = missing_bazel()
+    if not missing:
+        return
+    message = "needs " + " and ".join(missing) + " (scripts/setup.sh --test installs bazel-bootstrap)"
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail("CI=true but Bazel is missing: " + message, pytrace=False)
+    pytest.skip(message)
