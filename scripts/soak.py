@@ -44,6 +44,9 @@ def parse_args():
     p.add_argument("--fd-growth", type=int, default=32, help="fail if end fds > warm-up fds + this (default 32)")
     p.add_argument("--cas-max-mib", type=int, default=1024,
                    help="CAS size, so the soak also evicts (default 1024)")
+    p.add_argument("--completed-operation-seconds", type=int, default=60,
+                   help="how long the scheduler keeps finished operations (default 60, so the "
+                        "warm-up reaches the steady state; apus's own default is 600)")
     p.add_argument("--apus", default=os.environ.get("APUS_BIN", str(ROOT / ".build" / "debug" / "apus")))
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and log")
     return p.parse_args()
@@ -58,13 +61,16 @@ def free_port():
 class Server:
     """apus with the default config on a free port (retried if taken), HOME in a temp dir."""
 
-    def __init__(self, binary, home, cas_max_bytes):
+    def __init__(self, binary, home, cas_max_bytes, completed_operation_seconds):
         self.binary, self.home, self.cas_max_bytes = binary, Path(home), cas_max_bytes
+        self.completed_operation_seconds = completed_operation_seconds
         self.log_path = self.home / "apus.log"
 
     def start(self):
         template = (ROOT / "configs" / "default.json").read_text()
         template = re.sub(r'("cas": \{ "filesystem": \{[^}]*"max_bytes": )\d+', rf"\g<1>{self.cas_max_bytes}", template)
+        template = template.replace('"main": {}', f'"main": {{ "completed_operation_seconds": {self.completed_operation_seconds} }}')
+        assert str(self.cas_max_bytes) in template and "completed_operation_seconds" in template, template
         for _ in range(5):
             self.port = free_port()
             config = self.home / "apus.json"
@@ -116,6 +122,14 @@ class Load:
         self.known = collections.deque(maxlen=16)  # (digest, data) recently written, maybe evicted since
         self.seed = seed
 
+    def rpc(self, name, method, *args, **kwargs):
+        """Calls one RPC (a streaming response is read to the end) and counts it."""
+        result = method(*args, **kwargs)
+        if name in ("ByteStream.Read", "Execute"):
+            result = list(result)
+        self.stats.count(name)
+        return result
+
     def blob(self, max_size):
         # Sizes log-uniform from 16 B to max_size; content random so every blob is new.
         size = int(2 ** self.rng.uniform(4, max_size.bit_length() - 1))
@@ -131,7 +145,6 @@ class Load:
                 name, _, call = self.rng.choices(kinds, weights)[0]
                 try:
                     call()
-                    self.stats.count(name)
                 except grpc.RpcError as e:
                     self.stats.error(name, f"{e.code().name}: {e.details()}")
                 except AssertionError as e:
@@ -142,16 +155,16 @@ class Load:
     def find_missing(self):
         fresh = [digest(self.rng.randbytes(32)) for _ in range(20)]
         known = [d for d, _ in self.known]
-        r = self.cas.FindMissingBlobs(re_pb2.FindMissingBlobsRequest(blob_digests=fresh + known), timeout=60)
+        r = self.rpc("FindMissingBlobs", self.cas.FindMissingBlobs, re_pb2.FindMissingBlobsRequest(blob_digests=fresh + known), timeout=60)
         missing = {(d.hash, d.size_bytes) for d in r.missing_blob_digests}
         assert {(d.hash, d.size_bytes) for d in fresh} <= missing, "never-written digests reported present"
 
     def batch_update(self):
         blobs = [self.blob(64 * 1024) for _ in range(self.rng.randint(1, 10))]
-        r = self.cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(requests=[
+        r = self.rpc("BatchUpdateBlobs", self.cas.BatchUpdateBlobs, re_pb2.BatchUpdateBlobsRequest(requests=[
             re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(b), data=b) for b in blobs]), timeout=60)
         assert all(x.status.code == 0 for x in r.responses), r
-        r = self.cas.BatchReadBlobs(re_pb2.BatchReadBlobsRequest(digests=[digest(b) for b in blobs]), timeout=60)
+        r = self.rpc("BatchReadBlobs", self.cas.BatchReadBlobs, re_pb2.BatchReadBlobsRequest(digests=[digest(b) for b in blobs]), timeout=60)
         assert [x.data for x in r.responses] == blobs, "BatchReadBlobs returned other bytes"
 
     def bytestream(self):
@@ -171,9 +184,9 @@ class Load:
                 yield bs_pb2.WriteRequest(resource_name=name if offset == 0 else "", write_offset=offset,
                                           data=piece, finish_write=offset + len(piece) == len(data))
 
-        r = self.bs.Write(requests(), timeout=120)
+        r = self.rpc("ByteStream.Write", self.bs.Write, requests(), timeout=120)
         assert r.committed_size == len(data), f"committed {r.committed_size} of {len(data)}"
-        got = b"".join(x.data for x in self.bs.Read(
+        got = b"".join(x.data for x in self.rpc("ByteStream.Read", self.bs.Read,
             bs_pb2.ReadRequest(resource_name=f"blobs/{d.hash}/{d.size_bytes}"), timeout=120))
         assert got == data, "ByteStream Read returned other bytes"
         self.known.append((d, data))
@@ -181,12 +194,12 @@ class Load:
     def action_cache(self):
         action = digest(self.rng.randbytes(32))
         out = self.blob(1024)
-        self.cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(requests=[
+        self.rpc("BatchUpdateBlobs", self.cas.BatchUpdateBlobs, re_pb2.BatchUpdateBlobsRequest(requests=[
             re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(out), data=out)]), timeout=60)
         result = re_pb2.ActionResult(exit_code=0, output_files=[re_pb2.OutputFile(path="o", digest=digest(out))])
-        self.ac.UpdateActionResult(re_pb2.UpdateActionResultRequest(action_digest=action, action_result=result),
+        self.rpc("UpdateActionResult", self.ac.UpdateActionResult, re_pb2.UpdateActionResultRequest(action_digest=action, action_result=result),
                                    timeout=60)
-        got = self.ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=action), timeout=60)
+        got = self.rpc("GetActionResult", self.ac.GetActionResult, re_pb2.GetActionResultRequest(action_digest=action), timeout=60)
         assert got.output_files[0].digest == digest(out), "GetActionResult returned another result"
 
     def execute(self):
@@ -198,18 +211,18 @@ class Load:
         blobs = [command.SerializeToString(), root.SerializeToString()]
         action = re_pb2.Action(command_digest=digest(blobs[0]), input_root_digest=digest(blobs[1]))
         blobs.append(action.SerializeToString())
-        r = self.cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(requests=[
+        r = self.rpc("BatchUpdateBlobs", self.cas.BatchUpdateBlobs, re_pb2.BatchUpdateBlobsRequest(requests=[
             re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(b), data=b) for b in blobs]), timeout=60)
         assert all(x.status.code == 0 for x in r.responses), r
         for attempt in range(2):  # the second time from the action cache
-            ops = list(self.ex.Execute(re_pb2.ExecuteRequest(action_digest=digest(blobs[2])), timeout=300))
+            ops = self.rpc("Execute", self.ex.Execute, re_pb2.ExecuteRequest(action_digest=digest(blobs[2])), timeout=300)
             response = re_pb2.ExecuteResponse()
             ops[-1].response.Unpack(response)
             assert ops[-1].done and response.status.code == 0, response.status
             assert response.result.exit_code == 0, response.result
             assert response.cached_result == (attempt == 1), f"cached_result={response.cached_result} on run {attempt}"
             [out] = response.result.output_files
-            data = self.cas.BatchReadBlobs(re_pb2.BatchReadBlobsRequest(digests=[out.digest]), timeout=60)
+            data = self.rpc("BatchReadBlobs", self.cas.BatchReadBlobs, re_pb2.BatchReadBlobsRequest(digests=[out.digest]), timeout=60)
             assert data.responses[0].data == f"{salt}\n".encode(), "Execute output differs"
 
 
@@ -234,7 +247,7 @@ class Stats:
 def main():
     args = parse_args()
     home = Path(tempfile.mkdtemp(prefix="apus-soak-"))
-    server = Server(args.apus, home, args.cas_max_mib * MIB).start()
+    server = Server(args.apus, home, args.cas_max_mib * MIB, args.completed_operation_seconds).start()
     address = f"127.0.0.1:{server.port}"
     start = time.time()
     stop_at = start + args.minutes * 60

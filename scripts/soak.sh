@@ -6,8 +6,9 @@
 #   scripts/soak.sh --minutes 3     a short run; other options: scripts/soak.sh --help
 #
 # apus (APUS_BIN, default .build/debug/apus) runs configs/default.json (cache, scheduler and
-# one local worker) on a free loopback port, with HOME in a temp dir and the CAS capped at
-# 1 GiB so eviction is part of the load. 4 grpcio client threads loop over FindMissingBlobs,
+# one local worker) on a free loopback port, with HOME in a temp dir, the CAS capped at
+# 1 GiB so eviction is part of the load, and finished operations kept 60 s (not 600 s) so
+# the warm-up reaches the steady state. 4 grpcio client threads loop over FindMissingBlobs,
 # BatchUpdateBlobs + BatchReadBlobs (≤ 64 KiB blobs), ByteStream Write + Read (16 B to
 # 4 MiB, a fifth of them rewrites of existing blobs), UpdateActionResult + GetActionResult,
 # and Execute of a small shell action (then again, from the action cache). Every answer is
@@ -17,7 +18,8 @@
 #     more than 32 MiB above it, or RSS ever > 1024 MiB;
 #   - open fds at the end > fds after the warm-up + 32;
 #   - apus does not exit 0 on SIGTERM.
-# It prints a summary: requests by kind, errors, RSS and fds at start/warm-up/end/max.
+# It prints a summary: RPCs by method, errors by operation, RSS and fds at
+# start/warm-up/end/max; it keeps the temp dir (with apus.log) when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x .venv/bin/python ]] || scripts/setup.sh --test
