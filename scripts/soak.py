@@ -149,13 +149,16 @@ class Load:
                     self.stats.error(name, f"{e.code().name}: {e.details()}")
                 except AssertionError as e:
                     self.stats.error(name, f"wrong answer: {e}")
+                except Exception as e:  # anything else unexpected is a failure too, not a dead thread
+                    self.stats.error(name, f"{type(e).__name__}: {e}")
         finally:
             self.channel.close()
 
     def find_missing(self):
         fresh = [digest(self.rng.randbytes(32)) for _ in range(20)]
         known = [d for d, _ in self.known]
-        r = self.rpc("FindMissingBlobs", self.cas.FindMissingBlobs, re_pb2.FindMissingBlobsRequest(blob_digests=fresh + known), timeout=60)
+        r = self.rpc("FindMissingBlobs", self.cas.FindMissingBlobs,
+                     re_pb2.FindMissingBlobsRequest(blob_digests=fresh + known), timeout=60)
         missing = {(d.hash, d.size_bytes) for d in r.missing_blob_digests}
         assert {(d.hash, d.size_bytes) for d in fresh} <= missing, "never-written digests reported present"
 
@@ -164,7 +167,8 @@ class Load:
         r = self.rpc("BatchUpdateBlobs", self.cas.BatchUpdateBlobs, re_pb2.BatchUpdateBlobsRequest(requests=[
             re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(b), data=b) for b in blobs]), timeout=60)
         assert all(x.status.code == 0 for x in r.responses), r
-        r = self.rpc("BatchReadBlobs", self.cas.BatchReadBlobs, re_pb2.BatchReadBlobsRequest(digests=[digest(b) for b in blobs]), timeout=60)
+        r = self.rpc("BatchReadBlobs", self.cas.BatchReadBlobs,
+                     re_pb2.BatchReadBlobsRequest(digests=[digest(b) for b in blobs]), timeout=60)
         assert [x.data for x in r.responses] == blobs, "BatchReadBlobs returned other bytes"
 
     def bytestream(self):
