@@ -40,7 +40,7 @@ class ApusProcess:
 
     def wait_for_workers(self, count):
         """Waits until this process's log shows `count` workers registered."""
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while self.read_log().count("registered with scheduler") < count:
             if self.proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("workers did not register: " + self.read_log())
