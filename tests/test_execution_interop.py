@@ -1,6 +1,8 @@
 """Remote execution through grpcio: Execute, WaitExecution, Operations, and a worker."""
 import concurrent.futures
+import os
 import re
+import signal
 import shutil
 import subprocess
 import time
@@ -258,28 +260,77 @@ def test_worker_entrypoint_wraps_every_command(apus_factory, tmp_path):
         assert read_blob(ch, response.result.stdout_digest) == b"apus-entrypoint\n"
 
 
-def test_server_enforces_grpc_timeout_header(ch, executor, tmp_path):
-    """A `grpc-timeout: 1S` header on an Execute that the server would hold for 10 s: apus
-    itself must end the call with DEADLINE_EXCEEDED. The client is nghttp, which has no gRPC
-    deadline of its own and waits up to 120 s, so the status can only come from the server
-    (ignoring the header, it would answer OK after 10 s)."""
+def execute_with_grpc_timeout(address, action, tmp_path, timeout="1S"):
+    """Execute over raw HTTP/2 from nghttp with a `grpc-timeout` header: nghttp has no gRPC
+    deadline of its own and waits up to 120 s. Returns what it received, as
+    [(seconds since start, line)], and its whole output."""
     nghttp = shutil.which("nghttp")
     if nghttp is None:
         pytest.fail("needs nghttp (Debian's nghttp2-client; scripts/setup.sh --test installs it)")
-    action = Action(ch, ["/bin/sh", "-c", "sleep 10"], do_not_cache=True)
-    request = re_pb2.ExecuteRequest(action_digest=action.digest, skip_cache_lookup=True).SerializeToString()
+    request = re_pb2.ExecuteRequest(action_digest=action.digest).SerializeToString()
     body = tmp_path / "execute.grpc"
     body.write_bytes(b"\0" + len(request).to_bytes(4, "big") + request)
     p = subprocess.run(
         [nghttp, "-v", "-n", "--no-content-length", "-t", "120", "-H", ":method: POST",
-         "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-timeout: 1S",
-         "-d", str(body), f"http://{executor.address}/build.bazel.remote.execution.v2.Execution/Execute"],
+         "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", f"grpc-timeout: {timeout}",
+         "-d", str(body), f"http://{address}/build.bazel.remote.execution.v2.Execution/Execute"],
         capture_output=True, text=True, errors="replace", timeout=150)
     # `[  1.002] recv (stream_id=13) grpc-status: 4`, then the trailers' HEADERS frame.
-    received = re.findall(r"^\[\s*([\d.]+)\] recv (.*)$", p.stdout, re.M)
-    status = [(float(t), line.rsplit(":", 1)[1].strip()) for t, line in received if "grpc-status:" in line]
-    assert [code for _, code in status] == ["4"], p.stdout[-3000:] + p.stderr[-1000:]
-    # ...in trailers that end the stream (flags END_STREAM | END_HEADERS)...
-    assert any("HEADERS frame" in line and "flags=0x05" in line for _, line in received), p.stdout[-3000:]
-    # ...and not before the deadline.
-    assert status[0][0] >= 0.9, p.stdout[-3000:]
+    received = [(float(t), line) for t, line in re.findall(r"^\[\s*([\d.]+)\] recv (.*)$", p.stdout, re.M)]
+    return received, p.stdout[-3000:] + p.stderr[-1000:]
+
+
+def kill_pids(pidfile):
+    """Ends the action processes a test started (their PIDs, one a line) by PID."""
+    for pid in pidfile.read_text().split() if pidfile.exists() else []:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_server_enforces_grpc_timeout_header(ch, executor, tmp_path):
+    """A `grpc-timeout: 1S` header on an Execute that the server would hold for 10 s: apus
+    itself must end the call with DEADLINE_EXCEEDED (ignoring the header, it would answer OK
+    after 10 s; the client, nghttp, would wait 120 s)."""
+    pidfile = tmp_path / "pids"
+    action = Action(ch, ["/bin/sh", "-c", f"echo $$ >> {pidfile}; exec sleep 10"], do_not_cache=True)
+    try:
+        received, output = execute_with_grpc_timeout(executor.address, action, tmp_path)
+        status = [(t, line.rsplit(":", 1)[1].strip()) for t, line in received if "grpc-status:" in line]
+        assert [code for _, code in status] == ["4"], output
+        # ...in trailers that end the stream (flags END_STREAM | END_HEADERS)...
+        assert any("HEADERS frame" in line and "flags=0x05" in line for _, line in received), output
+        # ...and not before the deadline.
+        assert status[0][0] >= 0.9, output
+    finally:
+        kill_pids(pidfile)  # see the next test: nothing else would end it
+
+
+@pytest.mark.xfail(strict=True, reason="server bug: after an Execute's grpc-timeout expires, the "
+                   "operation is dropped but its action keeps running, unreachable")
+def test_execute_deadline_leaves_no_orphaned_action(ch, executor, tmp_path):
+    """After the deadline ends an Execute call, its action must either go on as an operation
+    that an identical Execute joins (as when a client drops the stream), or be killed — not
+    run on, holding a worker slot, where no Execute, WaitExecution or Cancel can reach it."""
+    pidfile = tmp_path / "pids"
+    action = Action(ch, ["/bin/sh", "-c", f"echo $$ >> {pidfile}; exec sleep 30"], do_not_cache=True)
+    try:
+        execute_with_grpc_timeout(executor.address, action, tmp_path)
+        [first_pid] = pidfile.read_text().split()
+        stream = re_grpc.ExecutionStub(ch).Execute(re_pb2.ExecuteRequest(action_digest=action.digest), timeout=60)
+        op = next(stream)
+        # Until the first process ends or a second run of the action starts (then not joined).
+        deadline = time.time() + 10
+        while time.time() < deadline and not process_gone(int(first_pid)) and len(pidfile.read_text().split()) == 1:
+            time.sleep(0.1)
+        joined = pidfile.read_text().split() == [first_pid]
+        deadline = time.time() + 5  # a kill may still be on its way
+        while not joined and time.time() < deadline and not process_gone(int(first_pid)):
+            time.sleep(0.1)
+        operations_pb2_grpc.OperationsStub(ch).CancelOperation(operations_pb2.CancelOperationRequest(name=op.name))
+        stream.cancel()
+        assert joined or process_gone(int(first_pid)), \
+            f"action {first_pid} still runs and an identical Execute started another: {pidfile.read_text().split()}"
+    finally:
+        kill_pids(pidfile)
