@@ -224,7 +224,11 @@ def test_worker_killed_mid_action_is_retried_elsewhere(apus_factory, tmp_path):
         cfg = dict(worker_config(tmp_path, i, url=url), entrypoint=["/usr/bin/env", f"APUS_TEST_WORKER=w{i}"])
         workers.append(ApusProcess({"workers": [cfg]}, d).start_worker())
     with grpc.insecure_channel(server.address) as ch:
-        action = Action(ch, ["/bin/sh", "-c", "sleep 2; echo $APUS_TEST_WORKER > out"], outputs=["out"])
+        # The action holds until the test has killed the worker running it (go file), so a
+        # slow machine cannot let it finish on the victim first.
+        go = tmp_path / "go"
+        action = Action(ch, ["/bin/sh", "-c", f"i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; "
+                                              f"i=$((i+1)); done; echo $APUS_TEST_WORKER > out"], outputs=["out"])
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(action.execute)
             victim = None
@@ -238,6 +242,7 @@ def test_worker_killed_mid_action_is_retried_elsewhere(apus_factory, tmp_path):
             assert victim is not None, "no worker started the action"
             victim.proc.kill()
             victim.proc.wait()
+            go.touch()
             _, response = future.result(timeout=120)
     assert response.status.code == 0 and response.result.exit_code == 0
     survivor = 1 - workers.index(victim)
