@@ -1,10 +1,11 @@
 """Mixed cache + execution load against one local apus for a set time; see scripts/soak.sh.
 
-Starts apus from configs/default.json (port and CAS size changed, data in a temp HOME), runs
-`--clients` grpcio threads doing FindMissingBlobs, BatchUpdateBlobs, ByteStream Write/Read,
-UpdateActionResult/GetActionResult and Execute, samples the server's RSS and open fds every
-`--sample-seconds`, and fails on any RPC error or wrong answer, on RSS or fd growth after the
-warm-up, or on an unclean exit. Everything is on loopback; apus is stopped by its PID.
+Starts apus from configs/default.json (port, store sizes and operation retention changed,
+data in a temp HOME), runs `--clients` grpcio threads doing FindMissingBlobs,
+BatchUpdateBlobs, ByteStream Write/Read, UpdateActionResult/GetActionResult and Execute,
+samples the server's RSS and open fds every `--sample-seconds`, and fails on any RPC error or
+wrong answer, on RSS or fd growth after the warm-up, or on an unclean exit. Everything is on
+loopback; apus is stopped by its PID.
 """
 import argparse
 import collections
@@ -44,6 +45,9 @@ def parse_args():
     p.add_argument("--fd-growth", type=int, default=32, help="fail if end fds > warm-up fds + this (default 32)")
     p.add_argument("--cas-max-mib", type=int, default=1024,
                    help="CAS size, so the soak also evicts (default 1024)")
+    p.add_argument("--ac-max-mib", type=int, default=2,
+                   help="action cache size (default 2, ~14k entries, full within minutes, so its "
+                        "index stops growing during the warm-up)")
     p.add_argument("--completed-operation-seconds", type=int, default=60,
                    help="how long the scheduler keeps finished operations (default 60, so the "
                         "warm-up reaches the steady state; apus's own default is 600)")
@@ -61,23 +65,28 @@ def free_port():
 class Server:
     """apus with the default config on a free port (retried if taken), HOME in a temp dir."""
 
-    def __init__(self, binary, home, cas_max_bytes, completed_operation_seconds):
-        self.binary, self.home, self.cas_max_bytes = binary, Path(home), cas_max_bytes
+    def __init__(self, binary, home, cas_max_bytes, ac_max_bytes, completed_operation_seconds):
+        self.binary, self.home = binary, Path(home)
+        self.cas_max_bytes, self.ac_max_bytes = cas_max_bytes, ac_max_bytes
         self.completed_operation_seconds = completed_operation_seconds
         self.log_path = self.home / "apus.log"
 
     def start(self):
-        template = (ROOT / "configs" / "default.json").read_text()
-        template = re.sub(r'("cas": \{ "filesystem": \{[^}]*"max_bytes": )\d+', rf"\g<1>{self.cas_max_bytes}", template)
-        template = template.replace('"main": {}', f'"main": {{ "completed_operation_seconds": {self.completed_operation_seconds} }}')
-        assert str(self.cas_max_bytes) in template and "completed_operation_seconds" in template, template
+        # configs/default.json allows // comments and trailing commas; plain JSON is written.
+        text = re.sub(r"^\s*//.*$", "", (ROOT / "configs" / "default.json").read_text(), flags=re.M)
+        config = json.loads(re.sub(r",(\s*[}\]])", r"\1", text))
+        config["stores"]["cas"]["filesystem"]["max_bytes"] = self.cas_max_bytes
+        config["stores"]["ac"]["filesystem"]["max_bytes"] = self.ac_max_bytes
+        config["schedulers"]["main"]["completed_operation_seconds"] = self.completed_operation_seconds
+        template = json.dumps(config, indent=2)
+        assert template.count("127.0.0.1:50051") == 3, template
         for _ in range(5):
             self.port = free_port()
-            config = self.home / "apus.json"
-            config.write_text(template.replace("127.0.0.1:50051", f"127.0.0.1:{self.port}"))
+            path = self.home / "apus.json"
+            path.write_text(template.replace("127.0.0.1:50051", f"127.0.0.1:{self.port}"))
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen([self.binary, str(config)], stdout=log, stderr=log,
+                self.proc = subprocess.Popen([self.binary, str(path)], stdout=log, stderr=log,
                                              env=dict(os.environ, HOME=str(self.home)))
             deadline = time.time() + 60
             while time.time() < deadline and self.proc.poll() is None:
@@ -251,7 +260,8 @@ class Stats:
 def main():
     args = parse_args()
     home = Path(tempfile.mkdtemp(prefix="apus-soak-"))
-    server = Server(args.apus, home, args.cas_max_mib * MIB, args.completed_operation_seconds).start()
+    server = Server(args.apus, home, args.cas_max_mib * MIB, args.ac_max_mib * MIB,
+                    args.completed_operation_seconds).start()
     address = f"127.0.0.1:{server.port}"
     start = time.time()
     stop_at = start + args.minutes * 60

@@ -7,8 +7,9 @@
 #
 # apus (APUS_BIN, default .build/debug/apus) runs configs/default.json (cache, scheduler and
 # one local worker) on a free loopback port, with HOME in a temp dir, the CAS capped at
-# 1 GiB so eviction is part of the load, and finished operations kept 60 s (not 600 s) so
-# the warm-up reaches the steady state. 4 grpcio client threads loop over FindMissingBlobs,
+# 1 GiB and the action cache at 2 MiB so eviction is part of the load, and finished
+# operations kept 60 s (not 600 s): the indexes and the operation table stop growing during
+# the warm-up, and later growth means a leak. 4 grpcio client threads loop over FindMissingBlobs,
 # BatchUpdateBlobs + BatchReadBlobs (≤ 64 KiB blobs), ByteStream Write + Read (16 B to
 # 4 MiB, a fifth of them rewrites of existing blobs), UpdateActionResult + GetActionResult,
 # and Execute of a small shell action (then again, from the action cache). Every answer is
