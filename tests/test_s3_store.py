@@ -55,10 +55,13 @@ def test_expiry_sweep_deletes_old_objects_and_keeps_young_ones(apus_factory, mot
         old_key, young_key = (f"c/{digest(b).hash}-{len(b)}" for b in (old, young))
         upload(ch, old)
         assert keys(moto, "exp", "c/") == [old_key]
-        # Half the expiry later the young object is written: when the sweep takes the old
-        # one, the young one is at most ~5 s old and must still be there.
+        # Half the expiry later the old object is still there (a sweep ignoring age would have
+        # taken it), and the young one is written: when the sweep takes the old one, the
+        # young one is ~4-5 s old and must still be there.
         time.sleep(4)
+        assert keys(moto, "exp", "c/") == [old_key], "the sweep deleted an object younger than max_seconds"
         upload(ch, young)
+        young_at = time.time()
         deadline = time.time() + 30
         listing = keys(moto, "exp", "c/")
         while old_key in listing and time.time() < deadline:
@@ -66,6 +69,9 @@ def test_expiry_sweep_deletes_old_objects_and_keeps_young_ones(apus_factory, mot
             listing = keys(moto, "exp", "c/")
         assert old_key not in listing, "the sweep never deleted the expired object"
         assert listing == [young_key], "the sweep deleted an object younger than max_seconds"
+        # A sweep or two later it is still younger than max_seconds, and still there.
+        time.sleep(max(0.0, min(1.5, young_at + 6 - time.time())))
+        assert time.time() - young_at > 7 or keys(moto, "exp", "c/") == [young_key]
         assert missing(ch, digest(old), digest(young)) == [digest(old)]
 
 
