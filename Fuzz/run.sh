@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (swiftc -sanitize=fuzzer,address) and runs each for a
-# bounded time: `Fuzz/run.sh [SECONDS]` (default 60 each), `--smoke` for 10 s each.
-# Prints each target's executed-input count; a crash fails the script and leaves the
-# crashing input in Fuzz/out/.
+# Builds the libFuzzer targets (swiftc -sanitize=fuzzer,address) and runs each one:
+#   Fuzz/run.sh [SECONDS]       for a bounded time (default 60 s each)
+#   Fuzz/run.sh --smoke         10 s each (the test command's run)
+#   Fuzz/run.sh --long [RUNS]   a fixed number of inputs (default 10,000,000 each, libFuzzer
+#                               -runs=), however long that takes; run it under `nice`
+# Prints each target's executed-input count and findings (crash, leak, timeout, OOM); a
+# finding fails the script and leaves the input in Fuzz/out/. The targets named in
+# FUZZ_TARGETS (space-separated) run instead of all four.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=60
-[[ "${1:-}" == "--smoke" ]] && seconds=10
-[[ "${1:-}" =~ ^[0-9]+$ ]] && seconds=$1
+runs=""
+case "${1:-}" in
+  --smoke) seconds=10 ;;
+  --long)
+    runs=${2:-10000000}
+    [[ "$runs" =~ ^[0-9]+$ ]] || { echo "usage: Fuzz/run.sh --long [RUNS]" >&2; exit 2; } ;;
+  "") ;;
+  *)
+    [[ "$1" =~ ^[0-9]+$ ]] || { echo "usage: Fuzz/run.sh [SECONDS | --smoke | --long [RUNS]]" >&2; exit 2; }
+    seconds=$1 ;;
+esac
 
 out=.build/fuzz
 mkdir -p "$out" Fuzz/out
@@ -36,16 +49,21 @@ build resource ApusProto "${proto[@]}" Sources/ApusServices/ResourceName.swift F
 build config ApusConfig Sources/ApusConfig/*.swift Fuzz/targets/ConfigFuzzer.swift
 
 status=0
-for target in proto framing resource config; do
+for target in ${FUZZ_TARGETS:-proto framing resource config}; do
   corpus=$(mktemp -d)
   cp Fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
   log=$(mktemp)
-  if "$out/$target" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+  if [[ -n "$runs" ]]; then limit=(-runs="$runs"); else limit=(-max_total_time="$seconds"); fi
+  start=$SECONDS
+  if "$out/$target" "${limit[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="Fuzz/out/$target-" "$corpus" >"$log" 2>&1; then
-    runs=$(grep -Eo 'Done [0-9]+ runs' "$log" | grep -Eo '[0-9]+' || echo "?")
-    echo "fuzz $target: $runs inputs in ${seconds}s, no crash"
+    executed=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo "?")
+    echo "fuzz $target: $executed inputs in $((SECONDS - start))s, 0 findings"
   else
-    echo "fuzz $target: FAILED"; tail -40 "$log"; status=1
+    executed=$(grep -Eo '#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
+    echo "fuzz $target: FAILED after ${executed:-?} inputs in $((SECONDS - start))s, 1 finding:"
+    grep -E "ERROR: libFuzzer|ERROR: AddressSanitizer|ERROR: LeakSanitizer|Test unit written to" "$log" || true
+    tail -40 "$log"; status=1
   fi
   rm -rf "$corpus" "$log"
 done

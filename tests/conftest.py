@@ -1,6 +1,8 @@
-"""Shared fixtures: start `apus` on a free loopback port with a config, stop it by PID."""
+"""Shared fixtures: start `apus` on a loopback port with a config, stop it by PID."""
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APUS = Path(os.environ.get("APUS_BIN", ROOT / ".build" / "debug" / "apus"))
+# `... info apus: address=[IPv4]127.0.0.1/127.0.0.1:PORT instances=[...] [ApusServer] listening`:
+# the address apus actually bound.
+LISTENING = re.compile(r"address=\S*:(\d+)\s.*\blistening\s*$", re.M)
 
 
 def free_port():
@@ -26,6 +31,8 @@ class ApusProcess:
         self.workdir = Path(workdir)
         self.proc = None
         self.port = None
+        self.log = None
+        self.log_offset = 0
 
     def start_worker(self):
         """A workers-only process: nothing to connect to, so wait for its registration."""
@@ -33,7 +40,7 @@ class ApusProcess:
 
     def wait_for_workers(self, count):
         """Waits until this process's log shows `count` workers registered."""
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while self.read_log().count("registered with scheduler") < count:
             if self.proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("workers did not register: " + self.read_log())
@@ -41,25 +48,50 @@ class ApusProcess:
         return self
 
     def start(self, port=None, wait_for_port=True):
-        self.port = port or free_port()
+        """Starts apus and, unless it only runs workers, waits for its `listening` log line.
+
+        A config whose `PORT` appears only in `servers[].listen` binds port 0 and the port is
+        read back from the log. One that also needs the port elsewhere (an in-process worker
+        dialling its own server) gets a free port, retried if another process took it first.
+        """
+        fixed = port is not None or "PORT" in json.dumps({k: v for k, v in self.config.items() if k != "servers"})
+        if not wait_for_port:
+            return self._launch(port or 0)
+        for _ in range(5):
+            self._launch(port if port is not None else (free_port() if fixed else 0))
+            address = self._wait_listening()
+            if address is not None:
+                self.port = address
+                return self
+            if port is not None or "in use" not in self.read_log(since_launch=True).lower():
+                break
+        raise RuntimeError(f"apus did not start listening (exit {self.proc.returncode}): {self.read_log()}")
+
+    def _launch(self, port):
+        self.port = port
+        self.log_offset = (self.workdir / "apus.log").stat().st_size if (self.workdir / "apus.log").exists() else 0
         cfg = json.loads(json.dumps(self.config).replace("PORT", str(self.port)))
         path = self.workdir / "apus.json"
         path.write_text(json.dumps(cfg, indent=2))
+        if self.log:
+            self.log.close()
         self.log = open(self.workdir / "apus.log", "ab")
         env = dict(os.environ, HOME=str(self.workdir))
         self.proc = subprocess.Popen([str(APUS), str(path)], stdout=self.log, stderr=self.log, env=env)
-        if not wait_for_port:
-            return self
-        deadline = time.time() + 30
+        return self
+
+    def _wait_listening(self):
+        """The port from this run's first `listening` log line, or None if apus exited first."""
+        deadline = time.time() + 60
         while time.time() < deadline:
+            m = LISTENING.search(self.read_log(since_launch=True))
+            if m:
+                return int(m.group(1))
             if self.proc.poll() is not None:
-                raise RuntimeError(f"apus exited with {self.proc.returncode}: {self.read_log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("apus did not start listening: " + self.read_log())
+                return None
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("apus did not log `listening` within 60 s: " + self.read_log())
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -71,8 +103,11 @@ class ApusProcess:
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
 
-    def read_log(self):
-        return (self.workdir / "apus.log").read_text(errors="replace")
+    def read_log(self, since_launch=False):
+        """The log file (shared by every apus a test starts in one directory), or only what
+        was written to it since this process was launched."""
+        data = (self.workdir / "apus.log").read_bytes()
+        return data[self.log_offset if since_launch else 0:].decode(errors="replace")
 
     @property
     def address(self):
@@ -112,3 +147,30 @@ def apus(apus_factory):
 def channel(apus):
     with grpc.insecure_channel(apus.address, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
         yield ch
+
+
+SHARED = Path(os.environ.get("APUS_SHARED", ROOT.parent / "shared"))
+BAZEL4 = SHARED / "bazel-offline" / "bazel4"
+EXAMPLE = SHARED / "bazel-offline" / "example"
+
+
+def missing_bazel():
+    """What the Bazel end-to-end tests need and cannot find, as readable phrases."""
+    missing = []
+    if not BAZEL4.exists():
+        missing.append(f"{BAZEL4} (../shared/bazel-offline)")
+    if shutil.which("bazel") is None:
+        missing.append("`bazel` on PATH (Debian's bazel-bootstrap)")
+    return missing
+
+
+@pytest.fixture
+def require_bazel():
+    """Skips a Bazel test when Bazel is missing, except under CI=true, where that fails it."""
+    missing = missing_bazel()
+    if not missing:
+        return
+    message = "needs " + " and ".join(missing) + " (scripts/setup.sh --test installs bazel-bootstrap)"
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail("CI=true but Bazel is missing: " + message, pytrace=False)
+    pytest.skip(message)

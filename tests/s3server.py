@@ -1,7 +1,7 @@
-"""A moto S3 server on a free loopback port, started and stopped by PID."""
+"""A moto S3 server on a loopback port, started and stopped by PID."""
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,29 +10,34 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import free_port
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 
 
 class MotoServer:
     def __init__(self, logdir):
-        self.port = free_port()
+        self.port = 0  # 0: moto binds any free port and prints it; set to reuse a port
         self.logdir = Path(logdir)
         self.proc = None
 
     def start(self):
         moto = Path(sys.executable).parent / "moto_server"
-        log = open(self.logdir / f"moto-{self.port}.log", "ab")
+        path = self.logdir / f"moto-{os.getpid()}-{time.monotonic_ns()}.log"
+        log = open(path, "ab")
         self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log)
-        deadline = time.time() + 30
+        log.close()
+        deadline = time.time() + 60
         while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("moto_server did not start")
+            # ` * Running on http://127.0.0.1:PORT`, printed once the socket is bound.
+            m = re.search(r"Running on http://127\.0\.0\.1:(\d+)", path.read_text(errors="replace"))
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("moto_server did not start: " + path.read_text(errors="replace"))
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -46,19 +46,33 @@ def test_put_get_has_range_and_multipart(apus_factory, moto):
         assert ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=digest(b"a"))) == result
 
 
-def test_expiry_sweep_deletes_old_objects(apus_factory, moto):
+def test_expiry_sweep_deletes_old_objects_and_keeps_young_ones(apus_factory, moto):
     moto.make_bucket("exp")
-    cfg = cache_config(s3_spec(moto, "exp", "c/", max_seconds=2, sweep_interval_seconds=1))
+    cfg = cache_config(s3_spec(moto, "exp", "c/", max_seconds=8, sweep_interval_seconds=1))
     apus = apus_factory(cfg)
     with grpc.insecure_channel(apus.address) as ch:
-        old = os.urandom(100)
+        old, young = os.urandom(100), os.urandom(101)
+        old_key, young_key = (f"c/{digest(b).hash}-{len(b)}" for b in (old, young))
         upload(ch, old)
-        assert len(keys(moto, "exp", "c/")) == 1
-        deadline = time.time() + 15
-        while keys(moto, "exp", "c/") and time.time() < deadline:
-            time.sleep(0.5)
-        assert keys(moto, "exp", "c/") == []
-        assert len(missing(ch, digest(old))) == 1
+        assert keys(moto, "exp", "c/") == [old_key]
+        # Half the expiry later the old object is still there (a sweep ignoring age would have
+        # taken it), and the young one is written: when the sweep takes the old one, the
+        # young one is ~4-5 s old and must still be there.
+        time.sleep(4)
+        assert keys(moto, "exp", "c/") == [old_key], "the sweep deleted an object younger than max_seconds"
+        upload(ch, young)
+        young_at = time.time()
+        deadline = time.time() + 30
+        listing = keys(moto, "exp", "c/")
+        while old_key in listing and time.time() < deadline:
+            time.sleep(0.25)
+            listing = keys(moto, "exp", "c/")
+        assert old_key not in listing, "the sweep never deleted the expired object"
+        assert listing == [young_key], "the sweep deleted an object younger than max_seconds"
+        # A sweep or two later it is still younger than max_seconds, and still there.
+        time.sleep(max(0.0, min(1.5, young_at + 6 - time.time())))
+        assert time.time() - young_at > 7 or keys(moto, "exp", "c/") == [young_key]
+        assert missing(ch, digest(old), digest(young)) == [digest(old)]
 
 
 def test_server_stopped_mid_upload_then_retry(apus_factory, tmp_path):

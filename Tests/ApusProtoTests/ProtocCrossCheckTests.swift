@@ -329,6 +329,15 @@ struct ProtocCrossCheckTests {
     _ = try roundTrip(qr, "google.bytestream.QueryWriteStatusResponse")
   }
 
+  @Test("a ReadResponse header matches protoc's encoding", arguments: [1, 127, 128, 262_144])
+  func readResponseHeader(count: Int) throws {
+    let text = "data: \"" + String(repeating: "a", count: count) + "\""
+    let theirs = try protoc("encode", "google.bytestream.ReadResponse", input: Array(text.utf8))
+    let header = ReadResponse.encodedHeader(dataCount: count)
+    #expect(header == Array(theirs.prefix(header.count)))
+    #expect(theirs.count == header.count + count)
+  }
+
   @Test("decodes what protoc encodes from text")
   func decodesProtocOutput() throws {
     let text = """
