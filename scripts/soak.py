@@ -43,8 +43,9 @@ def parse_args():
                    help="fail if end RSS > this x warm-up RSS (and > warm-up + 32 MiB); default 1.5")
     p.add_argument("--max-rss-mib", type=int, default=1024, help="fail if RSS ever exceeds this (default 1024)")
     p.add_argument("--fd-growth", type=int, default=32, help="fail if end fds > warm-up fds + this (default 32)")
-    p.add_argument("--cas-max-mib", type=int, default=1024,
-                   help="CAS size, so the soak also evicts (default 1024)")
+    p.add_argument("--cas-max-mib", type=int, default=64,
+                   help="CAS and worker cache size, so both evict and their indexes stop growing during "
+                        "the warm-up (default 64)")
     p.add_argument("--ac-max-mib", type=int, default=2,
                    help="action cache size (default 2, ~14k entries, full within minutes, so its "
                         "index stops growing during the warm-up)")
@@ -78,6 +79,8 @@ class Server:
         config["stores"]["cas"]["filesystem"]["max_bytes"] = self.cas_max_bytes
         config["stores"]["ac"]["filesystem"]["max_bytes"] = self.ac_max_bytes
         config["schedulers"]["main"]["completed_operation_seconds"] = self.completed_operation_seconds
+        # Every index reaches its cap (and steady state) during the warm-up.
+        config["workers"][0]["cache_max_bytes"] = self.cas_max_bytes
         template = json.dumps(config, indent=2)
         assert template.count("127.0.0.1:50051") == 3, template
         for _ in range(5):

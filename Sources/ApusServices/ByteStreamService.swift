@@ -170,6 +170,7 @@ struct WriteChunks: AsyncSequence {
 }
 
 /// Upload names seen recently, so QueryWriteStatus can tell "unknown" from "restart at 0".
+/// Bounded (the oldest names are forgotten): 10,000 is far more than uploads in flight.
 final class UploadTable: Sendable {
   private struct State {
     var known: Set<String> = []
@@ -179,7 +180,7 @@ final class UploadTable: Sendable {
   private let state = Mutex(State())
   private let capacity: Int
 
-  init(capacity: Int = 100_000) { self.capacity = capacity }
+  init(capacity: Int = 10_000) { self.capacity = capacity }
 
   func started(_ name: String) {
     state.withLock { s in
