@@ -1,6 +1,7 @@
 import ApusProto
 import CApusSystem
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -46,6 +47,8 @@ struct ProcessRunner: Sendable {
     }
     let target = pid
     enum Event: Sendable { case exited(Int32), timedOut }
+    // Set before the timer's kill: the exit that kill causes can reach the group first.
+    let timer = TimeoutFlag()
     let (status, timedOut): (Int32, Bool) = try await withTaskCancellationHandler {
       try await withThrowingTaskGroup(of: Event.self) { group in
         group.addTask {
@@ -57,17 +60,14 @@ struct ProcessRunner: Sendable {
         }
         group.addTask {
           try await Task.sleep(for: timeout)
+          timer.fire()
           kill(-target, SIGKILL)
           return .timedOut
         }
-        var timedOut = false
         while let event = try await group.next() {
-          switch event {
-          case .timedOut:
-            timedOut = true
-          case .exited(let status):
+          if case .exited(let status) = event {
             group.cancelAll()
-            return (status, timedOut)
+            return (status, timer.fired)
           }
         }
         throw ExecutionFailure(.internal, "lost track of process \(target)")
@@ -100,4 +100,11 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePo
   let pointers = strings.map { strdup($0) } + [nil]
   defer { for p in pointers { free(p) } }
   return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// Whether a command's timeout went off, shared by the timer and the waiter.
+private final class TimeoutFlag: Sendable {
+  private let state = Atomic<Bool>(false)
+  func fire() { state.store(true, ordering: .sequentiallyConsistent) }
+  var fired: Bool { state.load(ordering: .sequentiallyConsistent) }
 }
