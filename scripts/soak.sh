@@ -6,8 +6,8 @@
 #   scripts/soak.sh --minutes 3     a short run; other options: scripts/soak.sh --help
 #
 # apus (APUS_BIN, default .build/debug/apus) runs configs/default.json (cache, scheduler and
-# one local worker) on a free loopback port, with HOME in a temp dir, the CAS capped at
-# 1 GiB and the action cache at 2 MiB so eviction is part of the load, and finished
+# one local worker) on a free loopback port, with HOME in a temp dir, the CAS and the worker's
+# cache capped at 64 MiB and the action cache at 2 MiB so eviction is part of the load, and finished
 # operations kept 60 s (not 600 s): the indexes and the operation table stop growing during
 # the warm-up, and later growth means a leak. 4 grpcio client threads loop over FindMissingBlobs,
 # BatchUpdateBlobs + BatchReadBlobs (≤ 64 KiB blobs), ByteStream Write + Read (16 B to
