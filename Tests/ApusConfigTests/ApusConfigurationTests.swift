@@ -3,7 +3,7 @@ import Testing
 
 @testable import ApusConfig
 
-@Suite("Configuration")
+@Suite("Configuration", .timeLimit(.minutes(3)))
 struct ApusConfigurationTests {
   func parse(_ text: String, env: [String: String] = [:]) throws(ConfigError) -> ApusConfiguration {
     try ApusConfiguration.parse(Data(text.utf8), environment: env)
@@ -139,7 +139,7 @@ struct ApusConfigurationTests {
   }
 }
 
-@Suite("Environment expansion")
+@Suite("Environment expansion", .timeLimit(.minutes(3)))
 struct EnvironmentExpansionTests {
   let e = EnvironmentExpansion(variables: ["A": "1", "EMPTY": ""])
 

@@ -3,7 +3,7 @@ import Testing
 
 @testable import ApusConfig
 
-@Suite("Built-in default")
+@Suite("Built-in default", .timeLimit(.minutes(3)))
 struct DefaultConfigurationTests {
   @Test("configs/default.json decodes to exactly the built-in default")
   func fileMatchesBuiltIn() throws {

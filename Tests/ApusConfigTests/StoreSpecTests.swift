@@ -3,7 +3,7 @@ import Testing
 
 @testable import ApusConfig
 
-@Suite("Store kinds")
+@Suite("Store kinds", .timeLimit(.minutes(3)))
 struct StoreSpecTests {
   func store(_ json: String) throws -> StoreSpec {
     let text = #"{ stores: { s: "# + json + #" }, servers: [ { listen: "a:1", instances: { "": {} } } ] }"#

@@ -2,7 +2,7 @@ import Testing
 
 @testable import ApusProto
 
-@Suite("BlobDigest")
+@Suite("BlobDigest", .timeLimit(.minutes(3)))
 struct BlobDigestTests {
   let hex = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
 

@@ -2,7 +2,7 @@ import Testing
 
 @testable import ApusProto
 
-@Suite("Protobuf wire format")
+@Suite("Protobuf wire format", .timeLimit(.minutes(3)))
 struct ProtoWireTests {
   @Test("varints round-trip at every length", arguments: [
     UInt64(0), 1, 127, 128, 300, 16_383, 16_384, UInt64(UInt32.max), UInt64.max,

@@ -7,7 +7,7 @@ import Testing
 /// from the buildgrid REAPI stubs (`scripts/reapi-descriptors.py`; the test command sets
 /// `APUS_REAPI_DESCRIPTORS`).
 @Suite(
-  "Codec agrees with protoc",
+  "Codec agrees with protoc", .timeLimit(.minutes(3)),
   .enabled(if: ProcessInfo.processInfo.environment["APUS_REAPI_DESCRIPTORS"] != nil))
 struct ProtocCrossCheckTests {
   let descriptors = ProcessInfo.processInfo.environment["APUS_REAPI_DESCRIPTORS"] ?? ""

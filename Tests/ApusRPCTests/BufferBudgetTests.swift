@@ -5,7 +5,7 @@ import Testing
 
 /// The memory bound's bookkeeping, without sockets: what is counted, when it is released,
 /// and who is woken.
-@Suite("Buffer budget")
+@Suite("Buffer budget", .timeLimit(.minutes(3)))
 struct BufferBudgetTests {
   @Test("accounts add to the shared budget; a release below the limit wakes waiters once")
   func wakeOnRelease() {

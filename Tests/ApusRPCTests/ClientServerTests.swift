@@ -6,7 +6,7 @@ import Testing
 @testable import ApusRPC
 
 /// The gRPC client and server of this layer talking to each other over loopback.
-@Suite("gRPC client and server")
+@Suite("gRPC client and server", .timeLimit(.minutes(3)))
 struct ClientServerTests {
   static func router() -> RPCRouter {
     var router = RPCRouter()

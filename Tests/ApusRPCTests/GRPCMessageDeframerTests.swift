@@ -2,7 +2,7 @@ import Testing
 
 @testable import ApusRPC
 
-@Suite("gRPC message framing")
+@Suite("gRPC message framing", .timeLimit(.minutes(3)))
 struct GRPCMessageDeframerTests {
   func frame(_ payload: [UInt8], compressed: Bool = false) -> [UInt8] {
     grpcMessagePrefix(length: payload.count, compressed: compressed) + payload
@@ -58,7 +58,7 @@ struct GRPCMessageDeframerTests {
   }
 }
 
-@Suite("gRPC header codecs")
+@Suite("gRPC header codecs", .timeLimit(.minutes(3)))
 struct HeaderCodecTests {
   @Test("grpc-timeout units", arguments: [
     ("1H", Duration.seconds(3600)), ("2M", .seconds(120)), ("3S", .seconds(3)),

@@ -14,7 +14,7 @@ final class Inbox: Sendable {
   var killed: [String] { messages.withLock { $0.compactMap { $0.kill?.operationName } } }
 }
 
-@Suite("Scheduler")
+@Suite("Scheduler", .timeLimit(.minutes(3)))
 struct SchedulerTests {
   func scheduler(_ config: SchedulerConfig = SchedulerConfig()) -> Scheduler {
     Scheduler(name: "test", config: config, logger: Logger(label: "test"))

@@ -170,7 +170,7 @@ func eventually(within timeout: Duration = .seconds(60), _ condition: () async -
   return await condition()
 }
 
-@Suite("Store upkeep")
+@Suite("Store upkeep", .timeLimit(.minutes(3)))
 struct StoreMaintenanceTests {
   @Test("runs at start and every period, survives a failed run, and stops when cancelled")
   func periodic() async throws {

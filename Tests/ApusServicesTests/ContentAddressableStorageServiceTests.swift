@@ -5,7 +5,7 @@ import Testing
 
 @testable import ApusServices
 
-@Suite("CAS service logic")
+@Suite("CAS service logic", .timeLimit(.minutes(3)))
 struct ContentAddressableStorageServiceTests {
   let table = InstanceTable(
     instances: [

@@ -3,7 +3,7 @@ import Testing
 
 @testable import ApusServices
 
-@Suite("ByteStream resource names")
+@Suite("ByteStream resource names", .timeLimit(.minutes(3)))
 struct ResourceNameTests {
   static let h = String(repeating: "a", count: 64)
 

@@ -8,7 +8,7 @@ import Testing
 
 @testable import ApusServices
 
-@Suite("WorkerAPI service")
+@Suite("WorkerAPI service", .timeLimit(.minutes(3)))
 struct WorkerAPIServiceTests {
   @Test("a worker joining while actions wait hears `registered` before its first action")
   func registeredComesFirst() async throws {

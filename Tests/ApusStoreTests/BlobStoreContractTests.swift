@@ -5,7 +5,7 @@ import Testing
 @testable import ApusStore
 
 /// The behaviour every backend must share, run against each of them.
-@Suite("BlobStore contract")
+@Suite("BlobStore contract", .timeLimit(.minutes(3)))
 struct BlobStoreContractTests {
   enum Kind: String, CaseIterable, Sendable { case memory, filesystem }
 
@@ -75,7 +75,7 @@ struct BlobStoreContractTests {
   }
 }
 
-@Suite("Memory store limits")
+@Suite("Memory store limits", .timeLimit(.minutes(3)))
 struct MemoryStoreTests {
   @Test("evicts least recently used by bytes and count")
   func eviction() async throws {
@@ -94,7 +94,7 @@ struct MemoryStoreTests {
   }
 }
 
-@Suite("Filesystem store")
+@Suite("Filesystem store", .timeLimit(.minutes(3)))
 struct FilesystemStoreTests {
   @Test("content survives a restart; temp files are cleared")
   func restart() async throws {

@@ -14,7 +14,7 @@ private func noise(_ n: Int) -> [UInt8] {
 }
 
 /// Disk full, damaged files and durability options of the filesystem store.
-@Suite("Filesystem store durability")
+@Suite("Filesystem store durability", .timeLimit(.minutes(3)))
 struct FilesystemDurabilityTests {
   typealias Options = FilesystemStore.Options
 

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// The `filesystem` store's keys decode with their defaults and reject unknown values.
-@Suite("FilesystemStoreSpec")
+@Suite("FilesystemStoreSpec", .timeLimit(.minutes(3)))
 struct FilesystemStoreSpecTests {
   func decode(_ body: String) throws -> StoreSpec? {
     let text = #"""

@@ -8,7 +8,7 @@ import Testing
 /// What each `sync` policy costs, on the disk under `$TMPDIR`. Off by default (it writes
 /// ~1 GiB): `APUS_FS_BENCH=1 swift test --skip-build --filter FilesystemSyncBenchmark`.
 @Suite(
-  "Filesystem sync benchmark", .serialized,
+  "Filesystem sync benchmark", .serialized, .timeLimit(.minutes(10)),
   .enabled(if: ProcessInfo.processInfo.environment["APUS_FS_BENCH"] != nil))
 struct FilesystemSyncBenchmark {
   static let count = 2_000

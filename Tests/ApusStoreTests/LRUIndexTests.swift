@@ -2,7 +2,7 @@ import Testing
 
 @testable import ApusStore
 
-@Suite("LRU index")
+@Suite("LRU index", .timeLimit(.minutes(3)))
 struct LRUIndexTests {
   @Test("order, replacement and age")
   func behaviour() {

@@ -5,7 +5,7 @@ import Testing
 
 @testable import ApusStore
 
-@Suite("S3 client")
+@Suite("S3 client", .timeLimit(.minutes(3)))
 struct S3ClientTests {
   final class Holder: Sendable {
     let client: Mutex<S3Client?>

@@ -2,7 +2,7 @@ import Testing
 
 @testable import ApusStore
 
-@Suite("S3 signing")
+@Suite("S3 signing", .timeLimit(.minutes(3)))
 struct S3SignerTests {
   @Test("HMAC-SHA256 matches RFC 4231 test case 2")
   func hmacVector() {
@@ -29,7 +29,7 @@ struct S3SignerTests {
   }
 }
 
-@Suite("S3 dates")
+@Suite("S3 dates", .timeLimit(.minutes(3)))
 struct HTTPDatesTests {
   @Test("ISO 8601 and RFC 1123 timestamps", arguments: [
     ("2013-05-24T00:00:00.000Z", Int64(1_369_353_600)), ("1970-01-01T00:00:00Z", 0),

@@ -29,7 +29,7 @@ final class CountingStore: BlobStore {
   }
 }
 
-@Suite("Store wrappers")
+@Suite("Store wrappers", .timeLimit(.minutes(3)))
 struct WrapperStoreTests {
   @Test("fast_slow: writes both, reads fast first, fills fast from slow")
   func fastSlow() async throws {
