@@ -12,16 +12,15 @@
 // Blob chunks are ~1 MiB buffers allocated and freed at a high rate; by default glibc maps
 // and unmaps each, paying page faults and page clears for every chunk, so large allocations
 // come from the heap and freed memory is kept (apus_release_free_memory gives it back after
-// clients leave). A constructor, so the settings hold before any thread exists: an arena
-// made by an earlier thread would not be bound by M_ARENA_MAX.
+// clients leave). A constructor, so the settings hold before any thread allocates.
 __attribute__((constructor)) static void apus_tune_allocator(void) {
 #if defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
-  // One arena: glibc trims only the main arena's top (malloc_trim and the threshold above
-  // never shrink another arena's heap), so memory freed after a burst of clients could stay
-  // resident in a second arena. Small allocations are served by per-thread caches anyway.
-  mallopt(M_ARENA_MAX, 1);
+  // Up to 16 MiB free at the top of each arena stays mapped for the next burst; beyond that
+  // glibc returns it when a large chunk is freed. This is the only way memory at the top of
+  // a thread's arena goes back (malloc_trim returns free pages inside arenas, and the main
+  // arena's top, but never shrinks another arena's heap).
+  mallopt(M_TRIM_THRESHOLD, 16 << 20);
 #endif
 }
 
