@@ -27,15 +27,7 @@ public final class BufferBudget: Sendable {
 
   func release(_ n: Int) {
     let now = held.subtract(n, ordering: .relaxed).newValue
-    guard now < limitBytes, hasWaiters.load(ordering: .relaxed) else { return }
-    let wake = waiters.withLock { w -> [@Sendable () -> Void] in
-      defer {
-        w.removeAll()
-        hasWaiters.store(false, ordering: .relaxed)
-      }
-      return Array(w.values)
-    }
-    for f in wake { f() }
+    if now < limitBytes { wakeWaiters() }
   }
 
   /// Calls `wake` once, off any lock, when held bytes next fall below the limit.
@@ -44,11 +36,24 @@ public final class BufferBudget: Sendable {
       w[owner] = wake
       hasWaiters.store(true, ordering: .relaxed)
     }
-    if !isSpent { release(0) }
+    // Released between the caller's check and the registration: wake now.
+    if !isSpent { wakeWaiters() }
   }
 
   func cancelNotification(_ owner: ObjectIdentifier) {
     waiters.withLock { _ = $0.removeValue(forKey: owner) }
+  }
+
+  private func wakeWaiters() {
+    guard hasWaiters.load(ordering: .relaxed) else { return }
+    let wake = waiters.withLock { w -> [@Sendable () -> Void] in
+      defer {
+        w.removeAll()
+        hasWaiters.store(false, ordering: .relaxed)
+      }
+      return Array(w.values)
+    }
+    for f in wake { f() }
   }
 }
 

@@ -53,12 +53,11 @@ final class ClientConnection: HTTP2Connection {
 
   /// Resets the stream and fails the call locally.
   func cancel(_ id: Int32, _ error: RPCError) {
-    guard let session, let stream = streams[id] else { return }
+    guard let stream = streams[id] else { return }
     stream.rejected = true
     stream.inbound?.finish(error)
     stream.outbound?.close(error)
-    nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_CANCEL.rawValue))
-    flush()
+    reset(stream, code: UInt32(NGHTTP2_CANCEL.rawValue))
   }
 
   override func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {

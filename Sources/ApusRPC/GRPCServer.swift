@@ -74,15 +74,13 @@ public final class GRPCServer: Sendable {
     return address
   }
 
-  /// Open connections on this listener.
-  public var connectionCount: Int { state.withLock { $0.connections.count } }
-
   /// Tracks a new connection, making room at `maxConnections` by dropping the oldest one
   /// that has not completed its handshake; false if there is none to drop.
   private func admit(_ channel: any Channel) -> Bool {
     let key = ObjectIdentifier(channel)
     let (admitted, victim, warn) = state.withLock { s -> (Bool, (any Channel)?, Int?) in
       var victim: (any Channel)?
+      var warn: Int?
       if s.connections.count >= options.maxConnections {
         let oldest = s.connections.filter { !$0.value.handshaken }.min { $0.value.order < $1.value.order }
         if let oldest {
@@ -90,7 +88,6 @@ public final class GRPCServer: Sendable {
           s.connections.removeValue(forKey: oldest.key)
         }
         s.refusedSinceWarning += 1
-        var warn: Int?
         let now = ContinuousClock.now
         if s.lastCapWarning.map({ now - $0 >= .seconds(10) }) ?? true {
           s.lastCapWarning = now
@@ -98,13 +95,10 @@ public final class GRPCServer: Sendable {
           s.refusedSinceWarning = 0
         }
         guard victim != nil else { return (false, nil, warn) }
-        s.accepted += 1
-        s.connections[key] = Tracked(channel: channel, order: s.accepted)
-        return (true, victim, warn)
       }
       s.accepted += 1
       s.connections[key] = Tracked(channel: channel, order: s.accepted)
-      return (true, nil, nil)
+      return (true, victim, warn)
     }
     if let warn {
       logger.warning(

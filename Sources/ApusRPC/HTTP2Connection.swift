@@ -29,6 +29,11 @@ class HTTP2Connection {
   private(set) var prefaceReceived = false
   private var lastReceivedAt = NIODeadline.now()
   private var pingSentAt: NIODeadline?
+  /// This connection for timers, without keeping it alive.
+  private let weakSelf: NIOLoopBound<WeakConnection>
+  /// Hops to the event loop and issues a held-back read if now allowed; called when held
+  /// bytes are released or the shared budget has room again.
+  private let wakeReader: @Sendable () -> Void
 
   init(context: ChannelHandlerContext, options: GRPCServerOptions, logger: Logger) {
     self.eventLoop = context.eventLoop
@@ -38,9 +43,12 @@ class HTTP2Connection {
     self.peer = context.remoteAddress.map { "\($0)" } ?? "unknown"
     let weak = NIOLoopBound(WeakConnection(), eventLoop: context.eventLoop)
     let loop = context.eventLoop
-    self.account = BufferAccount(budget: options.budget) {
+    let wakeReader: @Sendable () -> Void = {
       loop.execute { weak.value.connection?.resumeReadingIfAllowed() }
     }
+    self.weakSelf = weak
+    self.wakeReader = wakeReader
+    self.account = BufferAccount(budget: options.budget, onRelease: wakeReader)
     weak.value.connection = self
   }
 
@@ -58,7 +66,7 @@ class HTTP2Connection {
   func start() -> Bool {
     guard !started else { return true }
     started = true
-    let bound = NIOLoopBound(WeakConnection(self), eventLoop: eventLoop)
+    let bound = weakSelf
     let interval = TimeAmount(options.housekeepingInterval)
     housekeeping = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
       bound.value.connection?.checkTimers(now: .now())
@@ -128,11 +136,7 @@ class HTTP2Connection {
     readDeferred = true
     account.markPaused()
     if let budget = options.budget, budget.isSpent {
-      let bound = NIOLoopBound(WeakConnection(self), eventLoop: eventLoop)
-      let loop = eventLoop
-      budget.notifyWhenAvailable(ObjectIdentifier(self)) {
-        loop.execute { bound.value.connection?.resumeReadingIfAllowed() }
-      }
+      budget.notifyWhenAvailable(ObjectIdentifier(self), wakeReader)
     }
     // Bytes released between the check and `markPaused` would not wake us: look again.
     if mayRead() {
@@ -238,10 +242,7 @@ class HTTP2Connection {
     housekeeping?.cancel()
     housekeeping = nil
     options.budget?.cancelNotification(ObjectIdentifier(self))
-    for stream in streams.values {
-      releaseDeframed(stream)
-      abandon(stream, RPCError(.unavailable, "connection closed"))
-    }
+    for stream in streams.values { abandon(stream, RPCError(.unavailable, "connection closed")) }
     streams.removeAll()
     context?.close(promise: nil)
     MemoryReclaimer.shared.requestTrim(on: eventLoop)
@@ -257,6 +258,7 @@ class HTTP2Connection {
   /// The peer half-closed the stream after DATA.
   func peerEnded(_ stream: CallStream) {}
   func abandon(_ stream: CallStream, _ error: RPCError) {
+    releaseDeframed(stream)
     stream.deadlineTimer?.cancel()
     stream.inbound?.finish(error)
     stream.outbound?.close(error)
@@ -335,7 +337,7 @@ class HTTP2Connection {
     stream.deframedHeld = 0
   }
 
-  /// Resets a stream; its call sees `error`.
+  /// Sends RST_STREAM with `code`; the stream's call ends when nghttp2 closes it.
   func reset(_ stream: CallStream, code: UInt32) {
     guard let session else { return }
     nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code)
@@ -370,7 +372,6 @@ class HTTP2Connection {
     if let session, stream.unconsumed > 0 {
       nghttp2_session_consume_connection(session, stream.unconsumed)
     }
-    releaseDeframed(stream)
     abandon(stream, RPCError(.cancelled, "the stream was closed"))
   }
 
