@@ -28,6 +28,7 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
     workers = try o.decode([WorkerConfig].self, "workers") ?? []
     global = try o.decode(GlobalConfig.self, "global") ?? GlobalConfig()
     try Self.checkReferences(stores)
+    try Self.checkWriteBehind(stores)
     guard !servers.isEmpty || !workers.isEmpty else {
       throw o.error("servers", "at least one server or worker is required")
     }
@@ -71,6 +72,21 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
       done.insert(name)
     }
     for name in stores.keys.sorted() { try visit(name, []) }
+  }
+
+  /// Every `async` fast_slow store has a fast tier that keeps blobs on disk: what the
+  /// write-behind queue has not copied yet lives only there.
+  static func checkWriteBehind(_ stores: [String: StoreSpec]) throws {
+    func visit(_ spec: StoreSpec, _ path: String) throws {
+      if case .fastSlow(let f) = spec, f.slowWrite == .async, !f.fast.isDurable(in: stores) {
+        throw ConfigError(
+          path: "\(path).fast_slow.slow_write",
+          "async needs a fast tier that keeps blobs on disk (filesystem stores with sync data or full, "
+            + "or wrappers over only those); memory or a remote store would lose what is queued")
+      }
+      for child in spec.children { try visit(child.spec, "\(path).\(child.path)") }
+    }
+    for (name, spec) in stores.sorted(by: { $0.key < $1.key }) { try visit(spec, "stores.\(name)") }
   }
 
   /// Parses JSON (JSON5 allowed: comments, trailing commas, unquoted keys).

@@ -21,11 +21,15 @@ public struct ConnectionLimitsConfig: Sendable, Equatable, Decodable {
   /// A call whose request body is still open and sends nothing this long is cancelled,
   /// its temp files removed (0: never).
   public var uploadIdleTimeoutSeconds: Int = 60
+  /// The deadline of a call whose client sends no `grpc-timeout`, bounding the store work it
+  /// starts; Execute, WaitExecution, WaitOperation and the worker stream are exempt, as they
+  /// last as long as the action. Absent: none (Bazel sends `--remote_timeout` on each call).
+  public var defaultDeadlineSeconds: Int?
 
   static let keys: Set<String> = [
     "max_connections", "max_concurrent_streams", "max_buffered_bytes_per_connection",
     "handshake_timeout_seconds", "idle_timeout_seconds", "keepalive_interval_seconds",
-    "keepalive_timeout_seconds", "upload_idle_timeout_seconds",
+    "keepalive_timeout_seconds", "upload_idle_timeout_seconds", "default_deadline_seconds",
   ]
 
   public init() {}
@@ -55,5 +59,6 @@ public struct ConnectionLimitsConfig: Sendable, Equatable, Decodable {
     keepaliveTimeoutSeconds = try int("keepalive_timeout_seconds", d.keepaliveTimeoutSeconds)
     uploadIdleTimeoutSeconds = try int(
       "upload_idle_timeout_seconds", d.uploadIdleTimeoutSeconds, positive: false)
+    defaultDeadlineSeconds = try o.integer("default_deadline_seconds").map { Int($0) }
   }
 }

@@ -7,15 +7,30 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
   public var instanceName: String
   /// Key `role`: `action_cache` (true) or `cas` (false, the default).
   public var actionCache: Bool
+  /// Each call's deadline, or the caller's if sooner (key `timeout_seconds`, default 60;
+  /// a ByteStream transfer of a large blob is one call).
+  public var timeoutSeconds: Int
+  /// Establishing the connection (key `connect_timeout_seconds`, default 2).
+  public var connectTimeoutSeconds: Int
+  /// When to stop calling a server that does not answer.
+  public var circuitBreaker: CircuitBreakerConfig
 
-  public init(url: String, instanceName: String = "", actionCache: Bool = false) {
+  public init(
+    url: String, instanceName: String = "", actionCache: Bool = false, timeoutSeconds: Int = 60,
+    connectTimeoutSeconds: Int = 2, circuitBreaker: CircuitBreakerConfig = .init()
+  ) {
     self.url = url
     self.instanceName = instanceName
     self.actionCache = actionCache
+    self.timeoutSeconds = timeoutSeconds
+    self.connectTimeoutSeconds = connectTimeoutSeconds
+    self.circuitBreaker = circuitBreaker
   }
 
   public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["url", "instance_name", "role"])
+    let o = try ConfigObject(
+      decoder,
+      allowedKeys: ["url", "instance_name", "role", "timeout_seconds", "connect_timeout_seconds", "circuit_breaker"])
     url = try o.requiredString("url")
     guard url.hasPrefix("grpc://"), ServerConfig.splitHostPort(String(url.dropFirst(7))) != nil else {
       throw o.error("url", "expected grpc://host:port, got \"\(url)\"")
@@ -26,5 +41,8 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
     }
     instanceName = try o.string("instance_name") ?? ""
     actionCache = role == "action_cache"
+    timeoutSeconds = Int(try o.integer("timeout_seconds") ?? 60)
+    connectTimeoutSeconds = Int(try o.integer("connect_timeout_seconds") ?? 2)
+    circuitBreaker = try o.decode(CircuitBreakerConfig.self, "circuit_breaker") ?? .init()
   }
 }

@@ -77,93 +77,33 @@ public indirect enum StoreSpec: Sendable, Equatable, Decodable {
 
   /// The `ref` names this tree uses, with the JSON path of each (relative to the tree).
   public var references: [(name: String, path: String)] {
-    func under(_ prefix: String, _ spec: StoreSpec) -> [(name: String, path: String)] {
-      spec.references.map { ($0.name, "\(prefix).\($0.path)") }
-    }
+    if case .ref(let name) = self { return [(name, "ref")] }
+    return children.flatMap { child in child.spec.references.map { ($0.name, "\(child.path).\($0.path)") } }
+  }
+
+  /// The stores this one wraps, with their JSON paths relative to it.
+  public var children: [(path: String, spec: StoreSpec)] {
     switch self {
-    case .memory, .filesystem, .grpc, .s3: return []
-    case .ref(let name): return [(name, "ref")]
-    case .verify(let v): return under("verify.backend", v.backend)
-    case .existenceCache(let e): return under("existence_cache.backend", e.backend)
-    case .fastSlow(let f): return under("fast_slow.fast", f.fast) + under("fast_slow.slow", f.slow)
-    case .sizePartitioning(let p):
-      return under("size_partitioning.lower", p.lower) + under("size_partitioning.upper", p.upper)
+    case .memory, .filesystem, .grpc, .s3, .ref: return []
+    case .verify(let v): return [("verify.backend", v.backend)]
+    case .existenceCache(let e): return [("existence_cache.backend", e.backend)]
+    case .fastSlow(let f): return [("fast_slow.fast", f.fast), ("fast_slow.slow", f.slow)]
+    case .sizePartitioning(let p): return [("size_partitioning.lower", p.lower), ("size_partitioning.upper", p.upper)]
     case .completenessChecking(let c):
-      return under("completeness_checking.backend", c.backend)
-        + under("completeness_checking.cas", c.cas)
-    case .shard(let s):
-      return s.stores.enumerated().flatMap { i, shard in under("shard.stores[\(i)].store", shard.store) }
+      return [("completeness_checking.backend", c.backend), ("completeness_checking.cas", c.cas)]
+    case .shard(let s): return s.stores.enumerated().map { ("shard.stores[\($0.offset)].store", $0.element.store) }
     }
   }
-}
 
-/// `memory`: limits are optional; without any the store grows until the process dies, so
-/// `check` warns about it.
-public struct MemoryStoreSpec: Sendable, Equatable, Decodable {
-  public var maxBytes: Int64?
-  public var maxCount: Int64?
-  public var maxSeconds: Int64?
-
-  public init(maxBytes: Int64? = nil, maxCount: Int64? = nil, maxSeconds: Int64? = nil) {
-    self.maxBytes = maxBytes
-    self.maxCount = maxCount
-    self.maxSeconds = maxSeconds
-  }
-
-  public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(decoder, allowedKeys: ["max_bytes", "max_count", "max_seconds"])
-    maxBytes = try o.integer("max_bytes")
-    maxCount = try o.integer("max_count")
-    maxSeconds = try o.integer("max_seconds")
-  }
-}
-
-/// `s3`: any S3-compatible endpoint (AWS, MinIO, Ceph RGW, R2). Credentials default to the
-/// standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` variables.
-public struct S3StoreSpec: Sendable, Equatable, Decodable {
-  public var endpoint: String
-  public var region: String
-  public var bucket: String
-  public var keyPrefix: String
-  /// `endpoint/bucket/key` (MinIO, Ceph, tests) instead of `bucket.endpoint/key`.
-  public var pathStyle: Bool
-  public var accessKeyID: String?
-  public var secretAccessKey: String?
-  public var sessionToken: String?
-  public var multipartThresholdBytes: Int64
-  public var partBytes: Int64
-  public var maxAttempts: Int
-  public var requestTimeoutSeconds: Int
-  /// Objects not written or read for this long are deleted by the sweep; absent: never.
-  public var maxSeconds: Int64?
-  public var sweepIntervalSeconds: Int64
-
-  public init(from decoder: any Decoder) throws {
-    let o = try ConfigObject(
-      decoder,
-      allowedKeys: [
-        "endpoint", "region", "bucket", "key_prefix", "path_style", "access_key_id",
-        "secret_access_key", "session_token", "multipart_threshold_bytes", "part_bytes",
-        "max_attempts", "request_timeout_seconds", "max_seconds", "sweep_interval_seconds",
-      ])
-    endpoint = try o.requiredString("endpoint")
-    guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
-      throw o.error("endpoint", "expected http(s)://host[:port], got \"\(endpoint)\"")
+  /// Whether what this tree acknowledged survives a crash: filesystem stores that fsync,
+  /// and wrappers that only route to such stores. `stores` resolves `ref`s.
+  public func isDurable(in stores: [String: StoreSpec]) -> Bool {
+    switch self {
+    case .filesystem(let f): return f.sync != .none
+    case .verify, .sizePartitioning, .shard, .existenceCache:
+      return children.allSatisfy { $0.spec.isDurable(in: stores) }
+    case .ref(let name): return stores[name]?.isDurable(in: stores) ?? false
+    case .memory, .fastSlow, .completenessChecking, .grpc, .s3: return false
     }
-    region = try o.string("region") ?? "us-east-1"
-    bucket = try o.requiredString("bucket")
-    guard !bucket.isEmpty, !bucket.contains("/") else { throw o.error("bucket", "expected a bucket name") }
-    keyPrefix = try o.string("key_prefix") ?? ""
-    pathStyle = try o.bool("path_style") ?? false
-    accessKeyID = try o.string("access_key_id")
-    secretAccessKey = try o.string("secret_access_key")
-    sessionToken = try o.string("session_token")
-    multipartThresholdBytes = try o.integer("multipart_threshold_bytes") ?? (8 << 20)
-    partBytes = try o.integer("part_bytes") ?? (8 << 20)
-    guard partBytes >= 5 << 20 else { throw o.error("part_bytes", "S3 parts are at least 5 MiB (5242880)") }
-    maxAttempts = Int(try o.integer("max_attempts") ?? 4)
-    requestTimeoutSeconds = Int(try o.integer("request_timeout_seconds") ?? 60)
-    maxSeconds = try o.integer("max_seconds")
-    sweepIntervalSeconds = try o.integer("sweep_interval_seconds") ?? 3600
   }
 }

@@ -25,7 +25,9 @@ public final class GRPCClient: Sendable {
   }
 
   /// Parses `grpc://host:port` (the scheme is optional).
-  public convenience init(url: String, logger: Logger = Logger(label: "apus.grpc-client")) throws {
+  public convenience init(
+    url: String, options: GRPCServerOptions = .init(), logger: Logger = Logger(label: "apus.grpc-client")
+  ) throws {
     var rest = Substring(url)
     if rest.hasPrefix("grpc://") { rest = rest.dropFirst(7) }
     guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
@@ -35,7 +37,7 @@ public final class GRPCClient: Sendable {
     }
     var host = String(rest[..<colon])
     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    self.init(host: host, port: port, logger: logger)
+    self.init(host: host, port: port, options: options, logger: logger)
   }
 
   private func connection() -> EventLoopFuture<NIOLoopBound<HTTP2ChannelHandler<ClientConnection>>> {
@@ -46,7 +48,7 @@ public final class GRPCClient: Sendable {
       let future = promise.futureResult
       let bootstrap = ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        .connectTimeout(.seconds(10))
+        .connectTimeout(TimeAmount(options.connectTimeout))
         .channelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
@@ -78,10 +80,15 @@ public final class GRPCClient: Sendable {
     }
   }
 
-  /// Starts a call. Write requests, call `finishRequests()`, read `responses`.
+  /// Starts a call. Write requests, call `finishRequests()`, read `responses`. Without a
+  /// `timeout`, a call made while serving another inherits what is left of its deadline.
   public func call(
     _ path: String, metadata: [(String, String)] = [], timeout: Duration? = nil
   ) async throws -> ClientCall {
+    let timeout = timeout ?? CallDeadline.remaining
+    if let timeout, timeout <= .zero {
+      throw RPCError(.deadlineExceeded, "no time left to call \(path)")
+    }
     let bound = try await connection().get()
     return try await bound.eventLoop.flatSubmit { () -> EventLoopFuture<ClientCall> in
       let loop = bound.eventLoop

@@ -110,14 +110,19 @@ final class ServerConnection: HTTP2Connection {
         stream,
         RPCError(.unimplemented, "grpc-encoding \"\(encoding)\" is not supported"))
     }
-    guard let handler = router.handler(for: path) else {
+    guard let route = router.route(for: path) else {
       return reject(stream, RPCError(.unimplemented, "unknown method \(path)"))
     }
+    let handler = route.handler
     var deadline: ContinuousClock.Instant?
+    var duration = route.longLived ? nil : options.defaultDeadline
     if let timeout {
-      guard let duration = GRPCTimeout.parse(timeout) else {
+      guard let parsed = GRPCTimeout.parse(timeout) else {
         return reject(stream, RPCError(.internal, "malformed grpc-timeout \"\(timeout)\""))
       }
+      duration = parsed
+    }
+    if let duration {
       deadline = ContinuousClock.now.advanced(by: duration)
       let bound = NIOLoopBound(self, eventLoop: eventLoop), id = stream.id
       stream.deadlineTimer = eventLoop.scheduleTask(in: TimeAmount(duration)) {
@@ -134,8 +139,9 @@ final class ServerConnection: HTTP2Connection {
     stream.task = Task {
       var status = CallStatus(error: nil)
       do {
-        try await handler(
-          RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound), context)
+        try await CallDeadline.$current.withValue(deadline) {
+          try await handler(RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound), context)
+        }
       } catch {
         let rpcError = RPCError(from: error)
         if rpcError.code == .unknown || rpcError.code == .internal {

@@ -4,7 +4,8 @@ public struct ServerContext: Sendable {
   public var path: String
   /// Request headers, pseudo-headers and gRPC reserved headers removed.
   public var metadata: Metadata
-  /// From `grpc-timeout`; `nil` means none.
+  /// From `grpc-timeout` (or the listener's default); `nil` means none. Also the task's
+  /// `CallDeadline.current`.
   public var deadline: ContinuousClock.Instant?
   /// The remote address, for logs.
   public var peer: String

@@ -177,6 +177,7 @@ public final class ApusServer: Service {
     options.keepaliveInterval =
       limits.keepaliveIntervalSeconds > 0 ? .seconds(limits.keepaliveIntervalSeconds) : nil
     options.keepaliveTimeout = .seconds(limits.keepaliveTimeoutSeconds)
+    options.defaultDeadline = limits.defaultDeadlineSeconds.map { .seconds($0) }
     options.uploadIdleTimeout =
       limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
     return GRPCServer(

@@ -51,8 +51,9 @@ struct ContentAddressableStorageService {
       throw RPCError.invalidArgument(
         "batch carries \(total) bytes, over the limit of \(table.maxBatchTotalBytes)")
     }
-    var response = BatchUpdateBlobsResponse()
-    for (i, item) in request.requests.enumerated() {
+    // Up to 16 blobs are written at once: with a remote slow tier each write is a round
+    // trip, and one blob waiting on a timeout must not hold up the rest.
+    func store(_ i: Int, _ item: BatchUpdateBlobsRequest.Request) async -> BatchUpdateBlobsResponse.Response {
       var entry = BatchUpdateBlobsResponse.Response()
       entry.digest = item.digest
       do {
@@ -69,8 +70,29 @@ struct ContentAddressableStorageService {
       } catch {
         entry.status = RPCError(from: error).statusMessage
       }
-      response.responses.append(entry)
+      return entry
     }
+    var response = BatchUpdateBlobsResponse()
+    let items = request.requests
+    if items.count == 1 {
+      response.responses = [await store(0, items[0])]
+      return response
+    }
+    var entries = [BatchUpdateBlobsResponse.Response?](repeating: nil, count: items.count)
+    await withTaskGroup(of: (Int, BatchUpdateBlobsResponse.Response).self) { group in
+      var next = 0
+      func startOne() {
+        let i = next
+        next += 1
+        group.addTask { (i, await store(i, items[i])) }
+      }
+      while next < min(16, items.count) { startOne() }
+      while let (i, entry) = await group.next() {
+        entries[i] = entry
+        if next < items.count { startOne() }
+      }
+    }
+    response.responses = entries.compactMap { $0 }
     return response
   }
 

@@ -13,10 +13,10 @@ struct ExecutionService {
 
   func register(on router: inout RPCRouter) {
     let table = self.table
-    router.serverStreaming(Self.prefix + "Execute", ExecuteRequest.self) { request, writer, _ in
+    router.serverStreaming(Self.prefix + "Execute", ExecuteRequest.self, longLived: true) { request, writer, _ in
       try await Self.execute(table, request, writer)
     }
-    router.serverStreaming(Self.prefix + "WaitExecution", WaitExecutionRequest.self) { request, writer, _ in
+    router.serverStreaming(Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true) { request, writer, _ in
       guard let stream = await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
@@ -28,7 +28,7 @@ struct ExecutionService {
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
-    router.unary(Self.operations + "WaitOperation", WaitOperationRequest.self) { request, _ in
+    router.unary(Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true) { request, _ in
       guard let stream = await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }

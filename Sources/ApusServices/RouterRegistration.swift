@@ -5,10 +5,10 @@ import ApusRPC
 extension RPCRouter {
   /// One request, one response.
   mutating func unary<Request: ProtoMessage>(
-    _ path: String, _ : Request.Type,
+    _ path: String, _ : Request.Type, longLived: Bool = false,
     _ body: @escaping @Sendable (Request, ServerContext) async throws -> [UInt8]
   ) {
-    register(path) { requests, responses, context in
+    register(path, longLived: longLived) { requests, responses, context in
       let request = try Request(serializedBytes: try await requests.single())
       try await responses.write(try await body(request, context))
     }
@@ -16,10 +16,10 @@ extension RPCRouter {
 
   /// One request, a stream of responses written by `body`.
   mutating func serverStreaming<Request: ProtoMessage>(
-    _ path: String, _ : Request.Type,
+    _ path: String, _ : Request.Type, longLived: Bool = false,
     _ body: @escaping @Sendable (Request, RPCMessageWriter, ServerContext) async throws -> Void
   ) {
-    register(path) { requests, responses, context in
+    register(path, longLived: longLived) { requests, responses, context in
       let request = try Request(serializedBytes: try await requests.single())
       try await body(request, responses, context)
     }

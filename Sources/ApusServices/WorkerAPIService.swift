@@ -18,7 +18,7 @@ public struct WorkerAPIService: Sendable {
 
   public func register(on router: inout RPCRouter) {
     let scheduler = self.scheduler
-    router.register(Self.connectPath) { requests, responses, _ in
+    router.register(Self.connectPath, longLived: true) { requests, responses, _ in
       var iterator = requests.makeAsyncIterator()
       guard let firstBytes = try await iterator.next() else { return }
       guard let register = try WorkerMessage(serializedBytes: firstBytes).register,

@@ -21,9 +21,19 @@ public protocol BlobStore: Sendable {
   func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws
+
+  /// Keeps `digest` from being evicted until a matching `unpin` (present yet or not): the
+  /// write-behind queue holds what it has not copied to the slow tier yet. Calls nest.
+  func pin(_ digest: BlobDigest)
+  func unpin(_ digest: BlobDigest)
 }
 
 extension BlobStore {
+  /// Stores that never evict, or that cannot be the durable fast tier of an `async`
+  /// fast_slow store (memory, remote stores), ignore pins. Wrappers forward them.
+  public func pin(_ digest: BlobDigest) {}
+  public func unpin(_ digest: BlobDigest) {}
+
   public func contains(_ digest: BlobDigest) async throws -> Bool {
     try await findMissing([digest]).isEmpty
   }

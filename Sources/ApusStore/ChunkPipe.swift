@@ -35,10 +35,15 @@ public final class ChunkPipe: AsyncSequence, Sendable {
       return s.bytes > capacity
     }
     guard mustWait else { return }
-    try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-      state.withLock { s in
-        if s.end != nil || s.bytes <= capacity { c.resume() } else { s.producer = c }
+    // A cancelled producer or consumer ends the pipe for both, so neither waits forever.
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+        state.withLock { s in
+          if s.end != nil || s.bytes <= capacity { c.resume() } else { s.producer = c }
+        }
       }
+    } onCancel: {
+      finish(CancellationError())
     }
   }
 
@@ -57,6 +62,14 @@ public final class ChunkPipe: AsyncSequence, Sendable {
   }
 
   fileprivate func next() async throws -> [UInt8]? {
+    try await withTaskCancellationHandler {
+      try await nextChunk()
+    } onCancel: {
+      finish(CancellationError())
+    }
+  }
+
+  private func nextChunk() async throws -> [UInt8]? {
     try await withCheckedThrowingContinuation { c in
       state.withLock { s in
         if s.head < s.chunks.count {

@@ -52,4 +52,7 @@ public final class ExistenceCacheStore: BlobStore {
     try await backend.write(digest, from: chunks)
     remember([digest])
   }
+
+  public func pin(_ digest: BlobDigest) { backend.pin(digest) }
+  public func unpin(_ digest: BlobDigest) { backend.unpin(digest) }
 }

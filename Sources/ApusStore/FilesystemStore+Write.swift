@@ -179,7 +179,7 @@ extension FilesystemStore {
     let evicted = index.withLock { idx in
       let previous = idx.peek(digest)
       idx.set(digest, layout, size: fileSize, now: now)
-      var out = idx.evict(maxBytes: maxBytes, maxCount: nil, maxAge: nil, now: now)
+      var out = idx.evict(maxBytes: maxBytes, maxCount: nil, maxAge: nil, now: now, pinned: isPinned)
       if let previous, previous != layout { out.append((digest, previous)) }
       return out
     }
@@ -205,7 +205,7 @@ extension FilesystemStore {
     let need = bytes + Self.roomSlackBytes
     let now = StoreClock.now()
     let evicted = index.withLock { idx in
-      idx.evict(maxBytes: max(0, idx.totalBytes - need), maxCount: nil, maxAge: nil, now: now)
+      idx.evict(maxBytes: max(0, idx.totalBytes - need), maxCount: nil, maxAge: nil, now: now, pinned: isPinned)
     }
     guard !evicted.isEmpty else { return false }
     logger.notice(

@@ -55,6 +55,9 @@ public final class FilesystemStore: BlobStore {
   let pool: NIOThreadPool
   let logger: Logger
   let index = Mutex(LRUIndex<BlobDigest, EntryLayout>())
+  /// Entries eviction must skip, with how many holders each has (the write-behind queue
+  /// pins what it has yet to copy to a slow tier). Taken inside `index`'s lock, never around it.
+  let pins = Mutex<[BlobDigest: Int]>([:])
   let directorySyncer: DirectorySyncer
   /// What the start scan found, kept for `verifyContents` only when `verifyOnStart` is set.
   let foundAtStart = Mutex<[(BlobDigest, EntryLayout)]>([])
@@ -129,6 +132,18 @@ public final class FilesystemStore: BlobStore {
     let now = StoreClock.now()
     return index.withLock { idx in digests.filter { idx.get($0, now: now) == nil } }
   }
+
+  public func pin(_ digest: BlobDigest) { pins.withLock { $0[digest, default: 0] += 1 } }
+
+  public func unpin(_ digest: BlobDigest) {
+    pins.withLock { pins in
+      guard let n = pins[digest] else { return }
+      pins[digest] = n > 1 ? n - 1 : nil
+    }
+  }
+
+  /// For `LRUIndex.evict`, called inside the index lock.
+  func isPinned(_ digest: BlobDigest) -> Bool { pins.withLock { $0[digest] != nil } }
 
   // MARK: - Errors
 

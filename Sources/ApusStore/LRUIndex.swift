@@ -87,17 +87,27 @@ struct LRUIndex<Key: Hashable, Value> {
     return value
   }
 
-  /// Removes least-recently-used entries until every limit holds; returns them.
+  /// Removes least-recently-used entries until every limit holds; returns them. Entries
+  /// `pinned` says to keep are moved to the front instead, so the limits may stay exceeded
+  /// when only pinned entries are left.
   mutating func evict(
-    maxBytes: Int64?, maxCount: Int?, maxAge: UInt32?, now: UInt32
+    maxBytes: Int64?, maxCount: Int?, maxAge: UInt32?, now: UInt32,
+    pinned: (Key) -> Bool = { _ in false }
   ) -> [(Key, Value)] {
     var evicted: [(Key, Value)] = []
-    while tail >= 0 {
+    var kept = 0
+    while tail >= 0, kept < count {
       let node = nodes[Int(tail)]
       let overBytes = maxBytes.map { totalBytes > $0 } ?? false
       let overCount = maxCount.map { count > $0 } ?? false
       let expired = maxAge.map { now &- node.lastAccess > $0 } ?? false
-      guard overBytes || overCount || expired, let value = remove(node.key) else { break }
+      guard overBytes || overCount || expired else { break }
+      if pinned(node.key) {
+        moveToFront(tail)
+        kept += 1
+        continue
+      }
+      guard let value = remove(node.key) else { break }
       evicted.append((node.key, value))
     }
     return evicted

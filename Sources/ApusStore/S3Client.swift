@@ -1,3 +1,4 @@
+import ApusRPC
 import AsyncHTTPClient
 import Logging
 import NIOCore
@@ -17,21 +18,48 @@ public struct S3Location: Sendable {
   public var secretAccessKey: String
   public var sessionToken: String?
   public var maxAttempts: Int
-  public var requestTimeout: TimeAmount
+  public var timeouts: S3Timeouts
+
+  /// How the endpoint and bucket are named in logs, errors and the circuit breaker.
+  public var displayName: String { "s3 \(endpoint)/\(bucket)" }
+}
+
+/// How long each phase of one S3 request may take. A frozen S3 accepts connections and then
+/// says nothing, a dead one refuses them, a sick one stops mid-body: each gets its own bound.
+public struct S3Timeouts: Sendable {
+  /// Establishing the TCP (and TLS) connection.
+  public var connect: Duration
+  /// From sending the request to the response head, plus one second per MiB of request body.
+  public var firstByte: Duration
+  /// Between two chunks of a response body.
+  public var idle: Duration
+  /// The whole request, body included.
+  public var request: Duration
+
+  public init(connect: Duration, firstByte: Duration, idle: Duration, request: Duration) {
+    self.connect = connect
+    self.firstByte = firstByte
+    self.idle = idle
+    self.request = request
+  }
 }
 
 /// Signed S3 requests with retries: jittered exponential backoff on 5xx, 429/SlowDown and
-/// connection errors, never on other 4xx. Errors carry the S3 error code and the attempt
-/// count; credentials never reach logs or messages.
+/// connection errors, never on other 4xx, only for idempotent requests, never past the
+/// caller's deadline (`CallDeadline`), and not at all while the circuit breaker is open.
+/// Errors carry the S3 error code and the attempt count; credentials never reach logs or
+/// messages.
 final class S3Client: Sendable {
   let location: S3Location
   let signer: S3Signer
   let http: HTTPClient
   let scheme: String
   let hostHeader: String
+  let breaker: CircuitBreaker
 
-  init(location: S3Location) throws {
+  init(location: S3Location, breaker: CircuitBreaker) throws {
     self.location = location
+    self.breaker = breaker
     signer = S3Signer(
       accessKeyID: location.accessKeyID, secretAccessKey: location.secretAccessKey,
       sessionToken: location.sessionToken, region: location.region)
@@ -44,7 +72,7 @@ final class S3Client: Sendable {
     hostHeader = location.pathStyle ? host : "\(location.bucket).\(host)"
     var config = HTTPClient.Configuration()
     config.connectionPool = .init(idleTimeout: .seconds(60))
-    config.timeout = .init(connect: .seconds(10), read: location.requestTimeout)
+    config.timeout = .init(connect: TimeAmount(location.timeouts.connect), read: TimeAmount(location.timeouts.idle))
     http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
   }
 
@@ -62,15 +90,19 @@ final class S3Client: Sendable {
     var status: UInt
     var headers: HTTPHeaders
     var body: HTTPClientResponse.Body
+    /// When the whole request (body included) must be done.
+    var deadline: ContinuousClock.Instant
   }
 
   /// Sends one request, retrying as described above. `body` must be replayable (bytes).
-  /// `accept` decides which statuses are answers (others are errors).
+  /// `accept` decides which statuses are answers (others are errors). `probe` requests are
+  /// the circuit breaker's own: they go while it is open and are tried once.
   func send(
     _ method: HTTPMethod, key: String, query: [(String, String)] = [],
     headers extra: [(String, String)] = [],
     body: [UInt8]? = nil, payloadSHA256: String? = nil,
-    accept: (UInt) -> Bool = { (200..<300).contains($0) }
+    accept: (UInt) -> Bool = { (200..<300).contains($0) },
+    probe: Bool = false
   ) async throws -> Response {
     let path = self.path(key)
     var url = "\(scheme)://\(hostHeader)\(S3Signer.encode(path, keepSlash: true))"
@@ -83,10 +115,16 @@ final class S3Client: Sendable {
         .joined(separator: "&")
     }
     let payload = payloadSHA256 ?? hex(SHA256Hasher.digest(of: body ?? []).hashBytes)
+    let what = "s3 \(method.rawValue) \(key.isEmpty ? "of the bucket" : key)"
+    // POSTs (creating and completing a multipart upload) are not idempotent: a retry could
+    // leave an orphan upload or fail on one that did complete.
+    let maxAttempts = probe || method == .POST ? 1 : location.maxAttempts
+    let timeouts = location.timeouts
     var attempt = 0
     var delay = 0.05
     while true {
       attempt += 1
+      if !probe { try breaker.admit() }
       var request = HTTPClientRequest(url: url)
       request.method = method
       for (name, value) in signer.sign(
@@ -96,33 +134,89 @@ final class S3Client: Sendable {
         request.headers.add(name: name, value: value)
       }
       if let body { request.body = .bytes(body) }
-      let what = "s3 \(method.rawValue) \(key)"
+      let started = ContinuousClock.now
+      let headLimit = timeouts.firstByte + .milliseconds((body?.count ?? 0) / 1049)
+      let callerLeft = CallDeadline.remaining
+      let limit = min(headLimit, timeouts.request, callerLeft ?? timeouts.request)
+      let failure: StoreError
       do {
-        let response = try await http.execute(request, timeout: location.requestTimeout)
+        guard limit > .zero else { throw StoreError(.deadlineExceeded, "\(what): the caller's deadline has passed") }
+        let response = try await http.execute(request, deadline: .now() + TimeAmount(limit))
         let status = response.status.code
         if accept(status) {
-          return Response(status: status, headers: response.headers, body: response.body)
+          breaker.record(.success)
+          return Response(
+            status: status, headers: response.headers, body: response.body, deadline: started + timeouts.request)
         }
         let text =
           (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
         let code = Self.errorCode(text)
         let retryable = status >= 500 || status == 429 || code == "SlowDown"
-        if !retryable || attempt >= location.maxAttempts {
-          let suffix = retryable ? " after \(attempt) attempts" : ""
-          throw StoreError(
-            status == 404 ? .notFound : retryable ? .unavailable : .internal,
-            "\(what): \(status) \(code ?? "")\(suffix)")
+        breaker.record(status >= 500 ? .failure : .success, detail: "\(what): \(status) \(code ?? "")")
+        let message = "\(what): \(status) \(code ?? "")"
+        if !retryable {
+          throw StoreError(status == 404 ? .notFound : .internal, message)
         }
+        failure = StoreError(.unavailable, message)
       } catch let error as StoreError {
         throw error
       } catch {
-        if attempt >= location.maxAttempts {
-          throw StoreError(.unavailable, "\(what): \(error) after \(attempt) attempts")
+        if Task.isCancelled {
+          breaker.record(.unknown)
+          throw CancellationError()
         }
+        let callerBound = callerLeft.map { $0 <= min(headLimit, timeouts.request) } ?? false
+        let reason = Self.describe(error, limit: limit, timeouts: timeouts)
+        if callerBound, (error as? HTTPClientError) == .deadlineExceeded {
+          breaker.record(.unknown)
+          throw StoreError(.deadlineExceeded, "\(what): the caller's deadline passed waiting for S3")
+        }
+        breaker.record(.failure, detail: "\(what): \(reason)")
+        failure = StoreError(.unavailable, "\(what): \(reason)")
       }
       // Full jitter: a random wait up to the current bound, which doubles each attempt.
-      try await Task.sleep(for: .milliseconds(Int(Double.random(in: 0...delay) * 1000)))
+      let wait = Duration.milliseconds(Int(Double.random(in: 0...delay) * 1000))
       delay = min(delay * 2, 5)
+      let outOfTime = CallDeadline.remaining.map { $0 <= wait + .milliseconds(100) } ?? false
+      if attempt >= maxAttempts || outOfTime || breaker.state != .closed {
+        throw StoreError(failure.code, failure.message + (attempt > 1 ? " (after \(attempt) attempts)" : ""))
+      }
+      try await Task.sleep(for: wait)
+    }
+  }
+
+  /// Streams a response body to `sink`, within the request's overall deadline; a body that
+  /// stops or breaks counts against the circuit breaker.
+  func stream(
+    _ response: Response, _ what: String, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws {
+    var iterator = response.body.makeAsyncIterator()
+    while true {
+      let buffer: ByteBuffer?
+      do {
+        buffer = try await iterator.next()
+      } catch {
+        if Task.isCancelled { throw CancellationError() }
+        let reason = Self.describe(error, limit: location.timeouts.request, timeouts: location.timeouts)
+        breaker.record(.failure, detail: "\(what): \(reason)")
+        throw StoreError(.unavailable, "\(what): \(reason)")
+      }
+      guard let buffer else { return }
+      guard ContinuousClock.now < response.deadline else {
+        throw StoreError(
+          .unavailable, "\(what): the response took longer than \(CircuitBreaker.seconds(location.timeouts.request))")
+      }
+      try await sink(ArraySlice(buffer.readableBytesView))
+    }
+  }
+
+  /// The cause of a failed request, in words, with the bound that ran out.
+  static func describe(_ error: any Error, limit: Duration, timeouts: S3Timeouts) -> String {
+    switch error as? HTTPClientError {
+    case .deadlineExceeded?: return "no response within \(CircuitBreaker.seconds(limit))"
+    case .readTimeout?: return "no data for \(CircuitBreaker.seconds(timeouts.idle))"
+    case .connectTimeout?: return "cannot connect within \(CircuitBreaker.seconds(timeouts.connect))"
+    default: return "\(error)"
     }
   }
 

@@ -25,10 +25,10 @@ public final class S3Store: BlobStore {
   let logger: Logger
 
   public init(
-    location: S3Location, prefix: String, multipartThreshold: Int, partBytes: Int, maxSeconds: Int64?,
-    logger: Logger = Logger(label: "apus.s3")
+    location: S3Location, breaker: CircuitBreaker, prefix: String, multipartThreshold: Int, partBytes: Int,
+    maxSeconds: Int64?, logger: Logger = Logger(label: "apus.s3")
   ) throws {
-    client = try S3Client(location: location)
+    client = try S3Client(location: location, breaker: breaker)
     self.prefix = prefix
     self.multipartThreshold = multipartThreshold
     self.partBytes = max(partBytes, 5 << 20)
@@ -75,9 +75,7 @@ public final class S3Store: BlobStore {
     case 416: return true  // offset at the end: nothing to send
     default: break
     }
-    for try await buffer in r.body {
-      try await sink(ArraySlice(buffer.readableBytesView))
-    }
+    try await client.stream(r, "s3 GET \(key)", into: sink)
     if let maxSeconds, let lastModified = r.headers.first(name: "last-modified"),
       let written = HTTPDates.rfc1123(lastModified), Int64(time(nil)) - written > maxSeconds / 2
     {
@@ -143,6 +141,29 @@ public final class S3Store: BlobStore {
     } catch {
       _ = try? await client.send(.DELETE, key: key, query: [("uploadId", uploadID)], accept: { _ in true })
       throw error
+    }
+  }
+
+  /// One request that bypasses the circuit breaker and succeeds if the endpoint answers at
+  /// all (HEAD of the bucket; any status, even 404, is an answer).
+  public func probe() async throws {
+    _ = try await client.send(.HEAD, key: "", accept: { _ in true }, probe: true)
+  }
+
+  /// Checks once, at start, that the bucket answers; if not, opens the circuit breaker so
+  /// clients are served from the other tiers at once, and says so.
+  public func checkReachable() async {
+    let name = client.location.displayName
+    do {
+      let r = try await client.send(.HEAD, key: "", accept: { _ in true }, probe: true)
+      if r.status == 200 {
+        logger.info("\(name) is reachable")
+      } else {
+        logger.warning("\(name) answers HEAD of the bucket with \(r.status): check the bucket name and credentials")
+      }
+    } catch {
+      logger.warning("\(name) is unreachable at start; serving from the other tiers until it answers: \(error)")
+      client.breaker.trip(detail: "\(error)")
     }
   }
 

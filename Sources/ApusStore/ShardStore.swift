@@ -45,4 +45,7 @@ public struct ShardStore: BlobStore {
   ) async throws {
     try await shards[index(for: digest)].write(digest, from: chunks)
   }
+
+  public func pin(_ digest: BlobDigest) { shards[index(for: digest)].pin(digest) }
+  public func unpin(_ digest: BlobDigest) { shards[index(for: digest)].unpin(digest) }
 }

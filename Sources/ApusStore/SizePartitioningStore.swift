@@ -34,4 +34,7 @@ public struct SizePartitioningStore: BlobStore {
   ) async throws {
     try await store(for: digest).write(digest, from: chunks)
   }
+
+  public func pin(_ digest: BlobDigest) { store(for: digest).pin(digest) }
+  public func unpin(_ digest: BlobDigest) { store(for: digest).unpin(digest) }
 }

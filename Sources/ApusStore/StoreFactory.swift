@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusRPC
+import Logging
 import NIOPosix
 
 #if canImport(Glibc)
@@ -17,6 +18,10 @@ public final class StoreFactory {
   public private(set) var maintenance: [StoreMaintenance] = []
   /// Releases what the built stores hold (HTTP clients, connections); see ``close()``.
   private var closers: [@Sendable () async -> Void] = []
+  /// One circuit breaker per remote backend (endpoint and bucket, or URL), shared by every
+  /// store that reaches it.
+  public private(set) var breakers: [String: CircuitBreaker] = [:]
+  private let logger = Logger(label: "apus.store")
 
   public init(specs: [String: StoreSpec], home: String) {
     self.specs = specs
@@ -82,9 +87,19 @@ public final class StoreFactory {
     case .verify(let v):
       return VerifyStore(backend: try await make(v.backend), verifyHash: v.verifyHash)
     case .fastSlow(let f):
-      return FastSlowStore(
-        fast: try await make(f.fast), slow: try await make(f.slow), fillFastOnRead: f.fillFastOnRead,
-        writeFast: f.writeFast)
+      let fast = try await make(f.fast), slow = try await make(f.slow)
+      guard let behind = f.writeBehind, f.slowWrite == .async else {
+        return FastSlowStore(fast: fast, slow: slow, fillFastOnRead: f.fillFastOnRead, writeFast: f.writeFast)
+      }
+      let name = "fast_slow \"\(building.last ?? "")\""
+      let (queue, restored) = try await WriteBehindQueue.open(
+        directory: Self.expandTilde(behind.path, home: home), name: name, maxBytes: behind.maxBytes,
+        maxEntries: behind.maxEntries, concurrency: behind.concurrency, logger: logger)
+      for digest in restored { fast.pin(digest) }
+      let store = FastSlowStore(
+        fast: fast, slow: slow, fillFastOnRead: f.fillFastOnRead, writeFast: true, policy: .async(queue))
+      maintenance.append(StoreMaintenance(name: "write-behind of \(name)", every: nil) { await store.runWriteBehind() })
+      return store
     case .sizePartitioning(let p):
       return SizePartitioningStore(
         threshold: p.thresholdBytes, lower: try await make(p.lower), upper: try await make(p.upper))
@@ -95,9 +110,16 @@ public final class StoreFactory {
     case .completenessChecking(let c):
       return CompletenessCheckingStore(backend: try await make(c.backend), cas: try await make(c.cas))
     case .grpc(let g):
-      let client = try GRPCClient(url: g.url)
+      var options = GRPCServerOptions()
+      options.connectTimeout = .seconds(g.connectTimeoutSeconds)
+      let client = try GRPCClient(url: g.url, options: options)
       closers.append { await client.close() }
-      return GRPCStore(client: client, instanceName: g.instanceName, role: g.actionCache ? .actionCache : .cas)
+      let (breaker, isNew) = breaker(for: "grpc \(g.url)", g.circuitBreaker)
+      let store = GRPCStore(
+        client: client, instanceName: g.instanceName, role: g.actionCache ? .actionCache : .cas,
+        timeout: .seconds(g.timeoutSeconds), breaker: breaker)
+      if isNew { addProber(breaker) { try await store.probe() } }
+      return store
     case .shard(let s):
       var stores: [(store: any BlobStore, weight: UInt32)] = []
       for shard in s.stores { stores.append((try await make(shard.store), shard.weight)) }
@@ -109,13 +131,25 @@ public final class StoreFactory {
       else {
         throw StoreError(.invalidArgument, "s3 \(spec.bucket): no credentials (access_key_id or AWS_ACCESS_KEY_ID)")
       }
+      let location = S3Location(
+        endpoint: spec.endpoint, region: spec.region, bucket: spec.bucket, pathStyle: spec.pathStyle,
+        accessKeyID: key, secretAccessKey: secret, sessionToken: spec.sessionToken ?? env("AWS_SESSION_TOKEN"),
+        maxAttempts: spec.maxAttempts,
+        timeouts: S3Timeouts(
+          connect: .seconds(spec.connectTimeoutSeconds), firstByte: .seconds(spec.firstByteTimeoutSeconds),
+          idle: .seconds(spec.idleTimeoutSeconds), request: .seconds(spec.requestTimeoutSeconds)))
+      let (breaker, isNew) = breaker(for: location.displayName, spec.circuitBreaker)
       let store = try S3Store(
-        location: S3Location(
-          endpoint: spec.endpoint, region: spec.region, bucket: spec.bucket, pathStyle: spec.pathStyle,
-          accessKeyID: key, secretAccessKey: secret, sessionToken: spec.sessionToken ?? env("AWS_SESSION_TOKEN"),
-          maxAttempts: spec.maxAttempts, requestTimeout: .seconds(Int64(spec.requestTimeoutSeconds))),
-        prefix: spec.keyPrefix, multipartThreshold: Int(spec.multipartThresholdBytes),
-        partBytes: Int(spec.partBytes), maxSeconds: spec.maxSeconds)
+        location: location, breaker: breaker, prefix: spec.keyPrefix,
+        multipartThreshold: Int(spec.multipartThresholdBytes), partBytes: Int(spec.partBytes),
+        maxSeconds: spec.maxSeconds)
+      if isNew {
+        maintenance.append(
+          StoreMaintenance(name: "reachability check of \(location.displayName)", every: nil) {
+            await store.checkReachable()
+          })
+        addProber(breaker) { try await store.probe() }
+      }
       if spec.maxSeconds != nil {
         maintenance.append(
           StoreMaintenance(name: "s3 expiry sweep (\(spec.bucket))", every: .seconds(spec.sweepIntervalSeconds)) {
@@ -127,6 +161,22 @@ public final class StoreFactory {
     case .ref(let name):
       return try await named(name)
     }
+  }
+
+  /// The breaker for `backend`, made on first use with `config`; true when it is new.
+  private func breaker(for backend: String, _ config: CircuitBreakerConfig) -> (CircuitBreaker, Bool) {
+    if let existing = breakers[backend] { return (existing, false) }
+    let breaker = CircuitBreaker(
+      name: backend, failureThreshold: config.failureThreshold, openDuration: .seconds(config.openSeconds),
+      logger: logger)
+    breakers[backend] = breaker
+    return (breaker, true)
+  }
+
+  private func addProber(_ breaker: CircuitBreaker, _ probe: @escaping @Sendable () async throws -> Void) {
+    maintenance.append(StoreMaintenance(name: "circuit breaker of \(breaker.name)", every: nil) {
+      await breaker.runProber(probe)
+    })
   }
 
   static func expandTilde(_ path: String, home: String) -> String {

@@ -32,6 +32,9 @@ public final class VerifyStore: BlobStore {
     try await backend.write(
       digest, from: VerifyingChunks(base: chunks, expected: digest, hash: verifyHash))
   }
+
+  public func pin(_ digest: BlobDigest) { backend.pin(digest) }
+  public func unpin(_ digest: BlobDigest) { backend.unpin(digest) }
 }
 
 /// Passes chunks through while counting and hashing them; throws at the end (before the

@@ -109,7 +109,9 @@ struct Check: ParsableCommand {
     case .memory(let m): "memory(max_bytes: \(m.maxBytes.map(String.init) ?? "unlimited"))"
     case .filesystem(let f): "filesystem(\(f.path), max_bytes: \(f.maxBytes.map(String.init) ?? "unlimited"))"
     case .verify(let v): "verify(\(v.verifyHash ? "size+sha256" : "size"), \(describe(v.backend)))"
-    case .fastSlow(let f): "fast_slow(fast: \(describe(f.fast)), slow: \(describe(f.slow)))"
+    case .fastSlow(let f):
+      "fast_slow(fast: \(describe(f.fast)), slow: \(describe(f.slow))"
+        + (f.writeBehind.map { ", slow_write: async, queue \($0.path)" } ?? "") + ")"
     case .sizePartitioning(let p):
       "size_partitioning(< \(p.thresholdBytes): \(describe(p.lower)), else: \(describe(p.upper)))"
     case .existenceCache(let e): "existence_cache(\(e.maxSeconds)s, \(describe(e.backend)))"

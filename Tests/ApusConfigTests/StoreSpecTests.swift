@@ -60,9 +60,50 @@ struct StoreSpecTests {
      "stores.s.size_partitioning.threshold_bytes: is required"),
     (#"{ grpc: { url: "http://h:1" } }"#, #"stores.s.grpc.url: expected grpc://host:port, got "http://h:1""#),
     (#"{ fast_slow: { fast: { memory: {} } } }"#, "stores.s.fast_slow.slow: is required"),
+    (#"{ fast_slow: { fast: { memory: {} }, slow: { memory: {} }, slow_write: "later" } }"#,
+     #"stores.s.fast_slow.slow_write: expected sync or async, got "later""#),
+    (#"{ fast_slow: { fast: { filesystem: { path: "/x" } }, slow: { memory: {} }, slow_write: "async" } }"#,
+     "stores.s.fast_slow.write_behind: is required with slow_write async"),
+    (#"{ fast_slow: { fast: { memory: {} }, slow: { memory: {} }, write_behind: { path: "/q" } } }"#,
+     "stores.s.fast_slow.write_behind: is only used with slow_write async"),
+    (#"{ fast_slow: { fast: { memory: {} }, slow: { memory: {} }, slow_write: "async", write_behind: { path: "/q" } } }"#,
+     "stores.s.fast_slow.slow_write: async needs a fast tier that keeps blobs on disk"),
+    (#"{ verify: { backend: { fast_slow: { fast: { size_partitioning: { threshold_bytes: 9, lower: { memory: {} }, upper: { filesystem: { path: "/x" } } } }, slow: { memory: {} }, slow_write: "async", write_behind: { path: "/q" } } } } }"#,
+     "stores.s.verify.backend.fast_slow.slow_write: async needs a fast tier that keeps blobs on disk"),
+    (#"{ fast_slow: { fast: { filesystem: { path: "/x", sync: "none" } }, slow: { memory: {} }, slow_write: "async", write_behind: { path: "/q" } } }"#,
+     "stores.s.fast_slow.slow_write: async needs a fast tier"),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", circuit_breaker: { failure_threshold: 0 } } }"#,
+     "stores.s.s3.circuit_breaker.failure_threshold: expected a positive integer, got 0"),
+    (#"{ grpc: { url: "grpc://h:1", timeout_seconds: -1 } }"#,
+     "stores.s.grpc.timeout_seconds: expected a positive integer, got -1"),
   ])
   func keyErrors(json: String, expected: String) {
     let message = error(json)
     #expect(message.hasPrefix(expected), "got: \(message)")
+  }
+
+  @Test("async fast_slow over a durable tier, the outage keys of s3 and grpc, with their defaults")
+  func outageKeys() throws {
+    let spec = try store(
+      #"{ fast_slow: { fast: { ref: "disk" }, slow: { s3: { endpoint: "http://h", bucket: "b", first_byte_timeout_seconds: 3 } }, "#
+        + #"slow_write: "async", write_behind: { path: "/q", max_entries: 5 } } }, disk: { filesystem: { path: "/d" } } "#)
+    guard case .fastSlow(let f) = spec, case .s3(let s3) = f.slow else {
+      Issue.record("decoded as \(spec)")
+      return
+    }
+    #expect(f.slowWrite == .async)
+    #expect(f.writeBehind?.maxEntries == 5)
+    #expect(f.writeBehind?.maxBytes == 10 << 30)
+    #expect(f.writeBehind?.concurrency == 8)
+    #expect(s3.firstByteTimeoutSeconds == 3)
+    #expect(s3.connectTimeoutSeconds == 2)
+    #expect(s3.idleTimeoutSeconds == 10)
+    #expect(s3.requestTimeoutSeconds == 300)
+    #expect(s3.circuitBreaker == CircuitBreakerConfig())
+    let grpc = try store(#"{ grpc: { url: "grpc://h:1", timeout_seconds: 7, circuit_breaker: { open_seconds: 3 } } }"#)
+    guard case .grpc(let g) = grpc else { return }
+    #expect(g.timeoutSeconds == 7)
+    #expect(g.circuitBreaker.openSeconds == 3)
+    #expect(g.circuitBreaker.failureThreshold == 5)
   }
 }

@@ -28,12 +28,24 @@ struct ClientServerTests {
     router.register("/t.T/Slow") { _, _, _ in
       try await Task.sleep(for: .seconds(30))
     }
+    router.register("/t.T/SlowLongLived", longLived: true) { _, responses, _ in
+      try await Task.sleep(for: .milliseconds(600))
+      try await responses.write([CallDeadline.current == nil ? 0 : 1])
+    }
+    // Tells how much of its deadline the handler has left, in milliseconds.
+    router.register("/t.T/Remaining") { _, responses, _ in
+      let ms = CallDeadline.remaining.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
+      try await responses.write(Array(String(ms ?? -1).utf8))
+    }
     return router
   }
 
-  func withServer(_ body: (GRPCClient) async throws -> Void) async throws {
+  func withServer(
+    _ options: GRPCServerOptions = .init(), _ body: (GRPCClient) async throws -> Void
+  ) async throws {
     let server = GRPCServer(
-      router: Self.router(), group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+      router: Self.router(), options: options, group: MultiThreadedEventLoopGroup.singleton,
+      logger: Logger(label: "test"))
     let address = try await server.start(host: "127.0.0.1", port: 0)
     let client = GRPCClient(host: "127.0.0.1", port: try #require(address.port))
     do {
@@ -95,6 +107,26 @@ struct ClientServerTests {
         }
         for try await ok in group { #expect(ok) }
       }
+    }
+  }
+
+  @Test("the deadline reaches the handler as CallDeadline; the listener's default applies unless long-lived")
+  func deadlines() async throws {
+    var options = GRPCServerOptions()
+    options.defaultDeadline = .milliseconds(300)
+    try await withServer(options) { client in
+      let given = Int(String(decoding: try await client.unary("/t.T/Remaining", [], timeout: .seconds(5)), as: UTF8.self))
+      #expect((4000...5000).contains(given ?? 0), "\(String(describing: given))")
+      let defaulted = Int(String(decoding: try await client.unary("/t.T/Remaining", []), as: UTF8.self))
+      #expect((1...300).contains(defaulted ?? 0), "\(String(describing: defaulted))")
+      let error = await #expect(throws: RPCError.self) { _ = try await client.unary("/t.T/Slow", []) }
+      #expect(error?.code == .deadlineExceeded)
+      #expect(try await client.unary("/t.T/SlowLongLived", []) == [0])
+      // A call made while serving another inherits what is left of its deadline.
+      let inherited = try await CallDeadline.$current.withValue(.now + .seconds(2)) {
+        Int(String(decoding: try await client.unary("/t.T/Remaining", []), as: UTF8.self))
+      }
+      #expect((1000...2000).contains(inherited ?? 0), "\(String(describing: inherited))")
     }
   }
 

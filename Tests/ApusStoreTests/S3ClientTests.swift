@@ -1,9 +1,15 @@
+import ApusRPC
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
 
 @testable import ApusStore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 @Suite("S3 client", .timeLimit(.minutes(3)))
 struct S3ClientTests {
@@ -12,13 +18,46 @@ struct S3ClientTests {
     init(_ client: S3Client) { self.client = Mutex(client) }
   }
 
+  static func location(port: Int, firstByte: Duration = .seconds(1), maxAttempts: Int = 1) -> S3Location {
+    S3Location(
+      endpoint: "http://127.0.0.1:\(port)", region: "us-east-1", bucket: "b", pathStyle: true,
+      accessKeyID: "k", secretAccessKey: "s", sessionToken: nil, maxAttempts: maxAttempts,
+      timeouts: S3Timeouts(connect: .seconds(1), firstByte: firstByte, idle: .seconds(5), request: .seconds(30)))
+  }
+
+  static func breaker(threshold: Int = 5) -> CircuitBreaker {
+    CircuitBreaker(name: "s3 test", failureThreshold: threshold, openDuration: .seconds(60), logger: Logger(label: "test"))
+  }
+
+  /// A listening socket that is never accepted from: connections complete in the kernel's
+  /// backlog and requests get no answer, like a frozen (SIGSTOPped) S3.
+  final class SilentListener {
+    let fd: Int32
+    let port: Int
+    init() throws {
+      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+      var addr = sockaddr_in()
+      addr.sin_family = sa_family_t(AF_INET)
+      addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+      var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+      let bound = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+          bind(fd, p, len) == 0 && listen(fd, 64) == 0 && getsockname(fd, p, &len) == 0
+        }
+      }
+      guard bound else {
+        close(fd)
+        throw StoreError(.internal, "cannot listen")
+      }
+      self.fd = fd
+      port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+    deinit { close(fd) }
+  }
+
   @Test("the last reference may drop on an event loop")
   func releasedOnEventLoop() async throws {
-    let location = S3Location(
-      endpoint: "http://127.0.0.1:9", region: "us-east-1", bucket: "b", pathStyle: true,
-      accessKeyID: "k", secretAccessKey: "s", sessionToken: nil, maxAttempts: 1,
-      requestTimeout: .seconds(1))
-    let holder = Holder(try S3Client(location: location))
+    let holder = Holder(try S3Client(location: Self.location(port: 9), breaker: Self.breaker()))
     // A blocking shutdown in deinit would trap here ("must not be called when on an EventLoop").
     let released = try await MultiThreadedEventLoopGroup.singleton.next().submit {
       holder.client.withLock { client -> Bool in
@@ -27,5 +66,46 @@ struct S3ClientTests {
       }
     }.get()
     #expect(released)
+  }
+
+  @Test("a silent endpoint: first-byte timeout per attempt, then the breaker fails calls at once")
+  func silentEndpoint() async throws {
+    let listener = try SilentListener()
+    let breaker = Self.breaker(threshold: 2)
+    let client = try S3Client(location: Self.location(port: listener.port, maxAttempts: 2), breaker: breaker)
+    let clock = ContinuousClock()
+    var error: StoreError?
+    let first = await clock.measure {
+      error = await #expect(throws: StoreError.self) { _ = try await client.send(.GET, key: "k") }
+    }
+    #expect(error?.code == .unavailable)
+    #expect(error?.message.contains("no response within 1.0 s") == true, "\(String(describing: error))")
+    #expect(first >= .seconds(2) && first < .seconds(6), "two attempts of ~1 s: \(first)")
+    #expect(breaker.state == .open)
+    let refused = await clock.measure {
+      error = await #expect(throws: StoreError.self) { _ = try await client.send(.HEAD, key: "k") }
+    }
+    #expect(error?.message.contains("circuit open") == true)
+    #expect(refused < .milliseconds(100))
+    try await client.http.shutdown()
+  }
+
+  @Test("the caller's deadline bounds the request and stops retries; it does not count against the breaker")
+  func callerDeadline() async throws {
+    let listener = try SilentListener()
+    let breaker = Self.breaker(threshold: 1)
+    let client = try S3Client(
+      location: Self.location(port: listener.port, firstByte: .seconds(20), maxAttempts: 4), breaker: breaker)
+    let clock = ContinuousClock()
+    var error: StoreError?
+    let elapsed = await clock.measure {
+      await CallDeadline.$current.withValue(.now + .milliseconds(500)) {
+        error = await #expect(throws: StoreError.self) { _ = try await client.send(.GET, key: "k") }
+      }
+    }
+    #expect(error?.code == .deadlineExceeded)
+    #expect(elapsed < .seconds(5), "well under one 20 s first-byte timeout: \(elapsed)")
+    #expect(breaker.state == .closed)
+    try await client.http.shutdown()
   }
 }
