@@ -29,32 +29,6 @@ struct S3ClientTests {
     CircuitBreaker(name: "s3 test", failureThreshold: threshold, openDuration: .seconds(60), logger: Logger(label: "test"))
   }
 
-  /// A listening socket that is never accepted from: connections complete in the kernel's
-  /// backlog and requests get no answer, like a frozen (SIGSTOPped) S3.
-  final class SilentListener {
-    let fd: Int32
-    let port: Int
-    init() throws {
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-      var addr = sockaddr_in()
-      addr.sin_family = sa_family_t(AF_INET)
-      addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-      var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-      let bound = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
-          bind(fd, p, len) == 0 && listen(fd, 64) == 0 && getsockname(fd, p, &len) == 0
-        }
-      }
-      guard bound else {
-        close(fd)
-        throw StoreError(.internal, "cannot listen")
-      }
-      self.fd = fd
-      port = Int(UInt16(bigEndian: addr.sin_port))
-    }
-    deinit { close(fd) }
-  }
-
   @Test("the last reference may drop on an event loop")
   func releasedOnEventLoop() async throws {
     let holder = Holder(try S3Client(location: Self.location(port: 9), breaker: Self.breaker()))
@@ -106,6 +80,21 @@ struct S3ClientTests {
     #expect(error?.code == .deadlineExceeded)
     #expect(elapsed < .seconds(5), "well under one 20 s first-byte timeout: \(elapsed)")
     #expect(breaker.state == .closed)
+    try await client.http.shutdown()
+  }
+
+  @Test("a caller that goes away cancels the S3 request it was waiting on")
+  func cancellation() async throws {
+    let listener = try SilentListener()
+    let client = try S3Client(
+      location: Self.location(port: listener.port, firstByte: .seconds(20), maxAttempts: 4), breaker: Self.breaker())
+    let clock = ContinuousClock()
+    let started = clock.now
+    let request = Task { try await client.send(.GET, key: "k") }
+    try await Task.sleep(for: .milliseconds(200))
+    request.cancel()
+    await #expect(throws: CancellationError.self) { _ = try await request.value }
+    #expect(clock.now - started < .seconds(3))
     try await client.http.shutdown()
   }
 }
