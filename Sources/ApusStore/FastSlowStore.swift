@@ -173,23 +173,25 @@ public struct FastSlowStore: BlobStore {
     try slowResult.get()
   }
 
-  /// Writes to the fast tier (pinned there), lists the blob in the write-behind journal and
-  /// returns; the queue's copier takes it from there.
+  /// Lists the blob in the write-behind journal, writes it to the fast tier (pinned there)
+  /// and returns; the queue's copier takes it from there.
   private func writeBehind<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks, _ queue: WriteBehindQueue
   ) async throws {
-    let reserved = try queue.reserve(digest)
-    if reserved { fast.pin(digest) }
+    guard try await queue.reserve(digest) else {
+      // Queued already, so listed and pinned: only the fast copy is written again.
+      return try await fast.write(digest, from: chunks)
+    }
+    fast.pin(digest)
     do {
       try await fast.write(digest, from: chunks)
     } catch {
-      if reserved {
-        queue.release(digest)
-        fast.unpin(digest)
-      }
+      await queue.release(digest)
+      fast.unpin(digest)
       throw error
     }
-    if reserved { try await queue.commit(digest) }
+    // The queue keeps one pin per blob until it is copied.
+    if !queue.commit(digest) { fast.unpin(digest) }
   }
 
   /// Copies queued blobs to the slow tier until cancelled (a child task of the server).

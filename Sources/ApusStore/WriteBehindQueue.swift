@@ -18,7 +18,12 @@ public final class WriteBehindQueue: Sendable {
     case gone
   }
 
-  private enum Phase { case reserved, queued, copying }
+  /// `reserved`: uploads in progress (how many); `queued`: in the fast tier, waiting;
+  /// `copying`: being copied.
+  private enum Phase: Equatable {
+    case reserved(Int)
+    case queued, copying
+  }
 
   private struct State {
     var phases: [BlobDigest: Phase] = [:]
@@ -84,45 +89,70 @@ public final class WriteBehindQueue: Sendable {
   /// Blobs and bytes waiting (reserved, queued or being copied).
   public var depth: (entries: Int, bytes: Int64) { state.withLock { ($0.phases.count, $0.bytes) } }
 
-  /// Makes room for `digest` before its upload: false if it is queued already, and
-  /// RESOURCE_EXHAUSTED when the queue is full.
-  public func reserve(_ digest: BlobDigest) throws -> Bool {
-    try state.withLock { s in
-      guard s.phases[digest] == nil else { return false }
-      guard s.phases.count < maxEntries, s.bytes + digest.sizeBytes <= maxBytes || s.phases.isEmpty else {
-        throw StoreError(
-          .resourceExhausted,
-          "\(name): the write-behind queue to the slow tier is full (\(s.phases.count) blobs, \(s.bytes) bytes "
-            + "waiting; limits \(maxEntries) blobs, \(maxBytes) bytes); retry later")
+  /// Makes room for `digest` before its upload and lists it in the journal (write-ahead:
+  /// durable before the blob is, so a crash can never leave an acknowledged blob unlisted).
+  /// Returns false if the blob is queued already (nothing to do but write the fast tier
+  /// again); RESOURCE_EXHAUSTED when the queue is full. Each `true` must be followed by
+  /// `commit` or `release`.
+  public func reserve(_ digest: BlobDigest) async throws -> Bool {
+    let reserved = try state.withLock { s -> Bool in
+      switch s.phases[digest] {
+      case .reserved(let n):
+        s.phases[digest] = .reserved(n + 1)
+        return true
+      case .queued, .copying:
+        return false
+      case nil:
+        guard s.phases.count < maxEntries, s.bytes + digest.sizeBytes <= maxBytes || s.phases.isEmpty else {
+          throw StoreError(
+            .resourceExhausted,
+            "\(name): the write-behind queue to the slow tier is full (\(s.phases.count) blobs, \(s.bytes) bytes "
+              + "waiting; limits \(maxEntries) blobs, \(maxBytes) bytes); retry later")
+        }
+        s.phases[digest] = .reserved(1)
+        s.bytes += digest.sizeBytes
+        return true
       }
-      s.phases[digest] = .reserved
-      s.bytes += digest.sizeBytes
-      return true
     }
+    guard reserved else { return false }
+    // A second concurrent upload of the same blob also waits for a journal line of its own.
+    do {
+      try await journal.added(digest)
+    } catch {
+      await release(digest)
+      throw error
+    }
+    return true
   }
 
-  /// The upload went wrong before the blob was in the fast tier: gives its room back.
-  public func release(_ digest: BlobDigest) {
-    state.withLock { s in
-      guard s.phases[digest] == .reserved else { return }
+  /// The upload went wrong before the blob was in the fast tier: gives its room back once no
+  /// other upload of it is in progress.
+  public func release(_ digest: BlobDigest) async {
+    let removed = state.withLock { s -> Bool in
+      guard case .reserved(let n) = s.phases[digest] else { return false }
+      if n > 1 {
+        s.phases[digest] = .reserved(n - 1)
+        return false
+      }
       s.phases[digest] = nil
       s.bytes -= digest.sizeBytes
+      return true
     }
+    if removed { try? await journal.removed(digest) }
   }
 
-  /// The fast tier has the blob: lists it in the journal (durably, before the upload is
-  /// acknowledged) and hands it to the copier. If the journal cannot be written the blob is
-  /// still copied while the process runs, and the error is thrown.
-  public func commit(_ digest: BlobDigest) async throws {
-    defer {
-      state.withLock { s in
-        guard s.phases[digest] == .reserved else { return }
-        s.phases[digest] = .queued
-        s.order.append(digest)
-      }
-      wakeUp()
+  /// The fast tier has the blob: hands it to the copier. Returns false if an earlier upload
+  /// of it already did (the caller's pin is then not needed).
+  @discardableResult
+  public func commit(_ digest: BlobDigest) -> Bool {
+    let queued = state.withLock { s -> Bool in
+      guard case .reserved = s.phases[digest] else { return false }
+      s.phases[digest] = .queued
+      s.order.append(digest)
+      return true
     }
-    try await journal.added(digest)
+    if queued { wakeUp() }
+    return queued
   }
 
   /// Copies queued blobs with `copy` until cancelled; `settled` is called once per blob that
@@ -225,7 +255,8 @@ public final class WriteBehindQueue: Sendable {
     switch outcome {
     case .success(let result):
       if result == .gone {
-        logger.error("\(name): \(digest) left the fast tier before it reached the slow tier; it is not in the slow tier")
+        logger.warning(
+          "\(name): \(digest) is not in the fast tier (its upload did not complete before a restart, or the file was damaged); nothing to copy")
       }
       do { try await journal.removed(digest) } catch {
         logger.warning("\(name): cannot update the write-behind journal: \(error)")

@@ -94,7 +94,7 @@ struct S3ClientTests {
     try await Task.sleep(for: .milliseconds(200))
     request.cancel()
     await #expect(throws: CancellationError.self) { _ = try await request.value }
-    #expect(clock.now - started < .seconds(3))
+    #expect(clock.now - started < .seconds(10), "well under the 20 s first-byte timeout")
     try await client.http.shutdown()
   }
 }

@@ -56,19 +56,23 @@ struct WriteBehindQueueTests {
     let b = BlobDigest(hashBytes: [UInt8](repeating: 2, count: 32), sizeBytes: 100)
     let c = BlobDigest(hashBytes: [UInt8](repeating: 3, count: 32), sizeBytes: 100)
     let tiny = (4...6).map { BlobDigest(hashBytes: [UInt8](repeating: UInt8($0), count: 32), sizeBytes: 1) }
-    #expect(try queue.reserve(a))
-    #expect(try queue.reserve(a) == false)
-    #expect(try queue.reserve(b))
-    let error = #expect(throws: StoreError.self) { try queue.reserve(c) }
+    #expect(try await queue.reserve(a))
+    #expect(try await queue.reserve(a), "a second upload of a blob not yet in the fast tier")
+    await queue.release(a)
+    #expect(queue.depth == (1, 100), "one upload of it is still in progress")
+    #expect(queue.commit(a))
+    #expect(try await queue.reserve(a) == false, "queued already")
+    #expect(try await queue.reserve(b))
+    let error = await #expect(throws: StoreError.self) { try await queue.reserve(c) }
     #expect(error?.code == .resourceExhausted)
     #expect(error?.message.contains("full") == true)
     #expect(queue.depth.bytes == 200)
-    queue.release(b)
+    await queue.release(b)
     #expect(queue.depth == (1, 100))
-    #expect(try queue.reserve(c))
-    #expect(try queue.reserve(tiny[0]))
+    #expect(try await queue.reserve(c))
+    #expect(try await queue.reserve(tiny[0]))
     #expect(queue.depth == (3, 201))
-    let full = #expect(throws: StoreError.self) { try queue.reserve(tiny[1]) }
+    let full = await #expect(throws: StoreError.self) { try await queue.reserve(tiny[1]) }
     #expect(full?.message.contains("3 blobs") == true, "a 4th entry")
   }
 
@@ -80,8 +84,8 @@ struct WriteBehindQueueTests {
       let (queue, restored) = try await open(dir)
       #expect(restored.isEmpty)
       for d in digests {
-        #expect(try queue.reserve(d))
-        try await queue.commit(d)
+        #expect(try await queue.reserve(d))
+        queue.commit(d)
       }
       // Copy only the second one, then "crash".
       let copied = Settled()
@@ -108,7 +112,7 @@ struct WriteBehindQueueTests {
     let (queue, restored) = try await open(dir)
     #expect(restored == [digests[0], digests[2], digests[3]])
     #expect(queue.depth == (3, 1 + 3 + 4))
-    #expect(try queue.reserve(digests[2]) == false, "restored entries count as queued")
+    #expect(try await queue.reserve(digests[2]) == false, "restored entries count as queued")
   }
 
   @Test("async: acknowledged from the fast tier, pinned there, copied once the slow tier is back")
