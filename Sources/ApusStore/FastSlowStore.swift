@@ -145,15 +145,7 @@ public struct FastSlowStore: BlobStore {
     async let fastDone: Void = {
       do { try await fast.write(digest, from: toFast) } catch { toFast.finish(error) }
     }()
-    async let slowDone: Result<Void, any Error> = {
-      do {
-        try await slow.write(digest, from: toSlow)
-        return .success(())
-      } catch {
-        toSlow.finish(error)
-        return .failure(error)
-      }
-    }()
+    async let slowDone = Self.write(toSlow, to: slow, digest)
     do {
       for try await chunk in chunks {
         do { try await toFast.send(chunk) } catch is ChunkPipe.Closed {}
@@ -194,6 +186,20 @@ public struct FastSlowStore: BlobStore {
     if !queue.commit(digest) { fast.unpin(digest) }
   }
 
+  /// Writes what comes through `pipe` to `store`; on failure ends the pipe, so its producer
+  /// stops, and returns the error.
+  private static func write(
+    _ pipe: ChunkPipe, to store: any BlobStore, _ digest: BlobDigest
+  ) async -> Result<Void, any Error> {
+    do {
+      try await store.write(digest, from: pipe)
+      return .success(())
+    } catch {
+      pipe.finish(error)
+      return .failure(error)
+    }
+  }
+
   /// Copies queued blobs to the slow tier until cancelled (a child task of the server).
   public func runWriteBehind() async {
     guard case .async(let queue) = policy else { return }
@@ -205,15 +211,7 @@ public struct FastSlowStore: BlobStore {
   @Sendable func copyToSlow(_ digest: BlobDigest) async throws -> WriteBehindQueue.CopyResult {
     let pipe = ChunkPipe()
     let slow = self.slow
-    async let slowDone: Result<Void, any Error> = {
-      do {
-        try await slow.write(digest, from: pipe)
-        return .success(())
-      } catch {
-        pipe.finish(error)
-        return .failure(error)
-      }
-    }()
+    async let slowDone = Self.write(pipe, to: slow, digest)
     let found: Bool
     do {
       found = try await fast.read(digest, offset: 0, limit: nil) { try await pipe.send(Array($0)) }
