@@ -39,8 +39,24 @@ class MotoServer:
         self.stop()
         raise RuntimeError("moto_server did not start: " + path.read_text(errors="replace"))
 
+    def freeze(self):
+        """SIGSTOP: the socket stays bound and the kernel still accepts connections, but nothing
+        answers: an S3 that hangs."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self):
+        """SIGKILL: an S3 that crashes; connections are reset, and refused until `start()`
+        runs again on the same port (moto keeps nothing: buckets must be made again)."""
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
