@@ -1,7 +1,7 @@
 /// `grpc`: another REAPI server's CAS or action cache, e.g. a shared cache behind a local
 /// proxy.
 public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
-  /// `grpc://host:port`. Required.
+  /// `grpc://host:port`, or `grpcs://host:port` for TLS. Required.
   public var url: String
   /// The remote instance name (key `instance_name`, default "").
   public var instanceName: String
@@ -14,6 +14,8 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
   public var connectTimeoutSeconds: Int
   /// When to stop calling a server that does not answer.
   public var circuitBreaker: CircuitBreakerConfig
+  /// For a `grpcs://` URL: trust roots, client certificate, server name.
+  public var tls: ClientTLSConfig?
 
   public init(
     url: String, instanceName: String = "", actionCache: Bool = false, timeoutSeconds: Int = 60,
@@ -30,11 +32,14 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
       decoder,
-      allowedKeys: ["url", "instance_name", "role", "timeout_seconds", "connect_timeout_seconds", "circuit_breaker"])
+      allowedKeys: [
+        "url", "instance_name", "role", "timeout_seconds", "connect_timeout_seconds", "circuit_breaker", "tls",
+      ])
     url = try o.requiredString("url")
-    guard url.hasPrefix("grpc://"), ServerConfig.splitHostPort(String(url.dropFirst(7))) != nil else {
-      throw o.error("url", "expected grpc://host:port, got \"\(url)\"")
-    }
+    let (valid, grpcs) = GRPCURL.check(url)
+    guard valid else { throw o.error("url", "expected grpc://host:port or grpcs://host:port, got \"\(url)\"") }
+    tls = try o.decode(ClientTLSConfig.self, "tls")
+    if tls != nil && !grpcs { throw o.error("tls", "is only used with a grpcs:// url") }
     let role = try o.string("role") ?? "cas"
     guard role == "cas" || role == "action_cache" else {
       throw o.error("role", "expected cas or action_cache, got \"\(role)\"")

@@ -28,6 +28,9 @@ public struct S3StoreSpec: Sendable, Equatable, Decodable {
   /// When to stop calling a bucket that does not answer (shared by every `s3` store on the
   /// same endpoint and bucket; the first one's settings count).
   public var circuitBreaker: CircuitBreakerConfig
+  /// A PEM bundle of CAs to trust for an `https` endpoint with a private CA (MinIO, Ceph);
+  /// absent: the system's trust store (key `ca_file`).
+  public var caFile: String?
   /// Objects not written or read for this long are deleted by the sweep; absent: never.
   public var maxSeconds: Int64?
   public var sweepIntervalSeconds: Int64
@@ -39,7 +42,7 @@ public struct S3StoreSpec: Sendable, Equatable, Decodable {
         "endpoint", "region", "bucket", "key_prefix", "path_style", "access_key_id",
         "secret_access_key", "session_token", "multipart_threshold_bytes", "part_bytes",
         "max_attempts", "connect_timeout_seconds", "first_byte_timeout_seconds", "idle_timeout_seconds",
-        "request_timeout_seconds", "circuit_breaker", "max_seconds", "sweep_interval_seconds",
+        "request_timeout_seconds", "circuit_breaker", "ca_file", "max_seconds", "sweep_interval_seconds",
       ])
     endpoint = try o.requiredString("endpoint")
     guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
@@ -62,6 +65,7 @@ public struct S3StoreSpec: Sendable, Equatable, Decodable {
     idleTimeoutSeconds = Int(try o.integer("idle_timeout_seconds") ?? 10)
     requestTimeoutSeconds = Int(try o.integer("request_timeout_seconds") ?? 300)
     circuitBreaker = try o.decode(CircuitBreakerConfig.self, "circuit_breaker") ?? .init()
+    caFile = try o.string("ca_file")
     maxSeconds = try o.integer("max_seconds")
     sweepIntervalSeconds = try o.integer("sweep_interval_seconds") ?? 3600
   }

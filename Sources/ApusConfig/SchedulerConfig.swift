@@ -93,10 +93,12 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
 
 /// A worker run by this process: it connects to a scheduler and a CAS by URL.
 public struct WorkerConfig: Sendable, Equatable, Decodable {
-  /// `grpc://host:port` of the scheduler's WorkerAPI.
+  /// `grpc://host:port` (or `grpcs://`) of the scheduler's WorkerAPI.
   public var scheduler: String
-  /// `grpc://host:port` of the CAS and action cache the actions use.
+  /// `grpc://host:port` (or `grpcs://`) of the CAS and action cache the actions use.
   public var cas: String
+  /// For `grpcs://` URLs: trust roots, client certificate, server name (both connections).
+  public var tls: ClientTLSConfig?
   /// Fresh work directories are made under this one.
   public var workDirectory: String
   /// Local filesystem cache of input blobs; inputs are hard-linked from it.
@@ -132,15 +134,18 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       decoder,
       allowedKeys: [
         "scheduler", "cas", "work_directory", "cache_directory", "cache_max_bytes",
-        "max_concurrent_actions", "platform", "platform_commands", "entrypoint",
+        "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "tls",
       ])
     scheduler = try o.requiredString("scheduler")
     cas = try o.requiredString("cas")
+    tls = try o.decode(ClientTLSConfig.self, "tls")
+    var anyTLS = false
     for (key, url) in [("scheduler", scheduler), ("cas", cas)] {
-      guard url.hasPrefix("grpc://"), ServerConfig.splitHostPort(String(url.dropFirst(7))) != nil else {
-        throw o.error(key, "expected grpc://host:port, got \"\(url)\"")
-      }
+      let (valid, grpcs) = GRPCURL.check(url)
+      guard valid else { throw o.error(key, "expected grpc://host:port or grpcs://host:port, got \"\(url)\"") }
+      anyTLS = anyTLS || grpcs
     }
+    if tls != nil && !anyTLS { throw o.error("tls", "is only used with grpcs:// urls") }
     workDirectory = try o.requiredString("work_directory")
     cacheDirectory = try o.requiredString("cache_directory")
     cacheMaxBytes = try o.integer("cache_max_bytes") ?? (10 << 30)

@@ -10,25 +10,29 @@ public struct ServerConfig: Sendable, Equatable, Decodable {
   public var workerAPI: String?
   /// Connection caps, buffering bound and timeouts.
   public var limits: ConnectionLimitsConfig
+  /// TLS (and client certificates); absent: plaintext h2c.
+  public var tls: ListenerTLSConfig?
 
   public static let defaultMaxMessageBytes = 4 * 1024 * 1024
 
   public init(
     listen: String, maxMessageBytes: Int = Self.defaultMaxMessageBytes,
     instances: [String: InstanceConfig], workerAPI: String? = nil,
-    limits: ConnectionLimitsConfig = .init()
+    limits: ConnectionLimitsConfig = .init(), tls: ListenerTLSConfig? = nil
   ) {
     self.listen = listen
     self.maxMessageBytes = maxMessageBytes
     self.instances = instances
     self.workerAPI = workerAPI
     self.limits = limits
+    self.tls = tls
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["listen", "max_message_bytes", "instances", "worker_api", "limits"])
+      decoder, allowedKeys: ["listen", "max_message_bytes", "instances", "worker_api", "limits", "tls"])
     workerAPI = try o.string("worker_api")
+    tls = try o.decode(ListenerTLSConfig.self, "tls")
     limits = try o.decode(ConnectionLimitsConfig.self, "limits") ?? .init()
     listen = try o.requiredString("listen")
     guard Self.splitHostPort(listen) != nil else {

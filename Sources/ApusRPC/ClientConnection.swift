@@ -17,7 +17,7 @@ final class ClientConnection: HTTP2Connection {
   func openCall(path: String, metadata: [(String, String)], timeout: Duration?) throws -> ClientCall {
     guard let session, !closed else { throw RPCError(.unavailable, "connection to \(authority) is closed") }
     var headers = [
-      (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
+      (":method", "POST"), (":scheme", options.clientTLS == nil ? "http" : "https"), (":path", path), (":authority", authority),
       ("content-type", "application/grpc"), ("te", "trailers"),
     ]
     if let timeout {

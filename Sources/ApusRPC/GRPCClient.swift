@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// A gRPC client for one `host:port` (h2c with prior knowledge) over one HTTP/2
@@ -24,12 +25,25 @@ public final class GRPCClient: Sendable {
     self.logger = logger
   }
 
-  /// Parses `grpc://host:port` (the scheme is optional).
+  static func isIPAddress(_ host: String) -> Bool {
+    (try? SocketAddress(ipAddress: host, port: 0)) != nil
+  }
+
+  /// Parses `grpc://host:port` or `grpcs://host:port` (the scheme is optional; `grpcs` needs
+  /// `options.clientTLS`, else the system's trust store is used).
   public convenience init(
     url: String, options: GRPCServerOptions = .init(), logger: Logger = Logger(label: "apus.grpc-client")
   ) throws {
     var rest = Substring(url)
-    if rest.hasPrefix("grpc://") { rest = rest.dropFirst(7) }
+    var options = options
+    if rest.hasPrefix("grpc://") {
+      rest = rest.dropFirst(7)
+    } else if rest.hasPrefix("grpcs://") {
+      rest = rest.dropFirst(8)
+      if options.clientTLS == nil {
+        options.clientTLS = try ClientTLS(ca: nil, certificate: nil, privateKey: nil, serverName: nil)
+      }
+    }
     guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
       !rest[..<colon].isEmpty
     else {
@@ -49,8 +63,14 @@ public final class GRPCClient: Sendable {
       let bootstrap = ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .connectTimeout(TimeAmount(options.connectTimeout))
-        .channelInitializer { channel in
+        .channelInitializer { [host] channel in
           channel.eventLoop.makeCompletedFuture {
+            if let tls = options.clientTLS {
+              // SNI carries names only: for an IP address the certificate is checked against it.
+              let name = tls.serverName ?? (Self.isIPAddress(host) ? nil : host)
+              try channel.pipeline.syncOperations.addHandler(
+                try NIOSSLClientHandler(context: tls.context, serverHostname: name))
+            }
             try channel.pipeline.syncOperations.addHandler(
               HTTP2ChannelHandler(logger: logger) { context in
                 ClientConnection(context: context, authority: authority, options: options, logger: logger)

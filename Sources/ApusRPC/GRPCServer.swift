@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Why a connection was closed at accept: the listener is at `maxConnections`.
@@ -58,6 +59,10 @@ public final class GRPCServer: Sendable {
         let key = ObjectIdentifier(channel)
         let onHandshake: @Sendable () -> Void = { [weak self] in self?.handshaken(key) }
         return channel.eventLoop.makeCompletedFuture {
+          if let tls = options.tls {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+            try channel.pipeline.syncOperations.addHandler(TLSHandshakeGuard(logger: logger))
+          }
           try channel.pipeline.syncOperations.addHandler(
             HTTP2ChannelHandler(logger: logger) { context in
               ServerConnection(

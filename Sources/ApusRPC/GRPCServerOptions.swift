@@ -1,3 +1,5 @@
+import NIOSSL
+
 /// Tunables of gRPC connections, server or client: message and flow-control sizes, the
 /// memory bounds on what peers may make us buffer, and the timeouts that close what is dead.
 public struct GRPCServerOptions: Sendable {
@@ -33,6 +35,10 @@ public struct GRPCServerOptions: Sendable {
   public var defaultDeadline: Duration?
   /// Client: how long establishing the TCP connection may take.
   public var connectTimeout: Duration = .seconds(10)
+  /// Server: TLS for every connection of the listener; nil: h2c.
+  public var tls: ServerTLS?
+  /// Client: TLS for the connection (a `grpcs://` URL); nil: h2c.
+  public var clientTLS: ClientTLS?
 
   public init() {}
 

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import UnixSignals
 import Synchronization
 
 /// Runs every role a configuration asks for in this process, until graceful shutdown.
@@ -67,6 +68,7 @@ public final class ApusServer: Service {
     let factory = StoreFactory(specs: config.stores, home: home)
     var servers: [GRPCServer] = []
     var addresses: [SocketAddress] = []
+    var certificates: [ServerTLS] = []
     // Whatever happens, waiters are answered and what was opened is closed.
     defer { publish(addresses) }
     let schedulers: [String: Scheduler]
@@ -77,8 +79,10 @@ public final class ApusServer: Service {
       }
       let budget = BufferBudget(limitBytes: config.global.maxBufferedBytes)
       checkFileDescriptorLimit()
-      for server in config.servers {
-        let grpc = try makeServer(server, stores: stores, schedulers: schedulers, budget: budget)
+      for (i, server) in config.servers.enumerated() {
+        let tls = try server.tls.map { try Self.loadTLS($0, path: "servers[\(i)].tls") }
+        if let tls { certificates.append(tls) }
+        let grpc = try makeServer(server, stores: stores, schedulers: schedulers, budget: budget, tls: tls)
         guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
           throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
         }
@@ -100,6 +104,15 @@ public final class ApusServer: Service {
 
     await withDiscardingTaskGroup { group in
       group.addTask { await Self.tick(Array(schedulers.values)) }
+      if !certificates.isEmpty {
+        let reloadable = certificates
+        group.addTask { await Self.watchCertificates(reloadable, logger: logger) }
+        group.addTask {
+          for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            Self.reloadCertificates(reloadable, force: true, logger: logger)
+          }
+        }
+      }
       for job in factory.maintenance {
         group.addTask {
           await job.run { error in
@@ -133,7 +146,7 @@ public final class ApusServer: Service {
   /// One listener's router, services and options, from its config.
   private func makeServer(
     _ server: ServerConfig, stores: [String: any BlobStore], schedulers: [String: Scheduler],
-    budget: BufferBudget
+    budget: BufferBudget, tls: ServerTLS?
   ) throws -> GRPCServer {
     func store(_ name: String) throws -> any BlobStore {
       guard let store = stores[name] else {
@@ -178,6 +191,7 @@ public final class ApusServer: Service {
       limits.keepaliveIntervalSeconds > 0 ? .seconds(limits.keepaliveIntervalSeconds) : nil
     options.keepaliveTimeout = .seconds(limits.keepaliveTimeoutSeconds)
     options.defaultDeadline = limits.defaultDeadlineSeconds.map { .seconds($0) }
+    options.tls = tls
     options.uploadIdleTimeout =
       limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
     return GRPCServer(
@@ -189,6 +203,40 @@ public final class ApusServer: Service {
   private func stop(_ servers: [GRPCServer], grace: Duration) async {
     await withDiscardingTaskGroup { group in
       for server in servers { group.addTask { await server.shutdown(grace: grace) } }
+    }
+  }
+
+  static func loadTLS(_ tls: ListenerTLSConfig, path: String) throws -> ServerTLS {
+    do {
+      return try ServerTLS(
+        files: .init(certificate: tls.certificate, privateKey: tls.privateKey, clientCA: tls.clientCA),
+        clientAuth: tls.clientAuth == .require ? .require : tls.clientAuth == .optional ? .optional : .none)
+    } catch let error as RPCError {
+      throw ConfigError(path: path, error.message)
+    }
+  }
+
+  /// Loads listeners' certificates again when their files change (checked every 2 s), until
+  /// the task is cancelled.
+  static func watchCertificates(_ certificates: [ServerTLS], logger: Logger) async {
+    while true {
+      do { try await Task.sleep(for: .seconds(2)) } catch { return }
+      reloadCertificates(certificates, force: false, logger: logger)
+    }
+  }
+
+  static func reloadCertificates(_ certificates: [ServerTLS], force: Bool, logger: Logger) {
+    for tls in certificates {
+      do {
+        if try tls.reload(force: force) {
+          logger.notice("TLS certificate loaded again; new connections use it", metadata: ["certificate": "\(tls.files.certificate)"])
+        }
+      } catch {
+        // A rotation written in two steps can be caught half-done: the next check tries again.
+        logger.warning(
+          "TLS certificate not reloaded; connections keep the previous one",
+          metadata: ["certificate": "\(tls.files.certificate)", "error": "\(error)"])
+      }
     }
   }
 

@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 #if canImport(Glibc)
   import Glibc
@@ -19,6 +20,8 @@ public struct S3Location: Sendable {
   public var sessionToken: String?
   public var maxAttempts: Int
   public var timeouts: S3Timeouts
+  /// PEM bundle of CAs to trust for an https endpoint; nil: the system's trust store.
+  public var caFile: String?
 
   /// How the endpoint and bucket are named in logs, errors and the circuit breaker.
   public var displayName: String { "s3 \(endpoint)/\(bucket)" }
@@ -73,6 +76,15 @@ final class S3Client: Sendable {
     var config = HTTPClient.Configuration()
     config.connectionPool = .init(idleTimeout: .seconds(60))
     config.timeout = .init(connect: TimeAmount(location.timeouts.connect), read: TimeAmount(location.timeouts.idle))
+    if let caFile = location.caFile {
+      var tls = TLSConfiguration.makeClientConfiguration()
+      do {
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+      } catch {
+        throw StoreError(.invalidArgument, "s3 ca_file \(caFile): \(error)")
+      }
+      config.tlsConfiguration = tls
+    }
     http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
   }
 

@@ -110,7 +110,7 @@ public final class StoreFactory {
     case .completenessChecking(let c):
       return CompletenessCheckingStore(backend: try await make(c.backend), cas: try await make(c.cas))
     case .grpc(let g):
-      var options = GRPCServerOptions()
+      var options = try GRPCServerOptions.dialing(g.url, tls: g.tls)
       options.connectTimeout = .seconds(g.connectTimeoutSeconds)
       let client = try GRPCClient(url: g.url, options: options)
       closers.append { await client.close() }
@@ -137,7 +137,8 @@ public final class StoreFactory {
         maxAttempts: spec.maxAttempts,
         timeouts: S3Timeouts(
           connect: .seconds(spec.connectTimeoutSeconds), firstByte: .seconds(spec.firstByteTimeoutSeconds),
-          idle: .seconds(spec.idleTimeoutSeconds), request: .seconds(spec.requestTimeoutSeconds)))
+          idle: .seconds(spec.idleTimeoutSeconds), request: .seconds(spec.requestTimeoutSeconds)),
+        caFile: spec.caFile)
       let (breaker, isNew) = breaker(for: location.displayName, spec.circuitBreaker)
       let store = try S3Store(
         location: location, breaker: breaker, prefix: spec.keyPrefix,

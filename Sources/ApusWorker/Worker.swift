@@ -56,8 +56,10 @@ public final class Worker: Service {
     let cache = try await FilesystemStore.open(
       root: config.cacheDirectory, maxBytes: config.cacheMaxBytes, name: "worker input cache",
       options: .init(sync: .none, content: .cas), fileMode: 0o444, pool: pool)
-    let casClient = try GRPCClient(url: config.cas, logger: logger)
-    let schedulerClient = try GRPCClient(url: config.scheduler, logger: logger)
+    let casClient = try GRPCClient(
+      url: config.cas, options: .dialing(config.cas, tls: config.tls), logger: logger)
+    let schedulerClient = try GRPCClient(
+      url: config.scheduler, options: .dialing(config.scheduler, tls: config.tls), logger: logger)
     let runner = ActionRunner(
       workerID: id, workRoot: config.workDirectory, entrypoint: config.entrypoint, cache: cache,
       pool: pool,
