@@ -87,7 +87,8 @@ struct Check: ParsableCommand {
     }
     for server in c.servers {
       let workerAPI = server.workerAPI.map { ", worker_api for scheduler \($0)" } ?? ""
-      print("  server \(server.listen) (max message \(server.maxMessageBytes) bytes\(workerAPI))")
+      let tls = server.tls.map { ", TLS" + ($0.clientAuth == .none ? "" : ", client certificates \($0.clientAuth == .require ? "required" : "optional")") } ?? ", plaintext"
+      print("  server \(server.listen) (max message \(server.maxMessageBytes) bytes\(tls)\(workerAPI))")
       for (name, i) in server.instances.sorted(by: { $0.key < $1.key }) {
         var roles: [String] = []
         if let cas = i.cas { roles.append("cas=\(cas) (+bytestream)") }
