@@ -47,7 +47,7 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
   }
 
   public static let defaultProperties: [String: PropertyRule] = [
-    "OSFamily": .exact, "cpu_count": .minimum, "container-image": .priority,
+    "OSFamily": .exact, "cpu_count": .minimum, "container-image": .priority, "block-network": .priority,
   ]
 
   public init(from decoder: any Decoder) throws {
@@ -99,6 +99,18 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
   public var cas: String
   /// For `grpcs://` URLs: trust roots, client certificate, server name (both connections).
   public var tls: ClientTLSConfig?
+  /// The user (and group) actions run as when the worker runs as root (key `run_as`:
+  /// `{"user": "nobody", "group": "nogroup"}`; the group defaults to the user's).
+  public var runAs: RunAs?
+  /// More paths hidden from actions (key `hide_paths`; needs `run_as`). The input cache and
+  /// the TLS private key are always hidden when `run_as` is set; list the directories with
+  /// the worker's config, tokens and keys here.
+  public var hidePaths: [String]
+
+  public struct RunAs: Sendable, Equatable {
+    public var user: String
+    public var group: String?
+  }
   /// Fresh work directories are made under this one.
   public var workDirectory: String
   /// Local filesystem cache of input blobs; inputs are hard-linked from it.
@@ -127,6 +139,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     self.platform = platform
     self.platformCommands = platformCommands
     self.entrypoint = entrypoint
+    self.hidePaths = []
   }
 
   public init(from decoder: any Decoder) throws {
@@ -134,7 +147,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       decoder,
       allowedKeys: [
         "scheduler", "cas", "work_directory", "cache_directory", "cache_max_bytes",
-        "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "tls",
+        "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "tls", "run_as", "hide_paths",
       ])
     scheduler = try o.requiredString("scheduler")
     cas = try o.requiredString("cas")
@@ -146,6 +159,16 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       anyTLS = anyTLS || grpcs
     }
     if tls != nil && !anyTLS { throw o.error("tls", "is only used with grpcs:// urls") }
+    if let raw = try o.decode([String: String].self, "run_as") {
+      guard let user = raw["user"], !user.isEmpty, Set(raw.keys).isSubset(of: ["user", "group"]) else {
+        throw o.error("run_as", "expected {\"user\": NAME, \"group\": NAME (optional)}")
+      }
+      runAs = RunAs(user: user, group: raw["group"])
+    }
+    hidePaths = try o.decode([String].self, "hide_paths") ?? []
+    for (i, path) in hidePaths.enumerated() where !path.hasPrefix("/") {
+      throw ConfigError(path: o.path("hide_paths") + "[\(i)]", "expected an absolute path, got \"\(path)\"")
+    }
     workDirectory = try o.requiredString("work_directory")
     cacheDirectory = try o.requiredString("cache_directory")
     cacheMaxBytes = try o.integer("cache_max_bytes") ?? (10 << 30)

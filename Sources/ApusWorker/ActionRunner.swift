@@ -16,6 +16,7 @@ struct ActionRunner: Sendable {
   let cache: FilesystemStore
   let pool: NIOThreadPool
   let stores: @Sendable (String) -> (cas: any BlobStore, actionCache: any BlobStore)
+  var isolation: ActionIsolation = .none
   let logger: Logger
   private static let counter = Atomic<UInt64>(0)
 
@@ -86,6 +87,17 @@ struct ActionRunner: Sendable {
       }
       for path in command.outputDirectories { try FileIO.makeDirectories("\(workingDirectory)/\(path)") }
     }
+    let properties = (command.platform?.properties ?? []) + (action.platform?.properties ?? [])
+    let blockNetwork = properties.contains { $0.name == "block-network" && $0.value != "false" }
+    if blockNetwork && !isolation.workerIsRoot {
+      throw ExecutionFailure(
+        .failedPrecondition, "worker \(workerID) cannot honour block-network: network namespaces need it to run as root")
+    }
+    if let uid = isolation.uid, let gid = isolation.gid {
+      // The action's user owns the directories (to create outputs); input files stay the
+      // worker's and read-only.
+      try await pool.runIfActive { try FileIO.chownDirectories(directory, uid: uid, gid: gid) }
+    }
     metadata.inputFetchCompletedTimestamp = .now()
 
     let timeout = start.timeout.map { Duration.seconds($0.seconds) + .nanoseconds(Int64($0.nanos)) } ?? .seconds(900)
@@ -94,7 +106,7 @@ struct ActionRunner: Sendable {
       arguments: entrypoint + command.arguments,
       environment: command.environmentVariables.map { ($0.name, $0.value) },
       directory: workingDirectory, stdoutPath: "\(directory)/stdout", stderrPath: "\(directory)/stderr",
-      timeout: timeout)
+      timeout: timeout, isolation: isolation, blockNetwork: blockNetwork)
     metadata.executionCompletedTimestamp = .now()
 
     metadata.outputUploadStartTimestamp = .now()

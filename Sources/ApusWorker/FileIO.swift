@@ -64,6 +64,15 @@ enum FileIO {
     }
   }
 
+  /// Gives every directory under (and including) `path` to `uid`:`gid`; files and symlinks
+  /// are left as they are.
+  static func chownDirectories(_ path: String, uid: uid_t, gid: gid_t) throws {
+    var st = stat()
+    guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { return }
+    guard chown(path, uid, gid) == 0 else { throw ExecutionFailure(.internal, "chown \(path): \(errorText())") }
+    for name in try listDirectory(path) { try chownDirectories("\(path)/\(name)", uid: uid, gid: gid) }
+  }
+
   static func listDirectory(_ path: String) throws -> [String] {
     guard let names = POSIXPaths.list(path) else {
       throw ExecutionFailure(.internal, "opendir \(path): \(errorText())")

@@ -20,7 +20,8 @@ struct ProcessRunner: Sendable {
 
   func run(
     arguments: [String], environment: [(String, String)], directory: String,
-    stdoutPath: String, stderrPath: String, timeout: Duration
+    stdoutPath: String, stderrPath: String, timeout: Duration,
+    isolation: ActionIsolation = .none, blockNetwork: Bool = false
   ) async throws -> ProcessOutcome {
     guard let program = arguments.first else {
       throw ExecutionFailure(.invalidArgument, "the command has no arguments")
@@ -37,13 +38,16 @@ struct ProcessRunner: Sendable {
     }
     var pid: pid_t = 0
     let env = environment.map { "\($0.0)=\($0.1)" }
+    var step = "posix_spawn"
     let rc = withCStrings(arguments) { argv in
       withCStrings(env) { envp in
-        apusSpawn(path, argv, envp, directory, out, err, &pid)
+        isolation.isTrivial(blockNetwork: blockNetwork)
+          ? apusSpawn(path, argv, envp, directory, out, err, &pid)
+          : apusSpawnIsolated(path, argv, envp, directory, out, err, isolation, blockNetwork, &pid, &step)
       }
     }
     guard rc == 0 else {
-      throw ExecutionFailure(.invalidArgument, "cannot start \(program): \(String(cString: strerror(rc)))")
+      throw ExecutionFailure(.invalidArgument, "cannot start \(program): \(step): \(String(cString: strerror(rc)))")
     }
     let target = pid
     enum Event: Sendable { case exited(Int32), timedOut }

@@ -60,7 +60,8 @@ public final class Worker: Service {
       url: config.cas, options: .dialing(config.cas, tls: config.tls), logger: logger)
     let schedulerClient = try GRPCClient(
       url: config.scheduler, options: .dialing(config.scheduler, tls: config.tls), logger: logger)
-    let runner = ActionRunner(
+    let isolation = try ActionIsolation(config)
+    var runner = ActionRunner(
       workerID: id, workRoot: config.workDirectory, entrypoint: config.entrypoint, cache: cache,
       pool: pool,
       stores: { instance in
@@ -68,6 +69,7 @@ public final class Worker: Service {
          GRPCStore(client: casClient, instanceName: instance, role: .actionCache))
       },
       logger: logger)
+    runner.isolation = isolation
 
     var backoff = Duration.milliseconds(100)
     while !Task.isShuttingDownGracefully && !Task.isCancelled {
