@@ -100,6 +100,16 @@ def test_mtls_accepts_a_good_certificate_and_refuses_others(apus_factory, pki, t
     while apus.read_log().count("TLS handshake failed") < 3:
         assert time.time() < deadline, apus.read_log()
         time.sleep(0.1)
+    assert_no_key_material(apus.read_log(), [pki[1][1], client[1], untrusted[1], expired[1]])
+
+
+def assert_no_key_material(log, key_files):
+    """No private key, nor any line of one, is in the log."""
+    assert "PRIVATE KEY" not in log
+    for path in key_files:
+        for line in open(path).read().splitlines():
+            if not line.startswith("-----"):
+                assert line not in log, f"a line of {path} is in the log"
 
 
 def test_a_client_without_alpn_h2_is_refused(apus_factory, pki):
