@@ -58,6 +58,7 @@ final class HTTP2ChannelHandler<Connection: HTTP2Connection>: ChannelDuplexHandl
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     if event is GracefulShutdownEvent { connection?.beginGracefulShutdown() }
+    if let identity = event as? ClientCertificateEvent { connection?.clientCertificate = identity.names }
     context.fireUserInboundEventTriggered(event)
   }
 }

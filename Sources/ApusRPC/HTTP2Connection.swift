@@ -13,6 +13,8 @@ class HTTP2Connection {
   let options: GRPCServerOptions
   let logger: Logger
   let peer: String
+  /// The names of the peer's verified client certificate (server side, mTLS).
+  var clientCertificate: ClientCertificateNames?
   private(set) var session: OpaquePointer?
   var streams: [Int32: CallStream] = [:]
   private weak var context: ChannelHandlerContext?

@@ -132,7 +132,8 @@ final class ServerConnection: HTTP2Connection {
 
     let (inbound, outbound) = makeQueues(stream, compressed: encoding == "gzip")
     let context = ServerContext(
-      path: path, metadata: Metadata(metadata), deadline: deadline, peer: peer)
+      path: path, metadata: Metadata(metadata), deadline: deadline, peer: peer,
+      clientCertificate: clientCertificate)
     let logger = self.logger
     // Owned by the stream: cancelled when the stream is reset or closed, its deadline passes
     // or the connection drops; GRPCServer.shutdown waits for every stream (ConnectionActivity).

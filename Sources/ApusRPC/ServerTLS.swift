@@ -162,10 +162,26 @@ final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
         return
       }
       context.fireUserInboundEventTriggered(event)
+      // A certificate is only there once verified (client_auth optional or require).
+      if let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate {
+        context.fireUserInboundEventTriggered(ClientCertificateEvent(names: Self.names(certificate)))
+      }
       context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
       return
     }
     context.fireUserInboundEventTriggered(event)
+  }
+
+  /// The subject's common name and the DNS and URI alternative names of `certificate`.
+  static func names(_ certificate: NIOSSLCertificate) -> ClientCertificateNames {
+    var names = ClientCertificateNames()
+    names.commonName = certificate.subjectName.last { $0.type == .commonName }?.value
+    for san in certificate._subjectAlternativeNames() {
+      let text = san.contents.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
+      if san.nameType == .dnsName { names.dnsNames.append(text) }
+      if san.nameType == .uri { names.uris.append(text) }
+    }
+    return names
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -178,4 +194,10 @@ final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
     }
     context.fireErrorCaught(error)
   }
+}
+
+/// Sent from `TLSHandshakeGuard` to the connection once the handshake verified a client
+/// certificate.
+struct ClientCertificateEvent: Sendable {
+  var names: ClientCertificateNames
 }
