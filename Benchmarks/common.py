@@ -94,18 +94,28 @@ class Server:
         self.stop()
 
 
-def start_apus(apus, workdir, cas, ac=None, name="apus", port=None, extra=None):
-    """An apus serving instance "" with the given CAS store spec (and a memory AC)."""
+def start_apus(apus, workdir, cas, ac=None, name="apus", port=None, extra=None, listeners=()):
+    """An apus serving instance "" with the given CAS store spec (and a memory AC). Each of
+    `listeners` (e.g. {"listen": "127.0.0.1:PORT", "tls": {...}}) is one more servers[] entry
+    serving the same instance; the returned Server's port is the first, plaintext, listener."""
     port = port or free_port()
+    instances = {"": {"cas": "cas", "action_cache": "ac"}}
     cfg = {"stores": {"cas": cas, "ac": ac or {"memory": {}}},
-           "servers": [{"listen": f"127.0.0.1:{port}",
-                        "instances": {"": {"cas": "cas", "action_cache": "ac"}}}],
+           "servers": [{"listen": f"127.0.0.1:{port}", "instances": instances}]
+           + [{"instances": instances, **listener} for listener in listeners],
            "global": {"log_level": "warning"}}
     cfg.update(extra or {})
     path = os.path.join(workdir, f"{name}.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
-    return Server(name, [apus, path], port, workdir)
+    server = Server(name, [apus, path], port, workdir)
+    try:
+        for listener in listeners:
+            wait_for_port(int(listener["listen"].rsplit(":", 1)[1]), server.proc, timeout=60)
+    except Exception:
+        server.stop()
+        raise RuntimeError(f"{name} did not start all its listeners; log:\n{server.tail_log()}")
+    return server
 
 
 def start_buildgrid(workdir, port=None):

@@ -39,10 +39,11 @@ class Transfer(Figure):
     server_cpu: list = field(default_factory=list)
     client_cpu: list = field(default_factory=list)
 
-    def time(self, server, size, path, body, expect_data_at_least=0):
+    def time(self, server, size, path, body, expect_data_at_least=0, base=None):
+        """One transfer; `base` is the scheme and authority (default http://127.0.0.1:PORT)."""
         cpu0 = server.cpu_seconds()
-        out, client_cpu = h2load(f"http://127.0.0.1:{server.port}{path}", body, "-n1", "-c1", "-m1",
-                                 "-w30", "-W30")
+        out, client_cpu = h2load(f"{base or f'http://127.0.0.1:{server.port}'}{path}", body, "-n1", "-c1",
+                                 "-m1", "-w30", "-W30")
         server_cpu = server.cpu_seconds() - cpu0
         if "1 succeeded" not in out:
             raise RuntimeError(f"{path} failed:\n{out}")
@@ -58,31 +59,37 @@ class Transfer(Figure):
 def measure(ctx, server, label, size):
     up = Transfer("large blobs", f"{label} upload (verified)", "MB/s")
     down = Transfer("large blobs", f"{label} download", "MB/s")
-    body = os.path.join(ctx.work, "write.body")
-    read = os.path.join(ctx.work, "read.body")
     for _ in range(ctx.runs):
-        data = os.urandom(size)
-        h = hashlib.sha256(data).hexdigest()
-        write_body(body, data, h)
-        del data
-        up.time(server, size, WRITE, body)
-        os.unlink(body)
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            missing = re_grpc.ContentAddressableStorageStub(ch).FindMissingBlobs(
-                re_pb2.FindMissingBlobsRequest(blob_digests=[re_pb2.Digest(hash=h, size_bytes=size)]))
-            if missing.missing_blob_digests:
-                raise RuntimeError(f"{label}: the uploaded blob is not in the CAS")
-        with open(read, "wb") as f:
-            f.write(frame(bs_pb2.ReadRequest(resource_name=f"blobs/{h}/{size}").SerializeToString()))
-        down.time(server, size, READ, read, size)
+        upload_and_download(ctx, server, label, size, up, down)
     return up, down
 
 
-def client_reference(ctx, size):
+def upload_and_download(ctx, server, label, size, up, down, base=None):
+    """One timed upload of a fresh random blob, checked with FindMissingBlobs over plaintext on
+    server.port, then its timed download; the transfers go to `base` (see Transfer.time)."""
+    body = os.path.join(ctx.work, "write.body")
+    read = os.path.join(ctx.work, "read.body")
+    data = os.urandom(size)
+    h = hashlib.sha256(data).hexdigest()
+    write_body(body, data, h)
+    del data
+    up.time(server, size, WRITE, body, base=base)
+    os.unlink(body)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        missing = re_grpc.ContentAddressableStorageStub(ch).FindMissingBlobs(
+            re_pb2.FindMissingBlobsRequest(blob_digests=[re_pb2.Digest(hash=h, size_bytes=size)]))
+        if missing.missing_blob_digests:
+            raise RuntimeError(f"{label}: the uploaded blob is not in the CAS")
+    with open(read, "wb") as f:
+        f.write(frame(bs_pb2.ReadRequest(resource_name=f"blobs/{h}/{size}").SerializeToString()))
+    down.time(server, size, READ, read, size, base=base)
+
+
+def client_reference(ctx, size, tls=None, scenario="large blobs"):
     """The same client against nghttpd, nghttp2's own C server, on the same loopback: upload
     to a path that discards the body, download of a file in the page cache. What the client
     and loopback move with a lean C server on the other end; apus rows near or above these
-    are limited by the client, not the server."""
+    are limited by the client, not the server. With tls=(certificate, private key), over TLS."""
     root = os.path.join(ctx.work, "nghttpd")
     os.makedirs(root, exist_ok=True)
     blob, empty = os.path.join(root, "blob"), os.path.join(root, "empty")
@@ -90,14 +97,17 @@ def client_reference(ctx, size):
         for _ in range(size // CHUNK):
             f.write(os.urandom(CHUNK))
     open(empty, "wb").close()
-    up = Transfer("large blobs", "h2load → nghttpd, body discarded (client reference)", "MB/s")
-    down = Transfer("large blobs", "nghttpd → h2load, file in page cache (client reference)", "MB/s")
+    over = " over TLS" if tls else ""
+    up = Transfer(scenario, f"h2load → nghttpd{over}, body discarded (client reference)", "MB/s")
+    down = Transfer(scenario, f"nghttpd → h2load{over}, file in page cache (client reference)", "MB/s")
     port = free_port()
-    with Server("nghttpd", ["nghttpd", "--no-tls", "-a", "127.0.0.1", "-d", root, str(port)], port,
-                ctx.work) as server:
+    argv = ["nghttpd", "-a", "127.0.0.1", "-d", root, str(port)]
+    argv += [tls[1], tls[0]] if tls else ["--no-tls"]
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    with Server("nghttpd", argv, port, ctx.work) as server:
         for _ in range(ctx.runs):
-            up.time(server, size, "/empty", blob)
-            down.time(server, size, "/blob", None, size)
+            up.time(server, size, "/empty", blob, base=base)
+            down.time(server, size, "/blob", None, size, base=base)
     os.unlink(blob)
     return up, down
 

@@ -67,10 +67,13 @@ def prepare(ch):
     }
 
 
-def load(ctx, server, label, path, request, check, streams):
-    """One h2load run; returns (requests/s per window, p50 ms, p99 ms, server CPU, client CPU)."""
+def load(ctx, server, label, path, request, check, streams, base=None, channel=None):
+    """One h2load run; returns (requests/s per window, p50 ms, p99 ms, server CPU, client CPU).
+    `base` is h2load's scheme and authority (default http://127.0.0.1:PORT) and `channel()` the
+    grpcio channel for the check (default plaintext to server.port): TLS passes https:// and a
+    secure channel to the same listener."""
     raw = request.SerializeToString()
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    with (channel() if channel else grpc.insecure_channel(f"127.0.0.1:{server.port}")) as ch:
         response = ch.unary_unary(path)(raw)
     if not check(response):
         raise RuntimeError(f"{server.name}: {label} answered wrongly before the load")
@@ -84,7 +87,7 @@ def load(ctx, server, label, path, request, check, streams):
     seconds = ctx.rpc_seconds
     warm_up = 0.5 if seconds >= 1 else 0.1
     cpu0 = server.cpu_seconds()
-    out, client_cpu = h2load(f"http://127.0.0.1:{server.port}{path}", body, "-D", f"{int(seconds * 1000)}ms",
+    out, client_cpu = h2load(f"{base or f'http://127.0.0.1:{server.port}'}{path}", body, "-D", f"{int(seconds * 1000)}ms",
                              "--warm-up-time", f"{int(warm_up * 1000)}ms", "-t", "1",
                              "-c", str(conns), "-m", str(streams // conns), f"--log-file={log}")
     server_cpu = server.cpu_seconds() - cpu0
