@@ -9,14 +9,18 @@ public struct ServerContext: Sendable {
   public var deadline: ContinuousClock.Instant?
   /// The remote address, for logs.
   public var peer: String
+  /// The names of the peer's verified client certificate (mTLS); nil without one.
+  public var clientCertificate: ClientCertificateNames?
 
   public init(
-    path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String
+    path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String,
+    clientCertificate: ClientCertificateNames? = nil
   ) {
     self.path = path
     self.metadata = metadata
     self.deadline = deadline
     self.peer = peer
+    self.clientCertificate = clientCertificate
   }
 }
 
