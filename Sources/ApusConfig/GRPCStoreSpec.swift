@@ -14,10 +14,14 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
   public var connectTimeoutSeconds: Int
   /// When to stop calling a server that does not answer.
   public var circuitBreaker: CircuitBreakerConfig
+  /// Key `token_file`: a file holding the bearer token sent on every call
+  /// (`authorization: Bearer …`), read at start; nil: none sent.
+  public var tokenFile: String?
 
   public init(
     url: String, instanceName: String = "", actionCache: Bool = false, timeoutSeconds: Int = 60,
-    connectTimeoutSeconds: Int = 2, circuitBreaker: CircuitBreakerConfig = .init()
+    connectTimeoutSeconds: Int = 2, circuitBreaker: CircuitBreakerConfig = .init(),
+    tokenFile: String? = nil
   ) {
     self.url = url
     self.instanceName = instanceName
@@ -25,12 +29,13 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
     self.timeoutSeconds = timeoutSeconds
     self.connectTimeoutSeconds = connectTimeoutSeconds
     self.circuitBreaker = circuitBreaker
+    self.tokenFile = tokenFile
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
       decoder,
-      allowedKeys: ["url", "instance_name", "role", "timeout_seconds", "connect_timeout_seconds", "circuit_breaker"])
+      allowedKeys: ["url", "instance_name", "role", "timeout_seconds", "connect_timeout_seconds", "circuit_breaker", "token_file"])
     url = try o.requiredString("url")
     guard url.hasPrefix("grpc://"), ServerConfig.splitHostPort(String(url.dropFirst(7))) != nil else {
       throw o.error("url", "expected grpc://host:port, got \"\(url)\"")
@@ -44,5 +49,6 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
     timeoutSeconds = Int(try o.integer("timeout_seconds") ?? 60)
     connectTimeoutSeconds = Int(try o.integer("connect_timeout_seconds") ?? 2)
     circuitBreaker = try o.decode(CircuitBreakerConfig.self, "circuit_breaker") ?? .init()
+    tokenFile = try o.string("token_file")
   }
 }

@@ -109,12 +109,16 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
   public var platformCommands: [String: [String]]
   /// Prepended to every command (a sandbox wrapper, `nice`, …).
   public var entrypoint: [String]
+  /// Key `token_file`: a file holding the bearer token sent to the scheduler and the CAS
+  /// (`authorization: Bearer …`), read at start; nil: none sent.
+  public var tokenFile: String?
 
   public init(
     scheduler: String, cas: String, workDirectory: String, cacheDirectory: String,
     cacheMaxBytes: Int64 = 10 << 30, maxConcurrentActions: Int = 2,
     platform: [String: String] = ["OSFamily": "linux"],
-    platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = []
+    platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = [],
+    tokenFile: String? = nil
   ) {
     self.scheduler = scheduler
     self.cas = cas
@@ -125,6 +129,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     self.platform = platform
     self.platformCommands = platformCommands
     self.entrypoint = entrypoint
+    self.tokenFile = tokenFile
   }
 
   public init(from decoder: any Decoder) throws {
@@ -132,7 +137,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       decoder,
       allowedKeys: [
         "scheduler", "cas", "work_directory", "cache_directory", "cache_max_bytes",
-        "max_concurrent_actions", "platform", "platform_commands", "entrypoint",
+        "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "token_file",
       ])
     scheduler = try o.requiredString("scheduler")
     cas = try o.requiredString("cas")
@@ -159,6 +164,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       throw ConfigError(path: o.path("platform_commands") + ".\(name)", "the command is empty")
     }
     entrypoint = try o.decode([String].self, "entrypoint") ?? []
+    tokenFile = try o.string("token_file")
   }
 }
 
@@ -171,6 +177,7 @@ extension WorkerConfig {
     var copy = self
     copy.workDirectory = expand(workDirectory)
     copy.cacheDirectory = expand(cacheDirectory)
+    copy.tokenFile = tokenFile.map(expand)
     return copy
   }
 }
