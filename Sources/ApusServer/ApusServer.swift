@@ -71,6 +71,9 @@ public final class ApusServer: Service {
     defer { publish(addresses) }
     let schedulers: [String: Scheduler]
     do {
+      let authorizer = try config.auth.map { auth throws(ConfigError) in
+        try Authorizer(config: auth, logger: logger)
+      }
       let stores = try await factory.makeAll()
       schedulers = config.schedulers.reduce(into: [:]) { all, entry in
         all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)
@@ -78,7 +81,8 @@ public final class ApusServer: Service {
       let budget = BufferBudget(limitBytes: config.global.maxBufferedBytes)
       checkFileDescriptorLimit()
       for server in config.servers {
-        let grpc = try makeServer(server, stores: stores, schedulers: schedulers, budget: budget)
+        let grpc = try makeServer(
+          server, stores: stores, schedulers: schedulers, budget: budget, authorizer: authorizer)
         guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
           throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
         }
@@ -133,7 +137,7 @@ public final class ApusServer: Service {
   /// One listener's router, services and options, from its config.
   private func makeServer(
     _ server: ServerConfig, stores: [String: any BlobStore], schedulers: [String: Scheduler],
-    budget: BufferBudget
+    budget: BufferBudget, authorizer: Authorizer?
   ) throws -> GRPCServer {
     func store(_ name: String) throws -> any BlobStore {
       guard let store = stores[name] else {
@@ -160,10 +164,11 @@ public final class ApusServer: Service {
           actionCacheUpdates: instance.actionCacheUpdates,
           scheduler: try instance.execution.map(scheduler))
       },
-      maxMessageBytes: server.maxMessageBytes)
+      maxMessageBytes: server.maxMessageBytes, authorizer: authorizer)
     var router = RemoteExecutionAPI.router(for: table)
     if let name = server.workerAPI {
-      WorkerAPIService(scheduler: try scheduler(name), logger: logger).register(on: &router)
+      WorkerAPIService(scheduler: try scheduler(name), logger: logger, authorizer: authorizer)
+        .register(on: &router)
     }
     var options = GRPCServerOptions()
     options.maxReceiveMessageBytes = server.maxMessageBytes

@@ -1,0 +1,83 @@
+import ApusConfig
+import ApusRPC
+import Logging
+
+/// Who a call comes from (bearer token, else client certificate, else anonymous) and
+/// whether `auth` lets them do what the method needs. Services ask it once per call through
+/// the registration helpers (see `RouterRegistration.swift`) before touching any store.
+public final class Authorizer: Sendable {
+  public let config: AuthConfig
+  private let tokens: TokenStore?
+
+  /// Reads the token file; a file that cannot be read is a config error at `auth.tokens`.
+  public init(config: AuthConfig, logger: Logger) throws(ConfigError) {
+    self.config = config
+    tokens = try config.tokens.map { path throws(ConfigError) in try TokenStore(path: path, logger: logger) }
+  }
+
+  /// The caller's principal, nil for a call without credentials. Credentials that do not
+  /// check out are UNAUTHENTICATED, whatever `anonymous` may do. The token never appears in
+  /// an error.
+  public func authenticate(_ context: ServerContext) throws -> String? {
+    if let header = context.metadata["authorization"] {
+      let scheme = "bearer "
+      guard header.count > scheme.count, header.prefix(scheme.count).lowercased() == scheme else {
+        throw RPCError(.unauthenticated, "the authorization header is not \"Bearer <token>\"")
+      }
+      let token = String(header.dropFirst(scheme.count)).trimmingWhitespace
+      guard let tokens, let principal = tokens.principal(for: token) else {
+        throw RPCError(.unauthenticated, "the bearer token is not valid (unknown or revoked)")
+      }
+      return principal
+    }
+    if let certificate = context.clientCertificate {
+      let name: String? =
+        switch config.certificatePrincipal {
+        case .cn: certificate.commonName
+        case .san: certificate.dnsNames.first ?? certificate.uris.first
+        }
+      guard let name, !name.isEmpty else {
+        throw RPCError(
+          .unauthenticated,
+          "the client certificate has no \(config.certificatePrincipal == .cn ? "common name" : "DNS or URI subject alternative name")")
+      }
+      return name
+    }
+    return nil
+  }
+
+  /// Throws unless `principal` holds `permission` on `instance`.
+  public func authorize(_ principal: String?, _ permission: Permission, instance: String) throws {
+    guard !config.permissions(of: principal, instance: instance).contains(permission) else { return }
+    throw Self.refusal(principal, permission, "instance \"\(instance)\"")
+  }
+
+  /// Throws unless `principal` holds `permission` on at least one of `instances` (for calls
+  /// naming an operation whose instance is gone).
+  public func authorize(_ principal: String?, _ permission: Permission, anyOf instances: [String]) throws {
+    for instance in instances where config.permissions(of: principal, instance: instance).contains(permission) {
+      return
+    }
+    throw Self.refusal(principal, permission, "any instance")
+  }
+
+  /// Throws unless `principal` may connect workers to the scheduler named `scheduler`.
+  public func authorize(_ principal: String?, scheduler: String) throws {
+    guard !config.permissions(of: principal, scheduler: scheduler).contains(.worker) else { return }
+    throw Self.refusal(principal, .worker, "scheduler \"\(scheduler)\"")
+  }
+
+  static func refusal(_ principal: String?, _ permission: Permission, _ scope: String) -> RPCError {
+    guard let principal else {
+      return RPCError(
+        .unauthenticated, "credentials required: anonymous calls lack \"\(permission.rawValue)\" on \(scope)")
+    }
+    return RPCError(.permissionDenied, "principal \"\(principal)\" lacks \"\(permission.rawValue)\" on \(scope)")
+  }
+}
+
+extension String {
+  var trimmingWhitespace: String {
+    String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+  }
+}
