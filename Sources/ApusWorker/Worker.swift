@@ -56,8 +56,10 @@ public final class Worker: Service {
     let cache = try await FilesystemStore.open(
       root: config.cacheDirectory, maxBytes: config.cacheMaxBytes, name: "worker input cache",
       options: .init(sync: .none, content: .cas), fileMode: 0o444, pool: pool)
-    let casClient = try GRPCClient(url: config.cas, logger: logger)
-    let schedulerClient = try GRPCClient(url: config.scheduler, logger: logger)
+    var options = GRPCServerOptions()
+    if let path = config.tokenFile { options.callMetadata = try BearerToken.metadata(fromFile: path) }
+    let casClient = try GRPCClient(url: config.cas, options: options, logger: logger)
+    let schedulerClient = try GRPCClient(url: config.scheduler, options: options, logger: logger)
     let runner = ActionRunner(
       workerID: id, workRoot: config.workDirectory, entrypoint: config.entrypoint, cache: cache,
       pool: pool,
@@ -74,6 +76,15 @@ public final class Worker: Service {
         backoff = .milliseconds(100)
       } catch {
         if Task.isShuttingDownGracefully || Task.isCancelled { break }
+        if let refusal = error as? RPCError, refusal.code == .permissionDenied || refusal.code == .unauthenticated {
+          logger.error(
+            "the scheduler refused this worker's credentials (see workers[].token_file and auth.schedulers); retrying",
+            metadata: ["scheduler": "\(config.scheduler)", "error": "\(refusal)", "in": "\(backoff)"])
+          let pause = backoff
+          _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+          backoff = min(backoff * 2, .seconds(10))
+          continue
+        }
         // The first quick retries are routine (an in-process server still binding).
         let level: Logger.Level = backoff < .seconds(1) ? .debug : .warning
         logger.log(level: level, "scheduler connection failed; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])
