@@ -82,7 +82,7 @@ let package = Package(
     .executableTarget(
       name: "apus",
       dependencies: [
-        "ApusServer", "ApusConfig", "ApusWorker", "CApusSystem",
+        "ApusServer", "ApusServices", "ApusConfig", "ApusWorker", "CApusSystem",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
