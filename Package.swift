@@ -15,6 +15,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.0.0"),
   ],
   targets: [
     // C libraries, exposed only through module maps.
@@ -59,6 +60,7 @@ let package = Package(
       dependencies: [
         "ApusProto", "ApusRPC", "ApusStore", "ApusConfig", "ApusScheduler",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "JWTKit", package: "jwt-kit"),
       ],
       swiftSettings: strict),
     // Runs actions: fetch inputs, execute, upload outputs; talks to scheduler and CAS by gRPC.
@@ -99,7 +101,10 @@ let package = Package(
       name: "ApusStoreTests", dependencies: ["ApusStore", "ApusProto"], swiftSettings: strict),
     .testTarget(
       name: "ApusServicesTests",
-      dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig"],
+      dependencies: [
+        "ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig",
+        .product(name: "JWTKit", package: "jwt-kit"),
+      ],
       swiftSettings: strict),
     .testTarget(
       name: "ApusWorkerTests",

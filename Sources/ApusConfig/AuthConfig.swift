@@ -44,6 +44,8 @@ public struct AuthConfig: Sendable, Equatable, Decodable {
   /// config error) and again when its modification time or size changes, checked at most
   /// once a second. nil: bearer tokens are refused as invalid.
   public var tokens: String?
+  /// Key `jwt`: JWT bearer tokens checked against a JWKS file; nil: no JWTs.
+  public var jwt: JWTConfig?
   /// Key `certificate_principal`: `cn` (default) or `san`.
   public var certificatePrincipal: CertificatePrincipal
   /// Key `instances`: instance name (`*` for every instance) → principal → permissions.
@@ -57,11 +59,12 @@ public struct AuthConfig: Sendable, Equatable, Decodable {
   public static let anonymous = "anonymous"
 
   public init(
-    tokens: String? = nil, certificatePrincipal: CertificatePrincipal = .cn,
+    tokens: String? = nil, jwt: JWTConfig? = nil, certificatePrincipal: CertificatePrincipal = .cn,
     instances: [String: [String: Set<Permission>]] = [:],
     schedulers: [String: [String: Set<Permission>]] = [:], admin: Set<String> = []
   ) {
     self.tokens = tokens
+    self.jwt = jwt
     self.certificatePrincipal = certificatePrincipal
     self.instances = instances
     self.schedulers = schedulers
@@ -70,8 +73,9 @@ public struct AuthConfig: Sendable, Equatable, Decodable {
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["tokens", "certificate_principal", "instances", "schedulers", "admin"])
+      decoder, allowedKeys: ["tokens", "jwt", "certificate_principal", "instances", "schedulers", "admin"])
     tokens = try o.string("tokens")
+    jwt = try o.decode(JWTConfig.self, "jwt")
     let mode = try o.string("certificate_principal") ?? "cn"
     guard let certificatePrincipal = CertificatePrincipal(rawValue: mode) else {
       throw o.error("certificate_principal", "expected cn or san, got \"\(mode)\"")
@@ -122,5 +126,35 @@ public struct AuthConfig: Sendable, Equatable, Decodable {
       if let principal { out.formUnion(scope[principal] ?? []) }
     }
     return out
+  }
+}
+
+/// `auth.jwt`: a bearer value shaped like a JWT (three dot-separated base64url parts) is
+/// verified as one: signed (RS256 or ES256) by a key of the JWKS file, chosen by its `kid`;
+/// `exp` present and not past; `nbf`, if present, reached; `aud` naming `audience`; `iss`
+/// equal to `issuer` if that is set. Its principal is the string claim `principal_claim`.
+public struct JWTConfig: Sendable, Equatable, Decodable {
+  /// Key `jwks`: path of the JWKS file (`{"keys": [...]}`), read at start (required).
+  public var jwks: String
+  /// Key `audience`: what `aud` must contain (required).
+  public var audience: String
+  /// Key `issuer`: what `iss` must be; nil: any.
+  public var issuer: String?
+  /// Key `principal_claim`: the claim naming the principal (default `sub`).
+  public var principalClaim: String
+
+  public init(jwks: String, audience: String, issuer: String? = nil, principalClaim: String = "sub") {
+    self.jwks = jwks
+    self.audience = audience
+    self.issuer = issuer
+    self.principalClaim = principalClaim
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let o = try ConfigObject(decoder, allowedKeys: ["jwks", "audience", "issuer", "principal_claim"])
+    jwks = try o.requiredString("jwks")
+    audience = try o.requiredString("audience")
+    issuer = try o.string("issuer")
+    principalClaim = try o.string("principal_claim") ?? "sub"
   }
 }

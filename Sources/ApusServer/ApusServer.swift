@@ -71,9 +71,8 @@ public final class ApusServer: Service {
     defer { publish(addresses) }
     let schedulers: [String: Scheduler]
     do {
-      let authorizer = try config.auth.map { auth throws(ConfigError) in
-        try Authorizer(config: auth, logger: logger)
-      }
+      var authorizer: Authorizer?
+      if let auth = config.auth { authorizer = try await Authorizer(config: auth, logger: logger) }
       let stores = try await factory.makeAll()
       schedulers = config.schedulers.reduce(into: [:]) { all, entry in
         all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)

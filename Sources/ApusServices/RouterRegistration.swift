@@ -38,10 +38,10 @@ struct CallAccess: Sendable {
   let principal: String?
   let permission: Permission
 
-  init(_ authorizer: Authorizer?, _ path: String, _ context: ServerContext) throws {
+  init(_ authorizer: Authorizer?, _ path: String, _ context: ServerContext) async throws {
     self.authorizer = authorizer
     permission = MethodPermissions.required(path)
-    principal = try authorizer?.authenticate(context)
+    principal = try await authorizer?.authenticate(context)
   }
 
   /// nil: the instance is unknown (an operation that does not exist or expired); then the
@@ -78,7 +78,7 @@ extension RPCRouter {
   ) {
     _ = MethodPermissions.required(path)
     register(path, longLived: longLived) { requests, responses, context in
-      let access = try CallAccess(auth, path, context)
+      let access = try await CallAccess(auth, path, context)
       let raw = try await requests.single()
       let request = try Request(serializedBytes: raw)
       try access.check(instance: await instance(request))
@@ -94,7 +94,7 @@ extension RPCRouter {
   ) {
     _ = MethodPermissions.required(path)
     register(path, longLived: longLived) { requests, responses, context in
-      let access = try CallAccess(auth, path, context)
+      let access = try await CallAccess(auth, path, context)
       let request = try Request(serializedBytes: try await requests.single())
       try access.check(instance: await instance(request))
       try await body(request, responses, context)
@@ -110,7 +110,7 @@ extension RPCRouter {
   ) {
     _ = MethodPermissions.required(path)
     register(path) { requests, responses, context in
-      try await body(requests, responses, try CallAccess(auth, path, context))
+      try await body(requests, responses, try await CallAccess(auth, path, context))
     }
   }
 }

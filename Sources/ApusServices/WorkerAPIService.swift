@@ -25,7 +25,7 @@ public struct WorkerAPIService: Sendable {
     router.register(Self.connectPath, longLived: true) { requests, responses, context in
       if let authorizer {
         do {
-          try authorizer.authorize(try authorizer.authenticate(context), scheduler: scheduler.name)
+          try authorizer.authorize(try await authorizer.authenticate(context), scheduler: scheduler.name)
         } catch {
           logger.warning("worker refused", metadata: ["peer": "\(context.peer)", "error": "\(error)"])
           throw error

@@ -68,18 +68,18 @@ struct Run: AsyncParsableCommand {
   }
 }
 
-struct Check: ParsableCommand {
+struct Check: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Validate a config and print what it would run.")
 
   @Argument(help: "Path of the JSON config.")
   var config: String
 
-  func run() throws {
+  func run() async throws {
     let c = try loadConfiguration(config)
     if let auth = c.auth {
       do {
-        _ = try Authorizer(config: auth, logger: Logger(label: "apus"))
+        _ = try await Authorizer(config: auth, logger: Logger(label: "apus"))
       } catch {
         FileHandle.standardError.write(Data("apus: config error: \(error)\n".utf8))
         throw ExitCode(2)
@@ -108,7 +108,9 @@ struct Check: ParsableCommand {
       }
     }
     if let auth = c.auth {
-      print("  auth: tokens \(auth.tokens ?? "none"), certificate principal \(auth.certificatePrincipal.rawValue)")
+      print(
+        "  auth: tokens \(auth.tokens ?? "none"), jwt \(auth.jwt.map { "\($0.jwks) (aud \($0.audience))" } ?? "none"), "
+          + "certificate principal \(auth.certificatePrincipal.rawValue)")
       for (name, grants) in auth.instances.sorted(by: { $0.key < $1.key }) {
         print("    instance \"\(name)\": \(Self.describe(grants))")
       }

@@ -58,10 +58,10 @@ struct AuthorizerTests {
     return path
   }
 
-  func authorizer(_ path: String?) throws -> Authorizer {
-    try Authorizer(
+  func authorizer(_ path: String?, jwt: JWTConfig? = nil) async throws -> Authorizer {
+    try await Authorizer(
       config: AuthConfig(
-        tokens: path,
+        tokens: path, jwt: jwt,
         instances: [
           "*": ["ci": [.read, .write, .writeAC, .execute], "dev": [.read], "anonymous": []],
           "team": ["dev": [.write]],
@@ -76,9 +76,9 @@ struct AuthorizerTests {
       peer: "test", clientCertificate: certificate)
   }
 
-  func code(_ body: () throws -> Void) -> RPCStatusCode? {
+  func code(_ body: () async throws -> Void) async -> RPCStatusCode? {
     do {
-      try body()
+      try await body()
       return nil
     } catch let error as RPCError {
       return error.code
@@ -88,24 +88,24 @@ struct AuthorizerTests {
   }
 
   @Test("principals, refusals and their messages")
-  func policy() throws {
+  func policy() async throws {
     let path = try tokenFile([
       TokenFile.line(token: Self.ciToken, principal: "ci"), TokenFile.line(token: Self.devToken, principal: "dev"),
     ])
-    let auth = try authorizer(path)
-    #expect(try auth.authenticate(context("Bearer \(Self.ciToken)")) == "ci")
-    #expect(try auth.authenticate(context("bearer \(Self.devToken)")) == "dev")
-    #expect(try auth.authenticate(context()) == nil)
-    #expect(code { _ = try auth.authenticate(context("Bearer wrong")) } == .unauthenticated)
-    #expect(code { _ = try auth.authenticate(context("Basic abc")) } == .unauthenticated)
+    let auth = try await authorizer(path)
+    #expect(try await auth.authenticate(context("Bearer \(Self.ciToken)")) == "ci")
+    #expect(try await auth.authenticate(context("bearer \(Self.devToken)")) == "dev")
+    #expect(try await auth.authenticate(context()) == nil)
+    #expect(await code { _ = try await auth.authenticate(context("Bearer wrong")) } == .unauthenticated)
+    #expect(await code { _ = try await auth.authenticate(context("Basic abc")) } == .unauthenticated)
     do {
-      _ = try auth.authenticate(context("Bearer wrong-secret"))
+      _ = try await auth.authenticate(context("Bearer wrong-secret"))
     } catch {
       #expect(!"\(error)".contains("wrong-secret"))
     }
-    #expect(code { try auth.authorize("ci", .writeAC, instance: "") } == nil)
-    #expect(code { try auth.authorize(nil, .read, instance: "") } == .unauthenticated)
-    #expect(code { try auth.authorize("dev", .write, instance: "team") } == nil)
+    #expect(await code { try auth.authorize("ci", .writeAC, instance: "") } == nil)
+    #expect(await code { try auth.authorize(nil, .read, instance: "") } == .unauthenticated)
+    #expect(await code { try auth.authorize("dev", .write, instance: "team") } == nil)
     do {
       try auth.authorize("dev", .writeAC, instance: "")
       Issue.record("allowed")
@@ -113,40 +113,40 @@ struct AuthorizerTests {
       #expect(error.code == .permissionDenied)
       #expect(error.message == #"principal "dev" lacks "write_ac" on instance """#)
     }
-    #expect(code { try auth.authorize("ci", scheduler: "main") } == nil)
-    #expect(code { try auth.authorize("dev", scheduler: "main") } == .permissionDenied)
-    #expect(code { try auth.authorize("dev", .execute, anyOf: ["*", "team"]) } == .permissionDenied)
-    #expect(code { try auth.authorize("ci", .execute, anyOf: ["*", "team"]) } == nil)
+    #expect(await code { try auth.authorize("ci", scheduler: "main") } == nil)
+    #expect(await code { try auth.authorize("dev", scheduler: "main") } == .permissionDenied)
+    #expect(await code { try auth.authorize("dev", .execute, anyOf: ["*", "team"]) } == .permissionDenied)
+    #expect(await code { try auth.authorize("ci", .execute, anyOf: ["*", "team"]) } == nil)
   }
 
   @Test("client certificates name principals by CN or SAN")
-  func certificates() throws {
+  func certificates() async throws {
     let cert = ClientCertificateNames(commonName: "ci", dnsNames: ["dev"], uris: ["spiffe://x"])
-    #expect(try authorizer(nil).authenticate(context(certificate: cert)) == "ci")
+    #expect(try await authorizer(nil).authenticate(context(certificate: cert)) == "ci")
     var config = AuthConfig(certificatePrincipal: .san)
-    var auth = try Authorizer(config: config, logger: Logger(label: "test"))
-    #expect(try auth.authenticate(context(certificate: cert)) == "dev")
-    #expect(try auth.authenticate(context(certificate: .init(uris: ["spiffe://x"]))) == "spiffe://x")
+    var auth = try await Authorizer(config: config, logger: Logger(label: "test"))
+    #expect(try await auth.authenticate(context(certificate: cert)) == "dev")
+    #expect(try await auth.authenticate(context(certificate: .init(uris: ["spiffe://x"]))) == "spiffe://x")
     config.certificatePrincipal = .cn
-    auth = try Authorizer(config: config, logger: Logger(label: "test"))
-    #expect(code { _ = try auth.authenticate(context(certificate: .init(dnsNames: ["a"]))) } == .unauthenticated)
+    auth = try await Authorizer(config: config, logger: Logger(label: "test"))
+    #expect(await code { _ = try await auth.authenticate(context(certificate: .init(dnsNames: ["a"]))) } == .unauthenticated)
   }
 
   @Test("the token file is read again when it changes; unreadable at start is a config error")
   func reload() async throws {
     let path = try tokenFile([TokenFile.line(token: Self.ciToken, principal: "ci")])
-    let auth = try authorizer(path)
-    #expect(try auth.authenticate(context("Bearer \(Self.ciToken)")) == "ci")
+    let auth = try await authorizer(path)
+    #expect(try await auth.authenticate(context("Bearer \(Self.ciToken)")) == "ci")
     try [TokenFile.line(token: Self.devToken, principal: "dev"), "# ci revoked"].joined(separator: "\n")
       .write(toFile: path, atomically: true, encoding: .utf8)
     try await Task.sleep(for: .milliseconds(1100))
-    #expect(try auth.authenticate(context("Bearer \(Self.devToken)")) == "dev")
-    #expect(code { _ = try auth.authenticate(context("Bearer \(Self.ciToken)")) } == .unauthenticated)
+    #expect(try await auth.authenticate(context("Bearer \(Self.devToken)")) == "dev")
+    #expect(await code { _ = try await auth.authenticate(context("Bearer \(Self.ciToken)")) } == .unauthenticated)
     // A broken edit keeps the previous tokens.
     try "not a token line".write(toFile: path, atomically: true, encoding: .utf8)
     try await Task.sleep(for: .milliseconds(1100))
-    #expect(try auth.authenticate(context("Bearer \(Self.devToken)")) == "dev")
-    #expect(throws: ConfigError.self) { try authorizer("/nonexistent/tokens") }
+    #expect(try await auth.authenticate(context("Bearer \(Self.devToken)")) == "dev")
+    await #expect(throws: ConfigError.self) { try await authorizer("/nonexistent/tokens") }
   }
 
   @Test("every REAPI method has a permission")

@@ -2,29 +2,39 @@ import ApusConfig
 import ApusRPC
 import Logging
 
-/// Who a call comes from (bearer token, else client certificate, else anonymous) and
+/// Who a call comes from (bearer token or JWT, else client certificate, else anonymous) and
 /// whether `auth` lets them do what the method needs. Services ask it once per call through
 /// the registration helpers (see `RouterRegistration.swift`) before touching any store.
 public final class Authorizer: Sendable {
   public let config: AuthConfig
   private let tokens: TokenStore?
+  private let jwt: JWTVerifier?
 
-  /// Reads the token file; a file that cannot be read is a config error at `auth.tokens`.
-  public init(config: AuthConfig, logger: Logger) throws(ConfigError) {
+  /// Reads the token file and the JWKS file; one that cannot be read is a config error at
+  /// `auth.tokens` or `auth.jwt.jwks`.
+  public init(config: AuthConfig, logger: Logger) async throws(ConfigError) {
     self.config = config
     tokens = try config.tokens.map { path throws(ConfigError) in try TokenStore(path: path, logger: logger) }
+    if let jwt = config.jwt {
+      self.jwt = try await JWTVerifier(config: jwt)
+    } else {
+      self.jwt = nil
+    }
   }
 
   /// The caller's principal, nil for a call without credentials. Credentials that do not
   /// check out are UNAUTHENTICATED, whatever `anonymous` may do. The token never appears in
   /// an error.
-  public func authenticate(_ context: ServerContext) throws -> String? {
+  public func authenticate(_ context: ServerContext) async throws -> String? {
     if let header = context.metadata["authorization"] {
       let scheme = "bearer "
       guard header.count > scheme.count, header.prefix(scheme.count).lowercased() == scheme else {
         throw RPCError(.unauthenticated, "the authorization header is not \"Bearer <token>\"")
       }
       let token = String(header.dropFirst(scheme.count)).trimmingWhitespace
+      if let jwt, JWTVerifier.looksLikeJWT(token) {
+        return try await jwt.principal(for: token)
+      }
       guard let tokens, let principal = tokens.principal(for: token) else {
         throw RPCError(.unauthenticated, "the bearer token is not valid (unknown or revoked)")
       }
