@@ -239,3 +239,61 @@ def test_workers_need_the_worker_permission(apus_factory, tmp_path, tokens):
     accepted.stop()
     logs = server.read_log() + refused.read_log() + accepted.read_log()
     assert not any(token in logs for token in t.values())
+
+
+def b64url(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(private_key, claims, kid="k1"):
+    import json
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signature = private_key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{payload}.{b64url(signature)}"
+
+
+def test_jwt_bearer_tokens(apus_factory, tmp_path, tokens):
+    import json
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    t, path, _ = tokens
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = key.public_key().public_numbers()
+    jwk = {"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+           "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+           "e": b64url(numbers.e.to_bytes(3, "big"))}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    config = auth_config(path, jwt={"jwks": str(tmp_path / "jwks.json"), "audience": "apus"})
+    config["auth"]["instances"]["*"]["alice"] = ["read", "write"]
+    apus = apus_factory(config)
+    now = int(time.time())
+    good = make_jwt(key, {"sub": "alice", "aud": "apus", "exp": now + 600, "nbf": now - 10})
+    refused = {
+        "expired": make_jwt(key, {"sub": "alice", "aud": "apus", "exp": now - 60}),
+        "wrong audience": make_jwt(key, {"sub": "alice", "aud": "other", "exp": now + 600}),
+        "unknown kid": make_jwt(key, {"sub": "alice", "aud": "apus", "exp": now + 600}, kid="k2"),
+        "wrong key": make_jwt(other, {"sub": "alice", "aud": "apus", "exp": now + 600}),
+        "not yet valid": make_jwt(key, {"sub": "alice", "aud": "apus", "exp": now + 600, "nbf": now + 300}),
+    }
+    with grpc.insecure_channel(apus.address) as ch:
+        assert update_blobs(ch, good).responses[0].status.code == 0
+        assert find_missing(ch, t["reader"]) == []
+        code, details = code_of(lambda: update_ac(ch, good))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and 'principal "alice" lacks "write_ac"' in details
+        for why, token in refused.items():
+            code, details = code_of(lambda: find_missing(ch, token))
+            assert code == grpc.StatusCode.UNAUTHENTICATED, why
+            assert details.startswith("the JWT is not valid") and token not in details, (why, details)
+        # Opaque tokens still go to the token file.
+        assert find_missing(ch, t["reader"]) == []
+    log = apus.read_log()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    body = "".join(pem.splitlines()[1:-1])
+    assert good not in log and not any(token in log for token in refused.values())
+    assert body[:40] not in log and "PRIVATE KEY" not in log
