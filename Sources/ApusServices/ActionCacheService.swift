@@ -10,7 +10,10 @@ struct ActionCacheService {
 
   func register(on router: inout RPCRouter) {
     let table = self.table
-    router.unary(Self.prefix + "GetActionResult", GetActionResultRequest.self, auth: table.authorizer, instance: { $0.instanceName }) { request, _ in
+    router.unary(
+      Self.prefix + "GetActionResult", GetActionResultRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, _ in
       try DigestCheck.checkFunction(request.digestFunction)
       let ac = try table.actionCache(request.instanceName)
       let key = try DigestCheck.validate(request.actionDigest, "action_digest")
@@ -20,7 +23,8 @@ struct ActionCacheService {
       return bytes
     }
     router.unaryWithBytes(
-      Self.prefix + "UpdateActionResult", UpdateActionResultRequest.self, auth: table.authorizer, instance: { $0.instanceName }
+      Self.prefix + "UpdateActionResult", UpdateActionResultRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
     ) { request, raw, _ in
       try DigestCheck.checkFunction(request.digestFunction)
       let instance = try table.instance(request.instanceName)

@@ -13,11 +13,14 @@ struct ExecutionService {
 
   func register(on router: inout RPCRouter) {
     let table = self.table
-    router.serverStreaming(Self.prefix + "Execute", ExecuteRequest.self, longLived: true, auth: table.authorizer, instance: { $0.instanceName }) { request, writer, _ in
+    router.serverStreaming(
+      Self.prefix + "Execute", ExecuteRequest.self, longLived: true, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, writer, _ in
       try await Self.execute(table, request, writer)
     }
-    router.serverStreaming(Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true,
-      auth: table.authorizer,
+    router.serverStreaming(
+      Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, writer, _ in
       guard let stream = await Self.watch(table, request.name) else {
@@ -25,8 +28,8 @@ struct ExecutionService {
       }
       for await op in stream { try await writer.write(op.serializedBytes()) }
     }
-    router.unary(Self.operations + "GetOperation", GetOperationRequest.self,
-      auth: table.authorizer,
+    router.unary(
+      Self.operations + "GetOperation", GetOperationRequest.self, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
       for scheduler in table.schedulers {
@@ -34,8 +37,8 @@ struct ExecutionService {
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
-    router.unary(Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true,
-      auth: table.authorizer,
+    router.unary(
+      Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
       guard let stream = await Self.watch(table, request.name) else {
@@ -45,8 +48,8 @@ struct ExecutionService {
       for await op in stream { last = op }
       return (last ?? Operation()).serializedBytes()
     }
-    router.unary(Self.operations + "CancelOperation", CancelOperationRequest.self,
-      auth: table.authorizer,
+    router.unary(
+      Self.operations + "CancelOperation", CancelOperationRequest.self, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
       for scheduler in table.schedulers where await scheduler.cancel(request.name) {

@@ -66,7 +66,7 @@ struct AuthorizerTests {
           "*": ["ci": [.read, .write, .writeAC, .execute], "dev": [.read], "anonymous": []],
           "team": ["dev": [.write]],
         ],
-        schedulers: ["main": ["ci": [.worker]]]),
+        schedulers: ["main": ["ci": [.worker]]], admin: ["ops"]),
       logger: Logger(label: "test"))
   }
 
@@ -117,6 +117,9 @@ struct AuthorizerTests {
     #expect(await code { try auth.authorize("dev", scheduler: "main") } == .permissionDenied)
     #expect(await code { try auth.authorize("dev", .execute, anyOf: ["*", "team"]) } == .permissionDenied)
     #expect(await code { try auth.authorize("ci", .execute, anyOf: ["*", "team"]) } == nil)
+    #expect(await code { try auth.authorizeAdmin("ops") } == nil)
+    #expect(await code { try auth.authorizeAdmin("ci") } == .permissionDenied)
+    #expect(await code { try auth.authorizeAdmin(nil) } == .unauthenticated)
   }
 
   @Test("client certificates name principals by CN or SAN")

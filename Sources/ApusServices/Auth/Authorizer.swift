@@ -47,9 +47,9 @@ public final class Authorizer: Sendable {
         case .san: certificate.dnsNames.first ?? certificate.uris.first
         }
       guard let name, !name.isEmpty else {
-        throw RPCError(
-          .unauthenticated,
-          "the client certificate has no \(config.certificatePrincipal == .cn ? "common name" : "DNS or URI subject alternative name")")
+        let missing =
+          config.certificatePrincipal == .cn ? "common name" : "DNS or URI subject alternative name"
+        throw RPCError(.unauthenticated, "the client certificate has no \(missing)")
       }
       return name
     }
@@ -75,6 +75,14 @@ public final class Authorizer: Sendable {
   public func authorize(_ principal: String?, scheduler: String) throws {
     guard !config.permissions(of: principal, scheduler: scheduler).contains(.worker) else { return }
     throw Self.refusal(principal, .worker, "scheduler \"\(scheduler)\"")
+  }
+
+  /// Throws unless `principal` holds the global `admin` permission (`auth.admin`), for the
+  /// admin endpoints to come.
+  public func authorizeAdmin(_ principal: String?) throws {
+    guard let principal, config.admin.contains(principal) else {
+      throw Self.refusal(principal, .admin, "this server")
+    }
   }
 
   static func refusal(_ principal: String?, _ permission: Permission, _ scope: String) -> RPCError {

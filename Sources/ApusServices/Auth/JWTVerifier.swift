@@ -39,8 +39,10 @@ final class JWTVerifier: Sendable {
   /// Three non-empty dot-separated base64url parts.
   static func looksLikeJWT(_ token: String) -> Bool {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-    return parts.count == 3
-      && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy { $0.isLetter && $0.isASCII || $0.isNumber || $0 == "-" || $0 == "_" } }
+    func base64url(_ c: Character) -> Bool {
+      c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_")
+    }
+    return parts.count == 3 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(base64url) }
   }
 
   /// The principal the JWT names, or UNAUTHENTICATED saying why not.
