@@ -297,3 +297,39 @@ def test_jwt_bearer_tokens(apus_factory, tmp_path, tokens):
     body = "".join(pem.splitlines()[1:-1])
     assert good not in log and not any(token in log for token in refused.values())
     assert body[:40] not in log and "PRIVATE KEY" not in log
+
+
+def test_grpc_store_sends_its_token_file(apus_factory, tmp_path, tokens):
+    t, path, _ = tokens
+    upstream = apus_factory(auth_config(path))
+
+    def proxy(name, token):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "token").write_text(token)
+        url = f"grpc://{upstream.address}"
+        config = {
+            "stores": {"cas": {"grpc": {"url": url, "token_file": str(d / "token")}},
+                       "ac": {"grpc": {"url": url, "role": "action_cache", "token_file": str(d / "token")}}},
+            "servers": [{"listen": "127.0.0.1:PORT", "instances": {"": {"cas": "cas", "action_cache": "ac"}}}],
+        }
+        return ApusProcess(config, d).start()
+
+    writer, reader = proxy("writer", t["ci"]), proxy("reader", t["reader"])
+    try:
+        with grpc.insecure_channel(writer.address) as ch:
+            upload(ch, BLOB)
+            update_ac(ch, "unused")  # the proxy has no auth; its store sends ci's token
+        with grpc.insecure_channel(upstream.address) as ch:
+            assert find_missing(ch, t["reader"]) == []
+            assert get_ac(ch, t["reader"]).exit_code == 0
+        with grpc.insecure_channel(reader.address) as ch:
+            other = b"refused upstream"
+            code, details = code_of(lambda: upload(ch, other)[0])
+            assert code == grpc.StatusCode.PERMISSION_DENIED and '"reader" lacks "write"' in details
+            assert get_ac(ch, "unused").exit_code == 0
+        with grpc.insecure_channel(upstream.address) as ch:
+            assert find_missing(ch, t["reader"], b"refused upstream") == [digest(b"refused upstream")]
+    finally:
+        writer.stop()
+        reader.stop()
