@@ -16,6 +16,7 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.36.0"),
+    .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.0.0"),
   ],
   targets: [
     // C libraries, exposed only through module maps.
@@ -63,6 +64,7 @@ let package = Package(
       dependencies: [
         "ApusProto", "ApusRPC", "ApusStore", "ApusConfig", "ApusScheduler",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "JWTKit", package: "jwt-kit"),
       ],
       swiftSettings: strict),
     // Runs actions: fetch inputs, execute, upload outputs; talks to scheduler and CAS by gRPC.
@@ -87,7 +89,7 @@ let package = Package(
     .executableTarget(
       name: "apus",
       dependencies: [
-        "ApusServer", "ApusConfig", "ApusWorker", "CApusSystem",
+        "ApusServer", "ApusServices", "ApusConfig", "ApusWorker", "CApusSystem",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -104,7 +106,10 @@ let package = Package(
       name: "ApusStoreTests", dependencies: ["ApusStore", "ApusProto"], swiftSettings: strict),
     .testTarget(
       name: "ApusServicesTests",
-      dependencies: ["ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig"],
+      dependencies: [
+        "ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig",
+        .product(name: "JWTKit", package: "jwt-kit"),
+      ],
       swiftSettings: strict),
     .testTarget(
       name: "ApusWorkerTests",

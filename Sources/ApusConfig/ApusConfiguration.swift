@@ -7,26 +7,31 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
   public var servers: [ServerConfig]
   public var workers: [WorkerConfig]
   public var global: GlobalConfig
+  /// Key `auth`: authentication and per-instance permissions; nil: every call is allowed.
+  public var auth: AuthConfig?
 
   public init(
     stores: [String: StoreSpec], schedulers: [String: SchedulerConfig] = [:],
-    servers: [ServerConfig], workers: [WorkerConfig] = [], global: GlobalConfig = .init()
+    servers: [ServerConfig], workers: [WorkerConfig] = [], global: GlobalConfig = .init(),
+    auth: AuthConfig? = nil
   ) {
     self.stores = stores
     self.schedulers = schedulers
     self.servers = servers
     self.workers = workers
     self.global = global
+    self.auth = auth
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["stores", "schedulers", "servers", "workers", "global"])
+      decoder, allowedKeys: ["stores", "schedulers", "servers", "workers", "global", "auth"])
     stores = try o.decode([String: StoreSpec].self, "stores") ?? [:]
     schedulers = try o.decode([String: SchedulerConfig].self, "schedulers") ?? [:]
     servers = try o.decode([ServerConfig].self, "servers") ?? []
     workers = try o.decode([WorkerConfig].self, "workers") ?? []
     global = try o.decode(GlobalConfig.self, "global") ?? GlobalConfig()
+    auth = try o.decode(AuthConfig.self, "auth")
     try Self.checkReferences(stores)
     try Self.checkWriteBehind(stores)
     guard !servers.isEmpty || !workers.isEmpty else {
@@ -36,6 +41,9 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
       guard let ref, !names.contains(ref) else { return }
       throw ConfigError(
         path: path, "no \(kind) named \"\(ref)\"; defined: \(names.sorted().joined(separator: ", "))")
+    }
+    for name in (auth?.schedulers.keys).map(Array.init)?.sorted() ?? [] {
+      try check(name, in: schedulers.keys, kind: "scheduler", path: "auth.schedulers.\"\(name)\"")
     }
     for (i, server) in servers.enumerated() {
       try check(server.workerAPI, in: schedulers.keys, kind: "scheduler", path: "servers[\(i)].worker_api")

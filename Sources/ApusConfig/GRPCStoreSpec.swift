@@ -16,10 +16,14 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
   public var circuitBreaker: CircuitBreakerConfig
   /// For a `grpcs://` URL: trust roots, client certificate, server name.
   public var tls: ClientTLSConfig?
+  /// Key `token_file`: a file holding the bearer token sent on every call
+  /// (`authorization: Bearer …`), read at start; nil: none sent.
+  public var tokenFile: String?
 
   public init(
     url: String, instanceName: String = "", actionCache: Bool = false, timeoutSeconds: Int = 60,
-    connectTimeoutSeconds: Int = 2, circuitBreaker: CircuitBreakerConfig = .init()
+    connectTimeoutSeconds: Int = 2, circuitBreaker: CircuitBreakerConfig = .init(),
+    tokenFile: String? = nil
   ) {
     self.url = url
     self.instanceName = instanceName
@@ -27,6 +31,7 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
     self.timeoutSeconds = timeoutSeconds
     self.connectTimeoutSeconds = connectTimeoutSeconds
     self.circuitBreaker = circuitBreaker
+    self.tokenFile = tokenFile
   }
 
   public init(from decoder: any Decoder) throws {
@@ -34,6 +39,7 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
       decoder,
       allowedKeys: [
         "url", "instance_name", "role", "timeout_seconds", "connect_timeout_seconds", "circuit_breaker", "tls",
+        "token_file",
       ])
     url = try o.requiredString("url")
     let (valid, grpcs) = GRPCURL.check(url)
@@ -49,5 +55,6 @@ public struct GRPCStoreSpec: Sendable, Equatable, Decodable {
     timeoutSeconds = Int(try o.integer("timeout_seconds") ?? 60)
     connectTimeoutSeconds = Int(try o.integer("connect_timeout_seconds") ?? 2)
     circuitBreaker = try o.decode(CircuitBreakerConfig.self, "circuit_breaker") ?? .init()
+    tokenFile = try o.string("token_file")
   }
 }

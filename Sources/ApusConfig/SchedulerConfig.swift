@@ -123,12 +123,16 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
   public var platformCommands: [String: [String]]
   /// Prepended to every command (a sandbox wrapper, `nice`, …).
   public var entrypoint: [String]
+  /// Key `token_file`: a file holding the bearer token sent to the scheduler and the CAS
+  /// (`authorization: Bearer …`), read at start; nil: none sent.
+  public var tokenFile: String?
 
   public init(
     scheduler: String, cas: String, workDirectory: String, cacheDirectory: String,
     cacheMaxBytes: Int64 = 10 << 30, maxConcurrentActions: Int = 2,
     platform: [String: String] = ["OSFamily": "linux"],
-    platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = []
+    platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = [],
+    tokenFile: String? = nil
   ) {
     self.scheduler = scheduler
     self.cas = cas
@@ -140,6 +144,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     self.platformCommands = platformCommands
     self.entrypoint = entrypoint
     self.hidePaths = []
+    self.tokenFile = tokenFile
   }
 
   public init(from decoder: any Decoder) throws {
@@ -148,6 +153,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       allowedKeys: [
         "scheduler", "cas", "work_directory", "cache_directory", "cache_max_bytes",
         "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "tls", "run_as", "hide_paths",
+        "token_file",
       ])
     scheduler = try o.requiredString("scheduler")
     cas = try o.requiredString("cas")
@@ -187,6 +193,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       throw ConfigError(path: o.path("platform_commands") + ".\(name)", "the command is empty")
     }
     entrypoint = try o.decode([String].self, "entrypoint") ?? []
+    tokenFile = try o.string("token_file")
   }
 }
 
@@ -199,6 +206,7 @@ extension WorkerConfig {
     var copy = self
     copy.workDirectory = expand(workDirectory)
     copy.cacheDirectory = expand(cacheDirectory)
+    copy.tokenFile = tokenFile.map(expand)
     return copy
   }
 }

@@ -115,7 +115,7 @@ public final class GRPCClient: Sendable {
       guard let connection = bound.value.connection else {
         return loop.makeFailedFuture(RPCError(.unavailable, "connection to \(self.host):\(self.port) is closed"))
       }
-      return loop.makeCompletedFuture { try connection.openCall(path: path, metadata: metadata, timeout: timeout) }
+      return loop.makeCompletedFuture { try connection.openCall(path: path, metadata: self.options.callMetadata + metadata, timeout: timeout) }
     }.get()
   }
 

@@ -30,6 +30,8 @@ public struct GRPCServerOptions: Sendable {
   /// Server: connections one listener keeps open; at the cap, one that has not sent its
   /// preface is dropped for a new one, else the new one is refused.
   public var maxConnections: Int = 10_000
+  /// Client: metadata sent on every call before the call's own (credentials).
+  public var callMetadata: [(String, String)] = []
   /// Server: the deadline of a call whose client sends no `grpc-timeout` (long-lived
   /// methods excepted, see `RPCRouter.Route`); nil: none.
   public var defaultDeadline: Duration?

@@ -9,7 +9,7 @@ import Logging
 /// short critical section; nothing here waits on I/O. Workers are reached through the
 /// `send` closure they registered, which only enqueues.
 public actor Scheduler {
-  public let name: String
+  public nonisolated let name: String
   let config: SchedulerConfig
   /// How often workers must ping; fixed by the config, so readable before registering.
   public nonisolated var keepAliveSeconds: Int { config.keepAliveSeconds }
@@ -107,6 +107,11 @@ public actor Scheduler {
       operations[name] = record
     }
     return stream
+  }
+
+  /// The instance the operation was started on; nil if unknown or expired.
+  public func instanceName(ofOperation name: String) -> String? {
+    operations[name]?.job.instanceName
   }
 
   public func operation(_ name: String) -> Operation? {

@@ -73,6 +73,8 @@ public final class ApusServer: Service {
     defer { publish(addresses) }
     let schedulers: [String: Scheduler]
     do {
+      var authorizer: Authorizer?
+      if let auth = config.auth { authorizer = try await Authorizer(config: auth, logger: logger) }
       let stores = try await factory.makeAll()
       schedulers = config.schedulers.reduce(into: [:]) { all, entry in
         all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)
@@ -82,7 +84,8 @@ public final class ApusServer: Service {
       for (i, server) in config.servers.enumerated() {
         let tls = try server.tls.map { try Self.loadTLS($0, path: "servers[\(i)].tls") }
         if let tls { certificates.append(tls) }
-        let grpc = try makeServer(server, stores: stores, schedulers: schedulers, budget: budget, tls: tls)
+        let grpc = try makeServer(
+          server, stores: stores, schedulers: schedulers, budget: budget, tls: tls, authorizer: authorizer)
         guard let (host, port) = ServerConfig.splitHostPort(server.listen) else {
           throw ConfigError(path: "servers", "invalid listen address \(server.listen)")
         }
@@ -146,7 +149,7 @@ public final class ApusServer: Service {
   /// One listener's router, services and options, from its config.
   private func makeServer(
     _ server: ServerConfig, stores: [String: any BlobStore], schedulers: [String: Scheduler],
-    budget: BufferBudget, tls: ServerTLS?
+    budget: BufferBudget, tls: ServerTLS?, authorizer: Authorizer?
   ) throws -> GRPCServer {
     func store(_ name: String) throws -> any BlobStore {
       guard let store = stores[name] else {
@@ -173,10 +176,11 @@ public final class ApusServer: Service {
           actionCacheUpdates: instance.actionCacheUpdates,
           scheduler: try instance.execution.map(scheduler))
       },
-      maxMessageBytes: server.maxMessageBytes)
+      maxMessageBytes: server.maxMessageBytes, authorizer: authorizer)
     var router = RemoteExecutionAPI.router(for: table)
     if let name = server.workerAPI {
-      WorkerAPIService(scheduler: try scheduler(name), logger: logger).register(on: &router)
+      WorkerAPIService(scheduler: try scheduler(name), logger: logger, authorizer: authorizer)
+        .register(on: &router)
     }
     var options = GRPCServerOptions()
     options.maxReceiveMessageBytes = server.maxMessageBytes

@@ -10,7 +10,10 @@ struct ActionCacheService {
 
   func register(on router: inout RPCRouter) {
     let table = self.table
-    router.unary(Self.prefix + "GetActionResult", GetActionResultRequest.self) { request, _ in
+    router.unary(
+      Self.prefix + "GetActionResult", GetActionResultRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, _ in
       try DigestCheck.checkFunction(request.digestFunction)
       let ac = try table.actionCache(request.instanceName)
       let key = try DigestCheck.validate(request.actionDigest, "action_digest")
@@ -19,9 +22,10 @@ struct ActionCacheService {
       }
       return bytes
     }
-    router.register(Self.prefix + "UpdateActionResult") { requests, responses, _ in
-      let raw = try await requests.single()
-      let request = try UpdateActionResultRequest(serializedBytes: raw)
+    router.unaryWithBytes(
+      Self.prefix + "UpdateActionResult", UpdateActionResultRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, raw, _ in
       try DigestCheck.checkFunction(request.digestFunction)
       let instance = try table.instance(request.instanceName)
       let ac = try table.actionCache(request.instanceName)
@@ -35,7 +39,7 @@ struct ActionCacheService {
       try Self.validate(result)
       let stored = try Self.rawField(3, of: raw)
       try await ac.writeAll(key, stored)
-      try await responses.write(stored)
+      return stored
     }
   }
 

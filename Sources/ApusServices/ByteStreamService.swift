@@ -16,15 +16,21 @@ struct ByteStreamService {
   func register(on router: inout RPCRouter) {
     let table = self.table
     let uploads = self.uploads
-    router.serverStreaming(Self.prefix + "Read", ReadRequest.self) { request, writer, _ in
+    router.serverStreaming(
+      Self.prefix + "Read", ReadRequest.self, auth: table.authorizer,
+      instance: { (try? Self.resource($0.resourceName, .read))?.instanceName }
+    ) { request, writer, _ in
       try await Self.read(table, request, writer)
     }
-    router.register(Self.prefix + "Write") { requests, responses, _ in
+    router.clientStreaming(Self.prefix + "Write", auth: table.authorizer) { requests, responses, access in
       var response = WriteResponse()
-      response.committedSize = try await Self.write(table, uploads, requests)
+      response.committedSize = try await Self.write(table, uploads, requests, access)
       try await responses.write(response.serializedBytes())
     }
-    router.unary(Self.prefix + "QueryWriteStatus", QueryWriteStatusRequest.self) { request, _ in
+    router.unary(
+      Self.prefix + "QueryWriteStatus", QueryWriteStatusRequest.self, auth: table.authorizer,
+      instance: { (try? Self.resource($0.resourceName, .write))?.instanceName }
+    ) { request, _ in
       try await Self.queryWriteStatus(table, uploads, request).serializedBytes()
     }
   }
@@ -63,7 +69,8 @@ struct ByteStreamService {
 
   /// Returns the committed size.
   static func write(
-    _ table: InstanceTable, _ uploads: UploadTable, _ requests: RPCMessageStream
+    _ table: InstanceTable, _ uploads: UploadTable, _ requests: RPCMessageStream,
+    _ access: CallAccess
   ) async throws -> Int64 {
     var iterator = requests.makeAsyncIterator()
     guard let firstBytes = try await iterator.next() else {
@@ -74,6 +81,7 @@ struct ByteStreamService {
       throw RPCError.invalidArgument("the first WriteRequest must carry resource_name")
     }
     let name = try resource(first.resourceName, .write)
+    try access.check(instance: name.instanceName)
     let cas = try table.cas(name.instanceName)
     let size = name.digest.sizeBytes
     guard first.writeOffset == 0 else {

@@ -8,7 +8,8 @@ struct CapabilitiesService {
   func register(on router: inout RPCRouter) {
     let table = self.table
     router.unary(
-      "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", GetCapabilitiesRequest.self
+      "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", GetCapabilitiesRequest.self,
+      auth: table.authorizer, instance: { $0.instanceName }
     ) { request, _ in
       try Self.capabilities(table, request.instanceName).serializedBytes()
     }

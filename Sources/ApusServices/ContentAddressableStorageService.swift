@@ -11,16 +11,28 @@ struct ContentAddressableStorageService {
 
   func register(on router: inout RPCRouter) {
     let table = self.table
-    router.unary(Self.prefix + "FindMissingBlobs", FindMissingBlobsRequest.self) { request, _ in
+    router.unary(
+      Self.prefix + "FindMissingBlobs", FindMissingBlobsRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, _ in
       try await Self.findMissing(table, request).serializedBytes()
     }
-    router.unary(Self.prefix + "BatchUpdateBlobs", BatchUpdateBlobsRequest.self) { request, _ in
+    router.unary(
+      Self.prefix + "BatchUpdateBlobs", BatchUpdateBlobsRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, _ in
       try await Self.batchUpdate(table, request).serializedBytes()
     }
-    router.unary(Self.prefix + "BatchReadBlobs", BatchReadBlobsRequest.self) { request, _ in
+    router.unary(
+      Self.prefix + "BatchReadBlobs", BatchReadBlobsRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, _ in
       try await Self.batchRead(table, request).serializedBytes()
     }
-    router.serverStreaming(Self.prefix + "GetTree", GetTreeRequest.self) { request, writer, _ in
+    router.serverStreaming(
+      Self.prefix + "GetTree", GetTreeRequest.self, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, writer, _ in
       try await Self.getTree(table, request, writer)
     }
   }

@@ -13,22 +13,34 @@ struct ExecutionService {
 
   func register(on router: inout RPCRouter) {
     let table = self.table
-    router.serverStreaming(Self.prefix + "Execute", ExecuteRequest.self, longLived: true) { request, writer, _ in
+    router.serverStreaming(
+      Self.prefix + "Execute", ExecuteRequest.self, longLived: true, auth: table.authorizer,
+      instance: { $0.instanceName }
+    ) { request, writer, _ in
       try await Self.execute(table, request, writer)
     }
-    router.serverStreaming(Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true) { request, writer, _ in
+    router.serverStreaming(
+      Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true, auth: table.authorizer,
+      instance: { await Self.instanceName(table, $0.name) }
+    ) { request, writer, _ in
       guard let stream = await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
       for await op in stream { try await writer.write(op.serializedBytes()) }
     }
-    router.unary(Self.operations + "GetOperation", GetOperationRequest.self) { request, _ in
+    router.unary(
+      Self.operations + "GetOperation", GetOperationRequest.self, auth: table.authorizer,
+      instance: { await Self.instanceName(table, $0.name) }
+    ) { request, _ in
       for scheduler in table.schedulers {
         if let op = await scheduler.operation(request.name) { return op.serializedBytes() }
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
-    router.unary(Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true) { request, _ in
+    router.unary(
+      Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true, auth: table.authorizer,
+      instance: { await Self.instanceName(table, $0.name) }
+    ) { request, _ in
       guard let stream = await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
@@ -36,12 +48,23 @@ struct ExecutionService {
       for await op in stream { last = op }
       return (last ?? Operation()).serializedBytes()
     }
-    router.unary(Self.operations + "CancelOperation", CancelOperationRequest.self) { request, _ in
+    router.unary(
+      Self.operations + "CancelOperation", CancelOperationRequest.self, auth: table.authorizer,
+      instance: { await Self.instanceName(table, $0.name) }
+    ) { request, _ in
       for scheduler in table.schedulers where await scheduler.cancel(request.name) {
         return EmptyMessage().serializedBytes()
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
+  }
+
+  /// The instance an operation was started on; nil if no scheduler knows it.
+  static func instanceName(_ table: InstanceTable, _ operation: String) async -> String? {
+    for scheduler in table.schedulers {
+      if let name = await scheduler.instanceName(ofOperation: operation) { return name }
+    }
+    return nil
   }
 
   static func watch(_ table: InstanceTable, _ name: String) async -> AsyncStream<Operation>? {

@@ -27,10 +27,13 @@ public struct InstanceTable: Sendable {
   public var instances: [String: Instance]
   /// Largest message the server accepts; batch limits derive from it.
   public var maxMessageBytes: Int
+  /// Checks every call against `auth`; nil: every call is allowed.
+  public var authorizer: Authorizer?
 
-  public init(instances: [String: Instance], maxMessageBytes: Int) {
+  public init(instances: [String: Instance], maxMessageBytes: Int, authorizer: Authorizer? = nil) {
     self.instances = instances
     self.maxMessageBytes = maxMessageBytes
+    self.authorizer = authorizer
   }
 
   /// Every scheduler an instance here uses, for operation look-ups by name.

@@ -9,16 +9,28 @@ import Logging
 public struct WorkerAPIService: Sendable {
   let scheduler: Scheduler
   let logger: Logger
+  /// Checks the `worker` permission on the scheduler before the stream is read; nil: none.
+  let authorizer: Authorizer?
   public static let connectPath = "/apus.worker.v1.WorkerAPI/Connect"
 
-  public init(scheduler: Scheduler, logger: Logger) {
+  public init(scheduler: Scheduler, logger: Logger, authorizer: Authorizer? = nil) {
     self.scheduler = scheduler
     self.logger = logger
+    self.authorizer = authorizer
   }
 
   public func register(on router: inout RPCRouter) {
     let scheduler = self.scheduler
-    router.register(Self.connectPath, longLived: true) { requests, responses, _ in
+    let authorizer = self.authorizer, logger = self.logger
+    router.register(Self.connectPath, longLived: true) { requests, responses, context in
+      if let authorizer {
+        do {
+          try authorizer.authorize(try await authorizer.authenticate(context), scheduler: scheduler.name)
+        } catch {
+          logger.warning("worker refused", metadata: ["peer": "\(context.peer)", "error": "\(error)"])
+          throw error
+        }
+      }
       var iterator = requests.makeAsyncIterator()
       guard let firstBytes = try await iterator.next() else { return }
       guard let register = try WorkerMessage(serializedBytes: firstBytes).register,

@@ -112,6 +112,7 @@ public final class StoreFactory {
     case .grpc(let g):
       var options = try GRPCServerOptions.dialing(g.url, tls: g.tls)
       options.connectTimeout = .seconds(g.connectTimeoutSeconds)
+      if let path = g.tokenFile { options.callMetadata = try BearerToken.metadata(fromFile: path) }
       let client = try GRPCClient(url: g.url, options: options)
       closers.append { await client.close() }
       let (breaker, isNew) = breaker(for: "grpc \(g.url)", g.circuitBreaker)

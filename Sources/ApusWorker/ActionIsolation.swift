@@ -7,7 +7,7 @@ import CApusSystem
 
 /// What an action may not see or do on this worker: the user it runs as (`run_as`, when the
 /// worker is root) and the paths hidden from it in a mount namespace of its own (the
-/// worker's input cache, its private key, `hide_paths`). Actions with the `block-network`
+/// worker's input cache, its private key and token file, `hide_paths`). Actions with the `block-network`
 /// platform property get a network namespace with only loopback.
 struct ActionIsolation: Sendable {
   var uid: uid_t?
@@ -44,7 +44,7 @@ struct ActionIsolation: Sendable {
     }
     guard uid != 0 else { throw ExecutionFailure(.invalidArgument, "workers[].run_as.user must not be root") }
     // What an action could use to act as the worker, or to poison what other actions get.
-    hide = [config.cacheDirectory] + [config.tls?.privateKey].compactMap { $0 } + config.hidePaths
+    hide = [config.cacheDirectory] + [config.tls?.privateKey, config.tokenFile].compactMap { $0 } + config.hidePaths
     for path in hide where config.workDirectory == path || config.workDirectory.hasPrefix(path + "/") {
       throw ExecutionFailure(
         .invalidArgument, "workers[].work_directory is inside \(path), which is hidden from actions")

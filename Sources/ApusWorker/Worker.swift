@@ -56,10 +56,15 @@ public final class Worker: Service {
     let cache = try await FilesystemStore.open(
       root: config.cacheDirectory, maxBytes: config.cacheMaxBytes, name: "worker input cache",
       options: .init(sync: .none, content: .cas), fileMode: 0o444, pool: pool)
-    let casClient = try GRPCClient(
-      url: config.cas, options: .dialing(config.cas, tls: config.tls), logger: logger)
-    let schedulerClient = try GRPCClient(
-      url: config.scheduler, options: .dialing(config.scheduler, tls: config.tls), logger: logger)
+    var casOptions = try GRPCServerOptions.dialing(config.cas, tls: config.tls)
+    var schedulerOptions = try GRPCServerOptions.dialing(config.scheduler, tls: config.tls)
+    if let path = config.tokenFile {
+      let metadata = try BearerToken.metadata(fromFile: path)
+      casOptions.callMetadata = metadata
+      schedulerOptions.callMetadata = metadata
+    }
+    let casClient = try GRPCClient(url: config.cas, options: casOptions, logger: logger)
+    let schedulerClient = try GRPCClient(url: config.scheduler, options: schedulerOptions, logger: logger)
     let isolation = try ActionIsolation(config)
     var runner = ActionRunner(
       workerID: id, workRoot: config.workDirectory, entrypoint: config.entrypoint, cache: cache,
@@ -78,6 +83,15 @@ public final class Worker: Service {
         backoff = .milliseconds(100)
       } catch {
         if Task.isShuttingDownGracefully || Task.isCancelled { break }
+        if let refusal = error as? RPCError, refusal.code == .permissionDenied || refusal.code == .unauthenticated {
+          logger.error(
+            "the scheduler refused this worker's credentials (see workers[].token_file and auth.schedulers); retrying",
+            metadata: ["scheduler": "\(config.scheduler)", "error": "\(refusal)", "in": "\(backoff)"])
+          let pause = backoff
+          _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+          backoff = min(backoff * 2, .seconds(10))
+          continue
+        }
         // The first quick retries are routine (an in-process server still binding).
         let level: Logger.Level = backoff < .seconds(1) ? .debug : .warning
         logger.log(level: level, "scheduler connection failed; retrying", metadata: ["error": "\(error)", "in": "\(backoff)"])

@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusServer
+import ApusServices
 import ApusWorker
 import ArgumentParser
 import CApusSystem
@@ -16,10 +17,10 @@ struct Apus: AsyncParsableCommand {
     discussion: """
       With no argument, runs the built-in default: a cache on 127.0.0.1:50051 with its data \
       under ~/.cache/apus. `apus CONFIG` runs a JSON (JSON5) config; `apus check CONFIG` \
-      validates one.
+      validates one; `apus token --principal NAME` makes a bearer token.
       """,
     version: ApusVersion.string,
-    subcommands: [Run.self, Check.self],
+    subcommands: [Run.self, Check.self, Token.self],
     defaultSubcommand: Run.self)
 }
 
@@ -67,15 +68,23 @@ struct Run: AsyncParsableCommand {
   }
 }
 
-struct Check: ParsableCommand {
+struct Check: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Validate a config and print what it would run.")
 
   @Argument(help: "Path of the JSON config.")
   var config: String
 
-  func run() throws {
+  func run() async throws {
     let c = try loadConfiguration(config)
+    if let auth = c.auth {
+      do {
+        _ = try await Authorizer(config: auth, logger: Logger(label: "apus"))
+      } catch {
+        FileHandle.standardError.write(Data("apus: config error: \(error)\n".utf8))
+        throw ExitCode(2)
+      }
+    }
     print("config OK: \(config)")
     for name in c.stores.keys.sorted() {
       print("  store \(name): \(describe(c.stores[name]!))")
@@ -99,10 +108,39 @@ struct Check: ParsableCommand {
         print("    instance \"\(name)\": \(roles.joined(separator: ", "))")
       }
     }
+    if let auth = c.auth {
+      print(
+        "  auth: tokens \(auth.tokens ?? "none"), jwt \(auth.jwt.map { "\($0.jwks) (aud \($0.audience))" } ?? "none"), "
+          + "certificate principal \(auth.certificatePrincipal.rawValue)")
+      for (name, grants) in auth.instances.sorted(by: { $0.key < $1.key }) {
+        print("    instance \"\(name)\": \(Self.describe(grants))")
+      }
+      for (name, grants) in auth.schedulers.sorted(by: { $0.key < $1.key }) {
+        print("    scheduler \(name): \(Self.describe(grants))")
+      }
+      if !auth.admin.isEmpty { print("    admin: \(auth.admin.sorted().joined(separator: ", "))") }
+    } else {
+      for server in c.servers {
+        guard let (host, _) = ServerConfig.splitHostPort(server.listen), !Self.isLoopback(host) else { continue }
+        print(
+          "WARNING: \(server.listen) is not a loopback address and no auth block is configured: "
+            + "anyone who can reach it can read and write the cache (and run actions).")
+      }
+    }
     for worker in c.workers {
       print(
         "  worker → scheduler \(worker.scheduler), cas \(worker.cas), \(worker.maxConcurrentActions) slots, platform \(worker.platform.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))")
     }
+  }
+
+  static func describe(_ grants: [String: Set<Permission>]) -> String {
+    grants.sorted { $0.key < $1.key }
+      .map { "\($0.key)=\($0.value.sorted().map(\.rawValue).joined(separator: "+"))" }
+      .joined(separator: ", ")
+  }
+
+  static func isLoopback(_ host: String) -> Bool {
+    host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
   }
 
   private func describe(_ spec: StoreSpec) -> String {
@@ -122,6 +160,37 @@ struct Check: ParsableCommand {
     case .s3(let s): "s3(\(s.endpoint), bucket \(s.bucket), prefix \"\(s.keyPrefix)\"\(s.maxSeconds.map { ", expiry \($0)s" } ?? ""))"
     case .ref(let name): "ref(\(name))"
     }
+  }
+}
+
+struct Token: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Print a new random bearer token and its line for the auth.tokens file.",
+    discussion: """
+      The token (32 random bytes, base64url) goes to the client, e.g. Bazel's \
+      --remote_header=authorization=Bearer TOKEN or a worker's token_file; the line \
+      (its SHA-256 and the principal) goes into the token file, which never holds the token.
+      """)
+
+  @Option(help: "The principal the token stands for, as named in auth.instances.")
+  var principal: String
+
+  func validate() throws {
+    guard !principal.isEmpty, !principal.contains(where: \.isWhitespace), !principal.contains("#"),
+      principal != AuthConfig.anonymous
+    else {
+      throw ValidationError("the principal must be a non-empty name without spaces or #, not \"anonymous\"")
+    }
+  }
+
+  func run() throws {
+    var generator = SystemRandomNumberGenerator()
+    let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    let token = Data(bytes).base64EncodedString()
+      .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+      .replacingOccurrences(of: "=", with: "")
+    print("token: \(token)")
+    print("line:  \(TokenFile.line(token: token, principal: principal))")
   }
 }
 
