@@ -70,22 +70,34 @@ def test_bazel_remote_execution_where_every_hop_is_tls_and_authenticated(apus_fa
                       "schedulers": {"main": {"worker": ["worker"]}}}
     apus = apus_factory(config)
     url = f"grpcs://localhost:{apus.port}"
+    workers = start_workers(tmp_path, url, {"tls": {"ca": str(ca.cert)}, "token_file": str(tmp_path / "worker-token")})
+    remote_build_twice(tmp_path, workers, [
+        f"--remote_executor={url}", "--noremote_local_fallback", "--remote_timeout=120",
+        f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}", f"--tls_client_key={client[1]}"])
+    for log in [apus.read_log()] + [w.read_log() for w in workers]:
+        assert token not in log
+
+
+def start_workers(tmp_path, url, extra, count=2):
+    """Worker processes of a split deployment dialing `url`, each with `extra` config keys."""
     workers = []
-    for i in range(2):
+    for i in range(count):
         d = tmp_path / f"w{i}"
         d.mkdir()
-        w = worker_config(tmp_path, i, url=url)
-        w.update({"tls": {"ca": str(ca.cert)}, "token_file": str(tmp_path / "worker-token")})
+        w = dict(worker_config(tmp_path, i, url=url), **extra)
         workers.append(ApusProcess({"workers": [w]}, d).start_worker())
+    return workers
+
+
+def remote_build_twice(tmp_path, workers, flags):
+    """Bazel builds the example with `flags`: every action runs remotely, and after `clean`
+    every one is a remote cache hit; the workers are stopped at the end."""
     bazel = Bazel(tmp_path)
-    flags = [f"--remote_executor={url}", "--noremote_local_fallback", "--remote_timeout=120",
-             f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}",
-             f"--tls_client_key={client[1]}"]
     try:
         code, out = bazel.run("test", "//...", *flags)
         assert code == 0, out[-4000:]
-        total, counts, line_ = summary(out)
-        assert counts.get("remote", 0) == total - counts.get("internal", 0) > 0, line_
+        total, counts, line = summary(out)
+        assert counts.get("remote", 0) == total - counts.get("internal", 0) > 0, line
         bazel.clean()
         code, out = bazel.run("test", "//...", *flags)
         assert code == 0, out[-4000:]
@@ -94,5 +106,3 @@ def test_bazel_remote_execution_where_every_hop_is_tls_and_authenticated(apus_fa
         bazel.shutdown()
         for w in workers:
             assert w.stop() == 0
-    for log in [apus.read_log()] + [w.read_log() for w in workers]:
-        assert token not in log

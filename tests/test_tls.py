@@ -10,9 +10,10 @@ import grpc
 import pytest
 
 from conftest import ApusProcess, cache_config
-from execution import Action, exec_config, worker_config
+from execution import Action, exec_config
 from reapi import digest, re_grpc, re_pb2
 from test_bazel_remote_cache import Bazel, assert_all_remote_hits, summary
+from test_bazel_secure import remote_build_twice, start_workers
 from tlscerts import CertificateAuthority
 
 
@@ -225,27 +226,8 @@ def test_bazel_remote_execution_split_deployment_over_mtls(apus_factory, pki, tm
     config["servers"][0]["tls"] = tls_block(server, ca, "require")
     apus = apus_factory(config)
     url = f"grpcs://localhost:{apus.port}"
-    workers = []
-    for i in range(2):
-        d = tmp_path / f"w{i}"
-        d.mkdir()
-        w = worker_config(tmp_path, i, url=url)
-        w["tls"] = {"ca": str(ca.cert), "certificate": str(worker_cert[0]), "private_key": str(worker_cert[1])}
-        workers.append(ApusProcess({"workers": [w]}, d).start_worker())
-    bazel = Bazel(tmp_path)
-    flags = [f"--remote_executor={url}", "--noremote_local_fallback", "--remote_timeout=120",
-             f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}",
-             f"--tls_client_key={client[1]}"]
-    try:
-        code, out = bazel.run("test", "//...", *flags)
-        assert code == 0, out[-4000:]
-        total, counts, line = summary(out)
-        assert counts.get("remote", 0) == total - counts.get("internal", 0) > 0, line
-        bazel.clean()
-        code, out = bazel.run("test", "//...", *flags)
-        assert code == 0, out[-4000:]
-        assert_all_remote_hits(summary(out))
-    finally:
-        bazel.shutdown()
-        for w in workers:
-            assert w.stop() == 0
+    workers = start_workers(tmp_path, url, {"tls": {
+        "ca": str(ca.cert), "certificate": str(worker_cert[0]), "private_key": str(worker_cert[1])}})
+    remote_build_twice(tmp_path, workers, [
+        f"--remote_executor={url}", "--noremote_local_fallback", "--remote_timeout=120",
+        f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}", f"--tls_client_key={client[1]}"])
