@@ -15,7 +15,9 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "tes
 
 
 class MotoServer:
-    def __init__(self, logdir):
+    def __init__(self, logdir, tls=None):
+        self.tls = tls  # (certificate, key): serve https with them
+        self.ca = None  # the CA bundle clients verify it with
         self.port = 0  # 0: moto binds any free port and prints it; set to reuse a port
         self.logdir = Path(logdir)
         self.proc = None
@@ -24,12 +26,15 @@ class MotoServer:
         moto = Path(sys.executable).parent / "moto_server"
         path = self.logdir / f"moto-{os.getpid()}-{time.monotonic_ns()}.log"
         log = open(path, "ab")
-        self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log)
+        args = [str(moto), "-H", "127.0.0.1", "-p", str(self.port)]
+        if self.tls:
+            args += ["-s", "-c", str(self.tls[0]), "-k", str(self.tls[1])]
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
         log.close()
         deadline = time.time() + 60
         while time.time() < deadline:
             # ` * Running on http://127.0.0.1:PORT`, printed once the socket is bound.
-            m = re.search(r"Running on http://127\.0\.0\.1:(\d+)", path.read_text(errors="replace"))
+            m = re.search(r"Running on https?://127\.0\.0\.1:(\d+)", path.read_text(errors="replace"))
             if m:
                 self.port = int(m.group(1))
                 return self
@@ -66,10 +71,11 @@ class MotoServer:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def client(self):
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            verify=str(self.ca) if self.tls else None,
                             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 

@@ -14,6 +14,7 @@ from execution import Action, exec_config
 from reapi import digest, re_grpc, re_pb2
 from test_bazel_remote_cache import Bazel, assert_all_remote_hits, summary
 from test_bazel_secure import remote_build_twice, start_workers
+from s3server import MotoServer, s3_spec
 from tlscerts import CertificateAuthority
 
 
@@ -231,3 +232,38 @@ def test_bazel_remote_execution_split_deployment_over_mtls(apus_factory, pki, tm
     remote_build_twice(tmp_path, workers, [
         f"--remote_executor={url}", "--noremote_local_fallback", "--remote_timeout=120",
         f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}", f"--tls_client_key={client[1]}"])
+
+
+def test_s3_store_with_a_private_ca(apus_factory, pki, tmp_path):
+    """An https S3 endpoint whose certificate comes from a private CA: trusted through
+    `ca_file`, refused without it."""
+    ca, server, _ = pki
+    moto = MotoServer(tmp_path, tls=server)
+    moto.ca = ca.cert
+    moto.start()
+    try:
+        moto.make_bucket("private")
+        blob = os.urandom(4000)
+        request = re_pb2.BatchUpdateBlobsRequest(
+            requests=[re_pb2.BatchUpdateBlobsRequest.Request(digest=digest(blob), data=blob)])
+        for trusted in (True, False):
+            spec = s3_spec(moto, "private", "cas/" if trusted else "untrusted/", max_attempts=1,
+                           circuit_breaker={"failure_threshold": 100})
+            if trusted:
+                spec["s3"]["ca_file"] = str(ca.cert)
+            d = tmp_path / ("trusted" if trusted else "untrusted")
+            d.mkdir()
+            apus = ApusProcess(cache_config(spec), d).start()
+            try:
+                with grpc.insecure_channel(apus.address) as ch:
+                    resp = re_grpc.ContentAddressableStorageStub(ch).BatchUpdateBlobs(request, timeout=30)
+                code = resp.responses[0].status.code
+                if trusted:
+                    assert code == 0, resp
+                    moto.client().head_object(Bucket="private", Key=f"cas/{digest(blob).hash}-{len(blob)}")
+                else:
+                    assert code == grpc.StatusCode.UNAVAILABLE.value[0], resp
+            finally:
+                apus.stop()
+    finally:
+        moto.stop()
