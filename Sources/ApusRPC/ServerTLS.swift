@@ -32,6 +32,8 @@ public final class ServerTLS: Sendable {
 
   public let files: Files
   public let clientAuth: ClientAuth
+  /// The last failed reload's error, so a broken file is reported once, not every check.
+  private let failure = Mutex<String?>(nil)
   private let current: Mutex<(context: NIOSSLContext, stamps: [FileStamp?])>
 
   /// Loads the files; throws a readable error when one is missing or not valid PEM.
@@ -47,12 +49,25 @@ public final class ServerTLS: Sendable {
 
   /// Builds the context again if any file changed since it was loaded (or always, with
   /// `force`: SIGHUP). Returns whether it did; throws, keeping the old context, when the new
-  /// files do not load (a half-written rotation is tried again at the next check).
+  /// files do not load (a half-written rotation is tried again at the next check; the same
+  /// error is thrown only once).
   @discardableResult
   public func reload(force: Bool = false) throws -> Bool {
     let stamps = files.paths.map(FileStamp.init(path:))
     guard force || current.withLock({ $0.stamps != stamps }) else { return false }
-    let context = try Self.makeContext(files, clientAuth)
+    let context: NIOSSLContext
+    do {
+      context = try Self.makeContext(files, clientAuth)
+    } catch {
+      let text = "\(error)"
+      let repeated = failure.withLock { last in
+        defer { last = text }
+        return last == text
+      }
+      if repeated { return false }
+      throw error
+    }
+    failure.withLock { $0 = nil }
     current.withLock { $0 = (context, stamps) }
     return true
   }
