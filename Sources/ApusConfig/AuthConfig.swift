@@ -76,11 +76,7 @@ public struct AuthConfig: Sendable, Equatable, Decodable {
       decoder, allowedKeys: ["tokens", "jwt", "certificate_principal", "instances", "schedulers", "admin"])
     tokens = try o.string("tokens")
     jwt = try o.decode(JWTConfig.self, "jwt")
-    let mode = try o.string("certificate_principal") ?? "cn"
-    guard let certificatePrincipal = CertificatePrincipal(rawValue: mode) else {
-      throw o.error("certificate_principal", "expected cn or san, got \"\(mode)\"")
-    }
-    self.certificatePrincipal = certificatePrincipal
+    certificatePrincipal = try o.choice("certificate_principal") ?? .cn
     func grants(_ key: String, allowed: [Permission]) throws -> [String: [String: Set<Permission>]] {
       let raw = try o.decode([String: [String: [String]]].self, key) ?? [:]
       var out: [String: [String: Set<Permission>]] = [:]

@@ -88,6 +88,16 @@ struct ConfigObject {
   }
 
   /// A nested store tree under `key`, which must be present.
+  /// One of an enum's raw values; the error lists them all.
+  func choice<T: RawRepresentable & CaseIterable>(_ key: String) throws -> T? where T.RawValue == String {
+    guard let raw = try string(key) else { return nil }
+    guard let value = T(rawValue: raw) else {
+      let names = T.allCases.map(\.rawValue).joined(separator: ", ")
+      throw error(key, "expected one of \(names), got \"\(raw)\"")
+    }
+    return value
+  }
+
   func requiredStore(_ key: String) throws -> StoreSpec {
     guard let spec = try decode(StoreSpec.self, key) else { throw error(key, "is required") }
     return spec

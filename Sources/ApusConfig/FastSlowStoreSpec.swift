@@ -42,11 +42,7 @@ public struct FastSlowStoreSpec: Sendable, Equatable, Decodable {
     slow = try o.requiredStore("slow")
     fillFastOnRead = try o.bool("fill_fast_on_read") ?? true
     writeFast = try o.bool("write_fast") ?? true
-    let raw = try o.string("slow_write") ?? "sync"
-    guard let slowWrite = SlowWrite(rawValue: raw) else {
-      throw o.error("slow_write", "expected sync or async, got \"\(raw)\"")
-    }
-    self.slowWrite = slowWrite
+    slowWrite = try o.choice("slow_write") ?? .sync
     writeBehind = try o.decode(WriteBehindConfig.self, "write_behind")
     switch slowWrite {
     case .async where writeBehind == nil:

@@ -60,20 +60,9 @@ public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
     guard !path.isEmpty else { throw o.error("path", "must not be empty") }
     maxBytes = try o.integer("max_bytes")
     minFreeBytes = try o.integer("min_free_bytes", positive: false) ?? 0
-    sync = try Self.choice(o, "sync") ?? .data
-    content = try Self.choice(o, "content") ?? .auto
+    sync = try o.choice("sync") ?? .data
+    content = try o.choice("content") ?? .auto
     verifyOnStart = try o.bool("verify_on_start") ?? false
     verifyReads = try o.bool("verify_reads") ?? false
-  }
-
-  private static func choice<T: RawRepresentable & CaseIterable>(
-    _ o: ConfigObject, _ key: String
-  ) throws -> T? where T.RawValue == String {
-    guard let raw = try o.string(key) else { return nil }
-    guard let value = T(rawValue: raw) else {
-      let names = T.allCases.map(\.rawValue).joined(separator: ", ")
-      throw o.error(key, "expected one of \(names), got \"\(raw)\"")
-    }
-    return value
   }
 }

@@ -28,13 +28,10 @@ public struct ListenerTLSConfig: Sendable, Equatable, Decodable {
     certificate = try o.requiredString("certificate")
     privateKey = try o.requiredString("private_key")
     clientCA = try o.string("client_ca")
-    let raw = try o.string("client_auth") ?? "none"
-    guard let auth = ClientAuth(rawValue: raw) else {
-      throw o.error("client_auth", "expected none, optional or require, got \"\(raw)\"")
-    }
-    clientAuth = auth
-    if auth != .none && clientCA == nil {
-      throw o.error("client_ca", "is required with client_auth \(raw): the CAs client certificates must chain to")
+    clientAuth = try o.choice("client_auth") ?? .none
+    if clientAuth != .none && clientCA == nil {
+      throw o.error(
+        "client_ca", "is required with client_auth \(clientAuth.rawValue): the CAs client certificates must chain to")
     }
   }
 }

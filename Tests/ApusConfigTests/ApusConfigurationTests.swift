@@ -51,7 +51,7 @@ struct ApusConfigurationTests {
     (#"{ servers: [ { listen: "a:1", instances: { "": {} }, tls: { certificate: "/c", private_key: "/k", client_auth: "require" } } ] }"#,
      "servers[0].tls.client_ca: is required with client_auth require"),
     (#"{ servers: [ { listen: "a:1", instances: { "": {} }, tls: { certificate: "/c", private_key: "/k", client_auth: "maybe" } } ] }"#,
-     #"servers[0].tls.client_auth: expected none, optional or require, got "maybe""#),
+     #"servers[0].tls.client_auth: expected one of none, optional, require, got "maybe""#),
     (#"{ stores: { cas: { filesystem: { path: "/x", max_bytes: "10G" } } }, servers: [] }"#,
      #"stores.cas.filesystem.max_bytes: expected a positive integer, got "10G""#),
     (#"{ stores: { cas: { memory: { max_bytes: -5 } } }, servers: [] }"#,

@@ -47,7 +47,7 @@ struct AuthConfigTests {
       (#"{ instances: { "": { ci: ["worker"] } } }"#, #"auth.instances.""."ci"[0]: expected one of"#),
       (#"{ schedulers: { main: { w: ["read"] } } }"#, #"auth.schedulers."main"."w"[0]: expected one of worker"#),
       (#"{ schedulers: { other: { w: ["worker"] } } }"#, #"auth.schedulers."other": no scheduler named "other""#),
-      (#"{ certificate_principal: "email" }"#, #"auth.certificate_principal: expected cn or san, got "email""#),
+      (#"{ certificate_principal: "email" }"#, #"auth.certificate_principal: expected one of cn, san, got "email""#),
       (#"{ colour: 1 }"#, "auth.colour: unknown key"),
     ])
   func errors(text: String, expected: String) {

@@ -65,7 +65,7 @@ struct StoreSpecTests {
      "stores.s.grpc.tls.private_key: certificate and private_key go together"),
     (#"{ fast_slow: { fast: { memory: {} } } }"#, "stores.s.fast_slow.slow: is required"),
     (#"{ fast_slow: { fast: { memory: {} }, slow: { memory: {} }, slow_write: "later" } }"#,
-     #"stores.s.fast_slow.slow_write: expected sync or async, got "later""#),
+     #"stores.s.fast_slow.slow_write: expected one of sync, async, got "later""#),
     (#"{ fast_slow: { fast: { filesystem: { path: "/x" } }, slow: { memory: {} }, slow_write: "async" } }"#,
      "stores.s.fast_slow.write_behind: is required with slow_write async"),
     (#"{ fast_slow: { fast: { memory: {} }, slow: { memory: {} }, write_behind: { path: "/q" } } }"#,
