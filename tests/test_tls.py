@@ -13,7 +13,8 @@ from conftest import ApusProcess, cache_config
 from execution import Action, exec_config
 from reapi import digest, re_grpc, re_pb2
 from test_bazel_remote_cache import Bazel, assert_all_remote_hits, summary
-from test_bazel_secure import remote_build_twice, start_workers
+from test_bazel_remote_execution import assert_all_remote
+from test_bazel_secure import build_twice, start_workers
 from s3server import MotoServer, s3_spec
 from tlscerts import CertificateAuthority
 
@@ -229,9 +230,10 @@ def test_bazel_remote_execution_split_deployment_over_mtls(apus_factory, pki, tm
     url = f"grpcs://localhost:{apus.port}"
     workers = start_workers(tmp_path, url, {"tls": {
         "ca": str(ca.cert), "certificate": str(worker_cert[0]), "private_key": str(worker_cert[1])}})
-    remote_build_twice(tmp_path, workers, [
+    build_twice(tmp_path, [
         f"--remote_executor={url}", "--noremote_local_fallback", "--remote_timeout=120",
-        f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}", f"--tls_client_key={client[1]}"])
+        f"--tls_certificate={ca.cert}", f"--tls_client_certificate={client[0]}", f"--tls_client_key={client[1]}"],
+        first=assert_all_remote, workers=workers)
 
 
 def test_s3_store_with_a_private_ca(apus_factory, pki, tmp_path):
