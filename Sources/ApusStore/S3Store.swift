@@ -146,8 +146,10 @@ public final class S3Store: BlobStore {
 
   /// One request that bypasses the circuit breaker and succeeds if the endpoint answers at
   /// all (HEAD of the bucket; any status, even 404, is an answer).
-  public func probe() async throws {
-    _ = try await client.send(.HEAD, key: "", accept: { _ in true }, probe: true)
+  /// Returns the answer's status.
+  @discardableResult
+  public func probe() async throws -> UInt {
+    try await client.send(.HEAD, key: "", accept: { _ in true }, probe: true).status
   }
 
   /// Checks once, at start, that the bucket answers; if not, opens the circuit breaker so
@@ -155,11 +157,11 @@ public final class S3Store: BlobStore {
   public func checkReachable() async {
     let name = client.location.displayName
     do {
-      let r = try await client.send(.HEAD, key: "", accept: { _ in true }, probe: true)
-      if r.status == 200 {
+      let status = try await probe()
+      if status == 200 {
         logger.info("\(name) is reachable")
       } else {
-        logger.warning("\(name) answers HEAD of the bucket with \(r.status): check the bucket name and credentials")
+        logger.warning("\(name) answers HEAD of the bucket with \(status): check the bucket name and credentials")
       }
     } catch {
       logger.warning("\(name) is unreachable at start; serving from the other tiers until it answers: \(error)")
