@@ -17,6 +17,8 @@ let package = Package(
     .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.36.0"),
     .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.0.0"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
   ],
   targets: [
     // C libraries, exposed only through module maps.
@@ -41,6 +43,7 @@ let package = Package(
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "NIOTLS", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     .target(name: "ApusConfig", swiftSettings: strict),
@@ -52,12 +55,16 @@ let package = Package(
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     // Queue, matching, dedup and operation state; knows nothing of gRPC.
     .target(
       name: "ApusScheduler",
-      dependencies: ["ApusProto", "ApusConfig", .product(name: "Logging", package: "swift-log")],
+      dependencies: [
+        "ApusProto", "ApusConfig", .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+      ],
       swiftSettings: strict),
     .target(
       name: "ApusServices",
@@ -65,6 +72,7 @@ let package = Package(
         "ApusProto", "ApusRPC", "ApusStore", "ApusConfig", "ApusScheduler",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "JWTKit", package: "jwt-kit"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     // Runs actions: fetch inputs, execute, upload outputs; talks to scheduler and CAS by gRPC.
@@ -75,6 +83,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     .target(
@@ -86,10 +95,27 @@ let package = Package(
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ],
       swiftSettings: strict),
+    // The operator's HTTP listener: /metrics (Prometheus), /healthz, /readyz, /status, the
+    // status page, /drain. Above the server and the workers, as it reports on both.
+    .target(
+      name: "ApusAdmin",
+      dependencies: [
+        "ApusServer", "ApusWorker", "ApusServices", "ApusStore", "ApusScheduler", "ApusConfig", "ApusRPC",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
     .executableTarget(
       name: "apus",
       dependencies: [
-        "ApusServer", "ApusServices", "ApusConfig", "ApusWorker", "CApusSystem",
+        "ApusAdmin", "ApusServer", "ApusServices", "ApusConfig", "ApusWorker", "CApusSystem",
+        .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -119,6 +145,15 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict),
+    .testTarget(
+      name: "ApusAdminTests",
+      dependencies: [
+        "ApusAdmin", "ApusServer", "ApusConfig", "ApusScheduler",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
     .testTarget(

@@ -9,11 +9,13 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
   public var global: GlobalConfig
   /// Key `auth`: authentication and per-instance permissions; nil: every call is allowed.
   public var auth: AuthConfig?
+  /// Key `admin`: the operator's HTTP listener; nil: none.
+  public var admin: AdminConfig?
 
   public init(
     stores: [String: StoreSpec], schedulers: [String: SchedulerConfig] = [:],
     servers: [ServerConfig], workers: [WorkerConfig] = [], global: GlobalConfig = .init(),
-    auth: AuthConfig? = nil
+    auth: AuthConfig? = nil, admin: AdminConfig? = nil
   ) {
     self.stores = stores
     self.schedulers = schedulers
@@ -21,17 +23,19 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
     self.workers = workers
     self.global = global
     self.auth = auth
+    self.admin = admin
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["stores", "schedulers", "servers", "workers", "global", "auth"])
+      decoder, allowedKeys: ["stores", "schedulers", "servers", "workers", "global", "auth", "admin"])
     stores = try o.decode([String: StoreSpec].self, "stores") ?? [:]
     schedulers = try o.decode([String: SchedulerConfig].self, "schedulers") ?? [:]
     servers = try o.decode([ServerConfig].self, "servers") ?? []
     workers = try o.decode([WorkerConfig].self, "workers") ?? []
     global = try o.decode(GlobalConfig.self, "global") ?? GlobalConfig()
     auth = try o.decode(AuthConfig.self, "auth")
+    admin = try o.decode(AdminConfig.self, "admin")
     try Self.checkReferences(stores)
     try Self.checkWriteBehind(stores)
     guard !servers.isEmpty || !workers.isEmpty else {
