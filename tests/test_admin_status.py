@@ -1,0 +1,192 @@
+"""`/status` (schema version 1, docs/operations.md) during a run with a long queue: the
+documented fields and types, queued/running counts, and `desired_workers` rising with the
+queue and falling to 0 when idle."""
+import time
+
+import grpc
+import pytest
+
+from admin import SleepingQueue, admin_exec_config, desired_workers, http_get, http_get_json, wait_ready, wait_status
+from execution import Action, response_of
+from reapi import re_grpc, re_pb2
+
+SLOTS = 2
+ACTIONS = 10
+SLEEP = 2
+
+
+def is_int(v):
+    return type(v) is int
+
+
+def is_number(v):
+    return type(v) in (int, float)
+
+
+def check_platform(platform, values_are_lists):
+    assert isinstance(platform, dict), platform
+    for key, value in platform.items():
+        assert isinstance(key, str)
+        if values_are_lists:
+            assert isinstance(value, list) and all(isinstance(v, str) for v in value), platform
+        else:
+            assert isinstance(value, str), platform
+
+
+def check_schema(s):
+    """Every documented field of /status, with its type."""
+    assert s["schema_version"] == 1 and is_int(s["schema_version"])
+    assert isinstance(s["version"], str) and s["version"]
+    assert is_number(s["uptime_seconds"]) and s["uptime_seconds"] >= 0
+    assert isinstance(s["roles"], list) and all(isinstance(r, str) for r in s["roles"])
+    assert {"cas", "action_cache", "execution", "worker"} <= set(s["roles"]), s["roles"]
+    assert type(s["ready"]) is bool and type(s["draining"]) is bool
+    assert list(s["schedulers"]) == ["main"]
+    sched = s["schedulers"]["main"]
+    for key in ("queued", "running", "slots", "busy", "desired_workers"):
+        assert is_int(sched[key]) and sched[key] >= 0, (key, sched)
+    assert sched["oldest_queued_seconds"] is None or is_number(sched["oldest_queued_seconds"]), sched
+    assert isinstance(sched["platforms"], list)
+    for p in sched["platforms"]:
+        check_platform(p["platform"], values_are_lists=False)
+        for key in ("queued", "running", "desired_workers"):
+            assert is_int(p[key]) and p[key] >= 0, (key, p)
+        assert is_number(p["slots_per_worker"]) and p["slots_per_worker"] > 0, p
+        assert p["oldest_queued_seconds"] is None or is_number(p["oldest_queued_seconds"]), p
+    assert isinstance(sched["workers"], list)
+    for w in sched["workers"]:
+        assert isinstance(w["id"], str) and w["id"]
+        check_platform(w["platform"], values_are_lists=True)
+        assert is_int(w["slots"]) and is_int(w["busy"]) and 0 <= w["busy"] <= w["slots"], w
+        assert type(w["draining"]) is bool
+        assert is_number(w["last_keepalive_seconds"]) and 0 <= w["last_keepalive_seconds"] < 60, w
+    assert isinstance(s["stores"], dict)
+    for name, store in s["stores"].items():
+        assert is_int(store["entries"]) and is_int(store["bytes"]), (name, store)
+    assert isinstance(s["action_cache"], dict)
+    for instance, counts in s["action_cache"].items():
+        assert is_int(counts["hits"]) and is_int(counts["misses"]), (instance, counts)
+    assert isinstance(s["workers"], list)
+    for w in s["workers"]:
+        assert isinstance(w["id"], str) and isinstance(w["scheduler"], str)
+        assert type(w["registered"]) is bool and type(w["draining"]) is bool
+        assert is_int(w["slots"]) and is_int(w["busy"])
+    assert is_int(s["grpc"]["requests"]) and is_int(s["grpc"]["errors"])
+    assert isinstance(s["recent_errors"], list) and len(s["recent_errors"]) <= 50
+    for e in s["recent_errors"]:
+        assert isinstance(e["time"], str) and isinstance(e["level"], str) and isinstance(e["message"], str), e
+
+
+def check_desired(sched):
+    """docs/operations.md: per platform ceil((queued + running) / slots_per_worker), 0 when
+    idle; the scheduler's is the sum over its platforms."""
+    for p in sched["platforms"]:
+        assert p["desired_workers"] == desired_workers(p["queued"], p["running"], p["slots_per_worker"]), p
+    assert sched["desired_workers"] == sum(p["desired_workers"] for p in sched["platforms"]), sched
+    assert sched["queued"] == sum(p["queued"] for p in sched["platforms"]), sched
+    assert sched["running"] == sum(p["running"] for p in sched["platforms"]), sched
+
+
+def lookup(ch, action):
+    """GetActionResult: True on a hit, False on NOT_FOUND."""
+    try:
+        re_grpc.ActionCacheStub(ch).GetActionResult(re_pb2.GetActionResultRequest(action_digest=action.digest))
+        return True
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+        return False
+
+
+@pytest.fixture
+def executor(apus_factory, tmp_path):
+    config, admin_port = admin_exec_config(tmp_path, SLOTS, ac_store={"filesystem": {"path": str(tmp_path / "ac")}})
+    apus = apus_factory(config).wait_for_workers(1)
+    apus.admin_url = f"http://127.0.0.1:{admin_port}"
+    wait_ready(apus.admin_url)
+    return apus
+
+
+def test_status_through_a_long_queue(executor, tmp_path):
+    url = executor.admin_url
+    idle = http_get_json(url + "/status")
+    check_schema(idle)
+    main = idle["schedulers"]["main"]
+    assert idle["ready"] is True and idle["draining"] is False
+    assert (main["queued"], main["running"], main["busy"], main["desired_workers"]) == (0, 0, 0, 0), main
+    assert main["slots"] == SLOTS
+    [worker] = main["workers"]
+    assert (worker["slots"], worker["busy"], worker["draining"]) == (SLOTS, 0, False), worker
+    [local] = idle["workers"]
+    assert local == {**local, "id": worker["id"], "scheduler": f"grpc://127.0.0.1:{executor.port}",
+                     "registered": True, "slots": SLOTS, "busy": 0, "draining": False}, local
+    assert {"cas", "ac"} <= set(idle["stores"]), idle["stores"]
+
+    with grpc.insecure_channel(executor.address) as ch:
+        queue = SleepingQueue(ch, ACTIONS, SLEEP)
+        assert lookup(ch, queue.actions[0]) is False  # one miss for instance ""
+        started = time.time()
+        queue.start()
+        try:
+            # All submitted: SLOTS running, the rest queued.
+            busy = wait_status(url, lambda s: s["schedulers"]["main"]["queued"] + s["schedulers"]["main"]["running"]
+                               == ACTIONS and s["schedulers"]["main"]["running"] == SLOTS,
+                               timeout=30, what=f"{ACTIONS} actions queued or running")
+            submitted = time.time() - started
+            check_schema(busy)
+            main = busy["schedulers"]["main"]
+            check_desired(main)
+            assert (main["queued"], main["running"], main["busy"], main["slots"]) == (ACTIONS - SLOTS, SLOTS, SLOTS, SLOTS)
+            assert main["desired_workers"] == desired_workers(ACTIONS - SLOTS, SLOTS, SLOTS) == 5
+            assert is_number(main["oldest_queued_seconds"]) and 0 <= main["oldest_queued_seconds"] < 60, main
+            [platform] = main["platforms"]
+            assert platform["platform"] == {} and platform["slots_per_worker"] == SLOTS, platform
+            assert (platform["queued"], platform["running"], platform["desired_workers"]) == (ACTIONS - SLOTS, SLOTS, 5)
+            [worker] = main["workers"]
+            assert (worker["slots"], worker["busy"]) == (SLOTS, SLOTS), worker
+            [local] = busy["workers"]
+            assert (local["slots"], local["busy"], local["registered"]) == (SLOTS, SLOTS, True), local
+
+            # The oldest queued action keeps ageing while the queue drains.
+            later = wait_status(url, lambda s: s["schedulers"]["main"]["queued"] < ACTIONS - SLOTS,
+                                timeout=30, what="the queue shrinking")
+            check_desired(later["schedulers"]["main"])
+            assert later["schedulers"]["main"]["desired_workers"] <= 5
+
+            assert queue.join(timeout=ACTIONS / SLOTS * SLEEP + 60), "actions did not finish"
+            elapsed = time.time() - started
+        finally:
+            queue.cancel()
+        assert not queue.errors, queue.errors
+        assert all(response_of(op).result.exit_code == 0 for op in queue.responses)
+
+        done = http_get_json(url + "/status")
+        check_schema(done)
+        main = done["schedulers"]["main"]
+        assert (main["queued"], main["running"], main["busy"], main["desired_workers"]) == (0, 0, 0, 0), main
+        assert all(p["desired_workers"] == 0 for p in main["platforms"]), main["platforms"]
+        assert done["workers"][0]["busy"] == 0
+
+        # The AC (filesystem) holds the ten results; the CAS (memory) the actions, commands
+        # and outputs.
+        stores = done["stores"]
+        assert stores["ac"]["entries"] == ACTIONS and stores["ac"]["bytes"] > 0, stores
+        assert stores["cas"]["entries"] >= 2 * ACTIONS, stores
+        assert stores["cas"]["bytes"] >= sum(len(a.bytes) for a in queue.actions), stores
+
+        # Lookups per instance: the miss above, one GetActionResult hit, one Execute answered
+        # from the cache (hit); Execute's own misses are not lookups.
+        assert lookup(ch, queue.actions[0]) is True
+        _, cached = queue.actions[1].execute()
+        assert cached.cached_result
+        counts = http_get_json(url + "/status")["action_cache"]
+        assert counts[""] == {"hits": 2, "misses": 1}, counts
+    print(f"\n{ACTIONS} actions x {SLEEP} s on {SLOTS} slots: all queued/running after {submitted:.2f} s, "
+          f"done after {elapsed:.1f} s")
+
+
+def test_status_content_type_and_unknown_paths(executor):
+    status, headers, body = http_get(executor.admin_url + "/status")
+    assert status == 200 and headers["content-type"].startswith("application/json"), (status, headers)
+    status, headers, body = http_get(executor.admin_url + "/")
+    assert status == 200 and headers["content-type"] == "text/html; charset=utf-8", (status, headers)
+    assert b"<!doctype html>" in body[:100] and b"fetch(\"status\"" in body

@@ -1,0 +1,99 @@
+"""The status page at the admin listener's `/`, loaded in headless Chromium: it renders a
+live queue and its workers from `/status`, logs no errors, and fits a phone screen."""
+import os
+import time
+
+import grpc
+import pytest
+
+from admin import SleepingQueue, admin_exec_config, http_get_json, wait_ready
+from conftest import ApusProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian chromium, chromium-driver)", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def busy_apus(tmp_path_factory):
+    """apus with one 1-slot worker and six distinct 5 s actions: one runs, five wait."""
+    tmp_path = tmp_path_factory.mktemp("status_page")
+    config, admin_port = admin_exec_config(tmp_path, slots=1)
+    apus = ApusProcess(config, tmp_path).start().wait_for_workers(1)
+    apus.admin_url = f"http://127.0.0.1:{admin_port}"
+    channel = grpc.insecure_channel(apus.address)
+    queue = None
+    try:
+        wait_ready(apus.admin_url)
+        queue = SleepingQueue(channel, 6, 5).start()
+        yield apus
+    finally:
+        if queue:
+            queue.cancel()
+        channel.close()
+        apus.stop()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield d
+    d.quit()
+
+
+def severe(entries):
+    return [e for e in entries if e["level"] == "SEVERE"]
+
+
+def load(driver, url):
+    """Loads the page and waits (≤ 15 s) until it shows a worker and a non-empty queue."""
+    started = time.time()
+    driver.get(url)
+    WebDriverWait(driver, 15).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".worker-row")
+        and d.find_element(By.ID, "queued-main").text.isdigit()
+        and int(d.find_element(By.ID, "queued-main").text) > 0)
+    return time.time() - started
+
+
+def test_page_shows_the_queue_and_workers(busy_apus, driver):
+    driver.set_window_size(1280, 900)
+    elapsed = load(driver, busy_apus.admin_url + "/")
+    status = http_get_json(busy_apus.admin_url + "/status")
+    [worker] = status["schedulers"]["main"]["workers"]
+    rows = driver.find_elements(By.CSS_SELECTOR, ".worker-row")
+    assert [r.get_attribute("data-id") for r in rows] == [worker["id"]]
+    assert rows[0].find_elements(By.TAG_NAME, "td")[2].text == "1"  # slots
+    assert driver.find_element(By.ID, "running-main").text == "1"
+    assert driver.find_element(By.ID, "state").text == "ready"
+    assert driver.find_element(By.ID, "version").text == status["version"]
+    assert int(driver.find_element(By.ID, "desired-main").text) >= 1
+    assert {r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, ".store-row")} == {"cas", "ac"}
+    assert [r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, ".local-worker-row")] == [worker["id"]]
+    # A later poll (every 2 s) updates the page in place.
+    first = driver.find_element(By.ID, "updated").text
+    WebDriverWait(driver, 6).until(lambda d: d.find_element(By.ID, "updated").text != first)
+    assert severe(driver.get_log("browser")) == []
+    print(f"\npage showed the queue {elapsed:.2f} s after load")
+
+
+def test_page_fits_a_phone(busy_apus, driver):
+    driver.set_window_size(390, 844)
+    load(driver, busy_apus.admin_url + "/")
+    width, inner = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= inner, f"horizontal scrollbar: content {width} px wide in a {inner} px window"
+    assert driver.execute_script(
+        "return document.querySelector('meta[name=viewport]').content") == "width=device-width, initial-scale=1"
+    assert severe(driver.get_log("browser")) == []
