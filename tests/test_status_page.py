@@ -6,8 +6,9 @@ import time
 import grpc
 import pytest
 
-from admin import SleepingQueue, admin_exec_config, http_get_json, wait_ready
-from conftest import ApusProcess
+from admin import SleepingQueue, admin_exec_config, http_get_json, use_grpc_port, wait_ready
+from conftest import ApusProcess, cache_config, free_port
+from test_auth import new_token
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -26,7 +27,7 @@ def busy_apus(tmp_path_factory):
     """apus with one 1-slot worker and six distinct 5 s actions: one runs, five wait."""
     tmp_path = tmp_path_factory.mktemp("status_page")
     config, admin_port = admin_exec_config(tmp_path, slots=1)
-    apus = ApusProcess(config, tmp_path).start().wait_for_workers(1)
+    apus = use_grpc_port(ApusProcess(config, tmp_path).start()).wait_for_workers(1)
     apus.admin_url = f"http://127.0.0.1:{admin_port}"
     channel = grpc.insecure_channel(apus.address)
     queue = None
@@ -80,8 +81,11 @@ def test_page_shows_the_queue_and_workers(busy_apus, driver):
     assert driver.find_element(By.ID, "state").text == "ready"
     assert driver.find_element(By.ID, "version").text == status["version"]
     assert int(driver.find_element(By.ID, "desired-main").text) >= 1
-    assert {r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, ".store-row")} == {"cas", "ac"}
-    assert [r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, ".local-worker-row")] == [worker["id"]]
+    # Stores and local workers as /status has them (test_admin_status checks their content).
+    assert sorted(r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, ".store-row")) \
+        == sorted(status["stores"])
+    assert [r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, ".local-worker-row")] \
+        == [w["id"] for w in status["workers"]]
     # A later poll (every 2 s) updates the page in place.
     first = driver.find_element(By.ID, "updated").text
     WebDriverWait(driver, 6).until(lambda d: d.find_element(By.ID, "updated").text != first)
@@ -97,3 +101,66 @@ def test_page_fits_a_phone(busy_apus, driver):
     assert driver.execute_script(
         "return document.querySelector('meta[name=viewport]').content") == "width=device-width, initial-scale=1"
     assert severe(driver.get_log("browser")) == []
+
+
+def script_errors(entries):
+    """SEVERE browser-log entries other than the network's own report of a failed or
+    refused fetch (which the page expects and handles)."""
+    return [e for e in severe(entries) if e.get("source") != "network"]
+
+
+def test_page_asks_for_a_token_when_status_needs_one(tmp_path, driver):
+    tokens = {name: new_token(name) for name in ("root", "reader")}
+    (tmp_path / "tokens").write_text("".join(line + "\n" for _, line in tokens.values()))
+    config = cache_config({"memory": {}})
+    config["auth"] = {"tokens": str(tmp_path / "tokens"), "admin": ["root"],
+                      "instances": {"*": {"reader": ["read"], "root": ["read"]}}}
+    admin_port = free_port()
+    config["admin"] = {"listen": f"127.0.0.1:{admin_port}"}
+    apus = use_grpc_port(ApusProcess(config, tmp_path).start())
+    try:
+        url = f"http://127.0.0.1:{admin_port}"
+        wait_ready(url)
+        driver.set_window_size(1280, 900)
+        driver.get(url + "/")
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "auth").is_displayed())
+        assert driver.find_element(By.ID, "state").text == "needs token"
+        assert driver.find_elements(By.CSS_SELECTOR, ".store-row") == []
+
+        field = driver.find_element(By.ID, "token")
+        field.send_keys(tokens["reader"][0] + "\n")  # valid, but no `admin` permission
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "state").text == "forbidden")
+        field.clear()
+        field.send_keys(tokens["root"][0] + "\n")
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "state").text == "ready")
+        assert not driver.find_element(By.ID, "auth").is_displayed()
+        assert driver.execute_script("return sessionStorage.getItem('apus-status-token')") == tokens["root"][0]
+        # The token survives a reload (same tab): no form this time.
+        driver.refresh()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "state").text == "ready")
+        assert not driver.find_element(By.ID, "auth").is_displayed()
+        assert script_errors(driver.get_log("browser")) == []
+    finally:
+        apus.stop()
+
+
+def test_page_shows_unreachable_with_the_last_good_update(tmp_path, driver):
+    config = cache_config({"memory": {}})
+    admin_port = free_port()
+    config["admin"] = {"listen": f"127.0.0.1:{admin_port}"}
+    apus = use_grpc_port(ApusProcess(config, tmp_path).start())
+    try:
+        url = f"http://127.0.0.1:{admin_port}"
+        wait_ready(url)
+        driver.get(url + "/")
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "state").text == "ready")
+        good = driver.find_element(By.ID, "updated").text
+        assert good.startswith("updated ")
+    finally:
+        apus.stop()
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "state").text == "unreachable")
+    assert driver.find_element(By.ID, "updated").text == "unreachable · last good update: " + good[len("updated "):]
+    # The last data stays on the page, dimmed.
+    assert driver.find_element(By.ID, "version").text not in ("", "–")
+    assert "stale" in driver.find_element(By.TAG_NAME, "body").get_attribute("class")
+    assert script_errors(driver.get_log("browser")) == []
