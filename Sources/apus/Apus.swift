@@ -121,6 +121,15 @@ struct Check: AsyncParsableCommand {
         print("    instance \"\(name)\": \(roles.joined(separator: ", "))")
       }
     }
+    if let admin = c.admin {
+      let access = c.auth == nil ? "open to all" : admin.anonymousRead ? "reads open, drain needs admin" : "needs admin"
+      print("  admin \(admin.listen) (\(admin.tls == nil ? "HTTP" : "HTTPS"), \(access))")
+      if c.auth == nil, let (host, _) = ServerConfig.splitHostPort(admin.listen), !Self.isLoopback(host) {
+        print(
+          "WARNING: the admin listener \(admin.listen) is not on loopback and no auth block is configured: "
+            + "anyone who can reach it can read the status feed and drain this process.")
+      }
+    }
     if let auth = c.auth {
       print(
         "  auth: tokens \(auth.tokens ?? "none"), jwt \(auth.jwt.map { "\($0.jwks) (aud \($0.audience))" } ?? "none"), "
