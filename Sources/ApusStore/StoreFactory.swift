@@ -68,42 +68,26 @@ public final class StoreFactory {
     return built.mapValues(\.store)
   }
 
+  /// What the admin listener watches of the named stores built so far: a `Sendable` view,
+  /// safe to keep and use from any task once ``makeAll()`` has returned.
+  public var monitor: StoreMonitor {
+    StoreMonitor(
+      stores: built.map { name, node in
+        StoreMonitor.Named(
+          name: name, usage: node.usage, reach: node.reach, metrics: metrics[name],
+          writeBehind: writeBehind[name] ?? [])
+      })
+  }
+
   /// Entries and bytes held by each named store that knows (memory, filesystem, and wrappers
   /// of them).
-  public func usage() -> [String: StoreUsage] {
-    built.compactMapValues { $0.usage?() }
-  }
+  public func usage() -> [String: StoreUsage] { monitor.usage() }
 
-  /// Sets the `apus_store_entries`/`_bytes` and `apus_store_write_behind_*` gauges to what the
-  /// stores hold now; the admin listener calls it before rendering `/metrics`.
-  public func updateGauges() {
-    for (name, node) in built {
-      guard let metrics = metrics[name] else { continue }
-      if let usage = node.usage?() {
-        metrics.entries.set(usage.entries)
-        metrics.bytes.set(usage.bytes)
-      }
-      if let queues = writeBehind[name] {
-        let depths = queues.map(\.depth)
-        metrics.writeBehindEntries.set(depths.reduce(0) { $0 + $1.entries })
-        metrics.writeBehindBytes.set(depths.reduce(Int64(0)) { $0 + $1.bytes })
-      }
-    }
-  }
+  /// Sets the store gauges to what the stores hold now (see ``StoreMonitor/updateGauges()``).
+  public func updateGauges() { monitor.updateGauges() }
 
-  /// Whether each named store can serve: its remote backends probed (answers cached 5 s,
-  /// each probe bounded to 2 s, all probed concurrently).
-  public func health() async -> [String: StoreHealth] {
-    let reaches = built.mapValues(\.reach)
-    return await withTaskGroup(of: (String, StoreHealth).self) { group in
-      for (name, reach) in reaches {
-        group.addTask { (name, await reach.health()) }
-      }
-      var out: [String: StoreHealth] = [:]
-      for await (name, health) in group { out[name] = health }
-      return out
-    }
-  }
+  /// Whether each named store can serve (see ``StoreMonitor/health()``).
+  public func health() async -> [String: StoreHealth] { await monitor.health() }
 
   /// Closes what the built stores hold, newest first; call once no request can reach them.
   public func close() async {
