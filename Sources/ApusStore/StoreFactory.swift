@@ -240,6 +240,9 @@ public final class StoreFactory {
           status = try await store.probe()
         } catch let error as StoreError where error.code == .deadlineExceeded {
           throw StoreError(.unavailable, "HEAD of the bucket got no answer in time")
+        } catch let error as StoreError where error.message.hasPrefix("s3 HEAD") {
+          // The backend's name comes first in the reason already.
+          throw StoreError(error.code, String(error.message.dropFirst(3)))
         }
         guard status < 500 else { throw StoreError(.unavailable, "HEAD of the bucket answered \(status)") }
       }
