@@ -217,11 +217,12 @@ public final class Worker: Service {
       return first
     }
     guard stop != .sessionEnded else { return }
+    // From here on, what arrives is handed back; the stream stays open until going_away is out.
+    _ = actions.beginDraining(close: false)
     var goingAway = WorkerMessage()
     goingAway.goingAway = EmptyMessage()
     try? await call.requests.write(goingAway.serializedBytes())
     if stop == .drain {
-      _ = actions.beginDraining(close: false)
       do { try await gracefulShutdown() } catch { return }
     }
     live.withLock { $0.shuttingDown = true }
