@@ -1,7 +1,6 @@
 """Helpers for the admin listener tests: HTTP GETs, a queue of sleeping actions, a config."""
 import json
 import math
-import re
 import threading
 import time
 import urllib.error
@@ -10,23 +9,6 @@ import urllib.request
 from conftest import free_port
 from execution import Action
 from reapi import re_grpc, re_pb2
-
-
-# conftest's LISTENING also matches the admin listener's `... [ApusAdmin] admin listening` line,
-# so a process with both may come back with the admin port as its gRPC port.
-GRPC_LISTENING = re.compile(r"address=\S*:(\d+)\s.*\[ApusServer\] listening\s*$", re.M)
-
-
-def use_grpc_port(apus, timeout=60):
-    """Points `apus.port` at the gRPC listener (from its log line) rather than whichever
-    listener logged `listening` first; returns apus."""
-    deadline = time.time() + timeout
-    while not (m := GRPC_LISTENING.search(apus.read_log(since_launch=True))):
-        if apus.proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("no gRPC `listening` line: " + apus.read_log())
-        time.sleep(0.05)
-    apus.port = int(m.group(1))
-    return apus
 
 
 def http_get(url, token=None, timeout=5):

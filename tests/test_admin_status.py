@@ -6,8 +6,8 @@ import time
 import grpc
 import pytest
 
-from admin import (SleepingQueue, admin_exec_config, desired_workers, http_get, http_get_json, use_grpc_port,
-                   wait_ready, wait_status)
+from admin import (SleepingQueue, admin_exec_config, desired_workers, http_get, http_get_json, wait_ready,
+                   wait_status)
 from execution import Action, response_of
 from reapi import re_grpc, re_pb2
 
@@ -101,7 +101,7 @@ def lookup(ch, action):
 @pytest.fixture
 def executor(apus_factory, tmp_path):
     config, admin_port = admin_exec_config(tmp_path, SLOTS, ac_store={"filesystem": {"path": str(tmp_path / "ac")}})
-    apus = use_grpc_port(apus_factory(config)).wait_for_workers(1)
+    apus = apus_factory(config).wait_for_workers(1)
     apus.admin_url = f"http://127.0.0.1:{admin_port}"
     wait_ready(apus.admin_url)
     return apus

@@ -6,7 +6,7 @@ import time
 import grpc
 import pytest
 
-from admin import SleepingQueue, admin_exec_config, http_get_json, use_grpc_port, wait_ready
+from admin import SleepingQueue, admin_exec_config, http_get_json, wait_ready
 from conftest import ApusProcess, cache_config, free_port
 from test_auth import new_token
 
@@ -27,7 +27,7 @@ def busy_apus(tmp_path_factory):
     """apus with one 1-slot worker and six distinct 5 s actions: one runs, five wait."""
     tmp_path = tmp_path_factory.mktemp("status_page")
     config, admin_port = admin_exec_config(tmp_path, slots=1)
-    apus = use_grpc_port(ApusProcess(config, tmp_path).start()).wait_for_workers(1)
+    apus = ApusProcess(config, tmp_path).start().wait_for_workers(1)
     apus.admin_url = f"http://127.0.0.1:{admin_port}"
     channel = grpc.insecure_channel(apus.address)
     queue = None
@@ -117,7 +117,7 @@ def test_page_asks_for_a_token_when_status_needs_one(tmp_path, driver):
                       "instances": {"*": {"reader": ["read"], "root": ["read"]}}}
     admin_port = free_port()
     config["admin"] = {"listen": f"127.0.0.1:{admin_port}"}
-    apus = use_grpc_port(ApusProcess(config, tmp_path).start())
+    apus = ApusProcess(config, tmp_path).start()
     try:
         url = f"http://127.0.0.1:{admin_port}"
         wait_ready(url)
@@ -148,7 +148,7 @@ def test_page_shows_unreachable_with_the_last_good_update(tmp_path, driver):
     config = cache_config({"memory": {}})
     admin_port = free_port()
     config["admin"] = {"listen": f"127.0.0.1:{admin_port}"}
-    apus = use_grpc_port(ApusProcess(config, tmp_path).start())
+    apus = ApusProcess(config, tmp_path).start()
     try:
         url = f"http://127.0.0.1:{admin_port}"
         wait_ready(url)
