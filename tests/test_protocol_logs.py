@@ -211,11 +211,11 @@ def test_json_log_lines(json_apus):
     for r in records:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]), r
         assert r["level"] in ("trace", "debug", "info", "notice", "warning", "error", "critical"), r
-        assert r["label"] == "apus", r
+        assert r["label"] == "apus" and r["source"].startswith("Apus"), r
     listening = next(r for r in records if r["message"] == "listening")
     assert listening["level"] == "info" and listening["address"].endswith(f":{json_apus.port}"), listening
     goaway = next(r for r in records if r["message"] == "sent GOAWAY")
-    assert goaway["level"] == "warning"
+    assert goaway["level"] == "warning" and goaway["source"] == "ApusRPC", goaway
     assert goaway["code"] == "PROTOCOL_ERROR" and goaway["reason"] == "protocol_error", goaway
     assert goaway["detail"] == "RST_STREAM: stream_id == 0", goaway
     assert goaway["peer"] == peer(c), goaway

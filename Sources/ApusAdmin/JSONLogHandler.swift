@@ -10,7 +10,8 @@ import Synchronization
 /// A `LogHandler` writing one JSON object per line to stderr (`global.log_format: json`),
 /// for log shippers such as Loki or CloudWatch.
 ///
-/// Each line is `{"time", "level", "label", "message", …metadata}` (see ``JSONLogLine``),
+/// Each line is `{"time", "level", "label", "message", "source", …metadata}` (see
+/// ``JSONLogLine``),
 /// written with one `write(2)` under a process-wide lock, so lines from different threads
 /// never interleave.
 public struct JSONLogHandler: LogHandler {
@@ -41,7 +42,7 @@ public struct JSONLogHandler: LogHandler {
     output.write(
       JSONLogLine.format(
         epochMilliseconds: WallClock.epochMilliseconds(), level: event.level, label: label,
-        message: event.message.description, metadata: fields))
+        message: event.message.description, source: event.source, metadata: fields))
   }
 }
 
@@ -67,17 +68,18 @@ enum LogMetadata {
 
 /// Formats one JSON log line: pure, so tests check the exact bytes.
 ///
-/// `time` is RFC 3339 in UTC with milliseconds (`2026-11-27T20:41:07.123Z`); metadata keys
-/// become top-level fields, sorted, their values strings, except that nested metadata stays
-/// nested (a dictionary as an object, an array as an array). A metadata key equal to one of
-/// the four fixed fields is written as `metadata.KEY`. Strings are escaped as JSON requires
+/// `time` is RFC 3339 in UTC with milliseconds (`2026-11-27T20:41:07.123Z`); `source` is the
+/// module that logged (the text format's `[ApusRPC]`). Metadata keys follow as top-level
+/// fields, sorted, their values strings, except that nested metadata stays nested (a
+/// dictionary as an object, an array as an array). A metadata key equal to one of the fixed
+/// fields is written as `metadata.KEY`. Strings are escaped as JSON requires
 /// (quotes, backslashes, control characters); other characters stay as UTF-8.
 public enum JSONLogLine {
-  static let fixedFields: Set<String> = ["time", "level", "label", "message"]
+  static let fixedFields: Set<String> = ["time", "level", "label", "message", "source"]
 
   public static func format(
     epochMilliseconds: Int64, level: Logger.Level, label: String, message: String,
-    metadata: Logger.Metadata
+    source: String? = nil, metadata: Logger.Metadata
   ) -> [UInt8] {
     var out: [UInt8] = []
     out.reserveCapacity(128 + message.utf8.count)
@@ -89,6 +91,10 @@ public enum JSONLogLine {
     appendString(label, to: &out)
     out += #","message":"#.utf8
     appendString(message, to: &out)
+    if let source {
+      out += #","source":"#.utf8
+      appendString(source, to: &out)
+    }
     for key in metadata.keys.sorted() {
       out.append(UInt8(ascii: ","))
       appendString(fixedFields.contains(key) ? "metadata.\(key)" : key, to: &out)

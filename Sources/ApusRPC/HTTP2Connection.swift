@@ -438,7 +438,7 @@ class HTTP2Connection {
   // MARK: - GOAWAY and RST_STREAM, logged and counted
 
   /// A GOAWAY went out: ours (we know why) or nghttp2's (a protocol error; its debug data
-  /// says which).
+  /// says which). Logged on both sides; counted on the server.
   fileprivate func goawaySent(code: UInt32, lastStreamID: Int32, debugData: String) {
     let reason: GoawayReason
     var detail: String
@@ -461,12 +461,7 @@ class HTTP2Connection {
         detail = String(cString: nghttp2_strerror(error))
       }
     }
-    guard isServer else {
-      logger.debug(
-        "sent GOAWAY", metadata: ["peer": "\(peer)", "code": "\(Self.codeName(code))", "detail": "\(detail)"])
-      return
-    }
-    ConnectionMetrics.goaways[reason]?.increment()
+    if isServer { ConnectionMetrics.goaways[reason]?.increment() }
     logProblem(
       reason.logLevel, "sent GOAWAY",
       [

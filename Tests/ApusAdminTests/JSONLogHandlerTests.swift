@@ -18,26 +18,29 @@ struct JSONLogHandlerTests {
   func fields() throws {
     let line = JSONLogLine.format(
       epochMilliseconds: 1_795_811_467_123, level: .warning, label: "apus", message: "call failed",
+      source: "ApusRPC",
       metadata: [
         "path": "/x.Y/Z", "count": .stringConvertible(3),
-        "nested": ["a": "1", "b": ["x", "y"]], "message": "shadowed",
+        "nested": ["a": "1", "b": ["x", "y"]], "message": "shadowed", "source": "shadowed too",
       ])
     let o = try object(line)
     #expect(o["time"] as? String == "2026-11-27T20:31:07.123Z")
     #expect(o["level"] as? String == "warning")
     #expect(o["label"] as? String == "apus")
     #expect(o["message"] as? String == "call failed")
+    #expect(o["source"] as? String == "ApusRPC")
     #expect(o["metadata.message"] as? String == "shadowed")
+    #expect(o["metadata.source"] as? String == "shadowed too")
     #expect(o["path"] as? String == "/x.Y/Z")
     #expect(o["count"] as? String == "3")
     let nested = try #require(o["nested"] as? [String: Any])
     #expect(nested["a"] as? String == "1")
     #expect(nested["b"] as? [String] == ["x", "y"])
-    #expect(o.count == 8)
-    // Keys in a fixed order: the four fixed fields, then the metadata sorted.
+    #expect(o.count == 10)
+    // Keys in a fixed order: the fixed fields, then the metadata sorted by key.
     #expect(
-      String(decoding: line, as: UTF8.self).hasPrefix(
-        #"{"time":"2026-11-27T20:31:07.123Z","level":"warning","label":"apus","message":"call failed","count":"3","metadata.message":"shadowed","nested":{"a":"1","b":["x","y"]},"path""#))
+      String(decoding: line, as: UTF8.self) == (
+        #"{"time":"2026-11-27T20:31:07.123Z","level":"warning","label":"apus","message":"call failed","source":"ApusRPC","count":"3","metadata.message":"shadowed","nested":{"a":"1","b":["x","y"]},"path":"/x.Y/Z","metadata.source":"shadowed too"}"# + "\n"))
   }
 
   @Test("quotes, backslashes and control characters are escaped; other characters stay UTF-8")
@@ -90,6 +93,7 @@ struct JSONLogHandlerTests {
     #expect(first["service"] as? String == "cas")
     #expect(first["instance"] as? String == "main")
     #expect(first["n"] as? String == "1")
+    #expect(first["source"] as? String == "ApusAdminTests")
     let second = try object(Array(lines[1]) + [UInt8(ascii: "\n")])
     #expect(second["message"] as? String == "two \"2\"")
     #expect(second["service"] as? String == "ac")
