@@ -60,6 +60,29 @@ def test_protocol_error_goaway_is_logged_with_reason_and_peer(apus_factory):
     c.close()
 
 
+def test_a_flood_of_bad_clients_does_not_flood_the_log(apus_factory):
+    """One warning per bad connection, but at most a burst of 20 and then 2 a second for all
+    of them together; the next line written says how many were left out."""
+    apus = apus_factory(cache_config({"memory": {}}))
+    start = time.monotonic()
+    for _ in range(80):
+        c = RawConnection(apus.port)
+        c.send(frame(RST_STREAM, 0, 0, CANCEL))
+        assert pump_until(c, lambda fs: any(f[0] == GOAWAY for f in fs))
+        c.close()
+    elapsed = time.monotonic() - start
+    time.sleep(1.5)
+    c = RawConnection(apus.port)
+    c.send(frame(RST_STREAM, 0, 0, CANCEL))
+    assert pump_until(c, lambda fs: any(f[0] == GOAWAY for f in fs))
+    wait_for_log(apus, rf"^.*peer={peer(c)} .*sent GOAWAY$")
+    lines = [line for line in apus.read_log(since_launch=True).splitlines() if line.endswith("sent GOAWAY")]
+    assert 20 <= len(lines) <= 20 + 2 * (elapsed + 2) and len(lines) < 81, (len(lines), elapsed)
+    # Every line left out is accounted for by a later one (the last connection's at the latest).
+    assert sum(int(m) for m in re.findall(r"lines_skipped=(\d+)", "\n".join(lines))) == 81 - len(lines)
+    c.close()
+
+
 def test_stalled_upload_reset_is_logged_with_peer(apus_factory):
     apus = apus_factory(cache_config({"memory": {}}, limits={"upload_idle_timeout_seconds": 1}))
     c = RawConnection(apus.port)
