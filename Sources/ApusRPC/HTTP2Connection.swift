@@ -450,7 +450,8 @@ class HTTP2Connection {
       switch code {
       case UInt32(NGHTTP2_NO_ERROR.rawValue): reason = .shutdown
       case UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue): reason = .flood
-      case UInt32(NGHTTP2_INTERNAL_ERROR.rawValue) where debugData.isEmpty && receivedResets >= 1000:
+      case UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)
+      where debugData.isEmpty && receivedResets >= 1000:
         // nghttp2's stream-reset guard, the only INTERNAL_ERROR it sends without a reason.
         reason = .tooManyResets
         detail = "\(receivedResets) RST_STREAM received: over nghttp2's stream reset rate limit"
@@ -481,7 +482,8 @@ class HTTP2Connection {
       reason = own
     } else {
       switch code {
-      case UInt32(NGHTTP2_NO_ERROR.rawValue), UInt32(NGHTTP2_CANCEL.rawValue): reason = .cancelledByServer
+      case UInt32(NGHTTP2_NO_ERROR.rawValue), UInt32(NGHTTP2_CANCEL.rawValue):
+        reason = .cancelledByServer
       case UInt32(NGHTTP2_REFUSED_STREAM.rawValue): reason = .refused
       case UInt32(NGHTTP2_INTERNAL_ERROR.rawValue): reason = .internalError
       default: reason = .protocolError
@@ -708,7 +710,8 @@ private let onFrameSend: nghttp2_on_frame_send_callback = { _, frame, userData i
       frame.pointee.hd.stream_id,
       endStream: frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0)
   case NGHTTP2_RST_STREAM.rawValue:
-    connection(userData).resetSent(frame.pointee.hd.stream_id, code: frame.pointee.rst_stream.error_code)
+    connection(userData).resetSent(
+      frame.pointee.hd.stream_id, code: frame.pointee.rst_stream.error_code)
   case NGHTTP2_GOAWAY.rawValue:
     let goaway = frame.pointee.goaway
     let debugData = String(

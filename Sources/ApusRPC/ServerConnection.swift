@@ -32,7 +32,10 @@ final class ServerConnection: HTTP2Connection {
       if !stalled.isEmpty {
         logProblem(
           .info, "cancelling calls whose request sent nothing",
-          ["peer": "\(peer)", "calls": "\(stalled.count)", "seconds": "\(limit.components.seconds)"])
+          [
+            "peer": "\(peer)", "calls": "\(stalled.count)",
+            "seconds": "\(limit.components.seconds)",
+          ])
       }
       for stream in stalled {
         stream.peerEnded = true
