@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ApusProcess, cache_config
+from conftest import ApusProcess, cache_config, free_port
 from rawh2 import (DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM, RawConnection, frame, grpc_headers,
                    hpack)
 
@@ -164,10 +164,6 @@ def test_stream_protocol_errors_are_logged_once_per_connection_then_counted(apus
     assert apus.read_log(since_launch=True).count("sent RST_STREAM") == 1
 
 
-def admin_port(apus):
-    return int(wait_for_log(apus, r"address=\S*:(\d+) .*admin listening$")[1])
-
-
 def metric(text, name, labels=""):
     m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
     return float(m[1]) if m else None
@@ -175,11 +171,9 @@ def metric(text, name, labels=""):
 
 def test_goaways_resets_and_connections_are_counted(apus_factory):
     config = cache_config({"memory": {}}, limits={"upload_idle_timeout_seconds": 1})
-    config["admin"] = {"listen": "127.0.0.1:0"}
+    port = free_port()
+    config["admin"] = {"listen": f"127.0.0.1:{port}"}
     apus = apus_factory(config)
-    port = admin_port(apus)
-    # conftest's `listening` pattern also matches `admin listening`: take the gRPC one.
-    apus.port = int(wait_for_log(apus, r"address=\S*:(\d+) .*\[ApusServer\] listening$")[1])
     stalled = RawConnection(apus.port)
     stalled.send(frame(HEADERS, END_HEADERS, 1, grpc_headers(WRITE, apus.port)))
     assert pump_until(stalled, lambda fs: any(f[0] == RST_STREAM for f in fs))
