@@ -3,13 +3,14 @@ RequestMetadata, HTTPS with client certificates, bearer tokens and the admin per
 import json
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 
 import grpc
 
 from conftest import cache_config, free_port
-from reapi import digest, re_pb2
+from reapi import bs_grpc, bs_pb2, digest, re_pb2
 from test_auth import new_token
 from tlscerts import CertificateAuthority
 
@@ -132,3 +133,28 @@ def fetch_plain_fails(url):
     except (urllib.error.URLError, ConnectionError, OSError):
         return True
     return False
+
+
+def test_slow_call_warning_reaches_the_log_and_status(apus_factory):
+    admin = free_port()
+    config = cache_config({"memory": {}})
+    config["admin"] = {"listen": f"127.0.0.1:{admin}"}
+    config["global"]["slow_request_seconds"] = 1
+    apus = apus_factory(config)
+    data = b"x" * (128 << 10)
+    d = digest(data)
+    name = f"uploads/1234/blobs/{d.hash}/{d.size_bytes}"
+
+    def dawdling():
+        yield bs_pb2.WriteRequest(resource_name=name, write_offset=0, data=data[:65536])
+        time.sleep(1.5)
+        yield bs_pb2.WriteRequest(write_offset=65536, data=data[65536:], finish_write=True)
+
+    with grpc.insecure_channel(apus.address) as ch:
+        assert bs_grpc.ByteStreamStub(ch).Write(dawdling()).committed_size == len(data)
+    lines = [line for line in apus.read_log().splitlines() if "slow call" in line]
+    assert len(lines) == 1 and "method=ByteStream/Write" in lines[0] and "code=OK" in lines[0]
+    feed = json.loads(fetch(f"http://127.0.0.1:{admin}/status")[1])
+    slow = [e for e in feed["recent_errors"] if e["message"] == "slow call"]
+    assert len(slow) == 1 and slow[0]["level"] == "warning" and slow[0]["metadata"]["method"] == "ByteStream/Write"
+    assert float(slow[0]["metadata"]["duration_ms"]) >= 1400

@@ -152,7 +152,10 @@ final class AdminEndpoints: Sendable {
       workers: targets.workers.map(\.status).map {
         .init(id: $0.id, scheduler: $0.scheduler, registered: $0.registered, slots: $0.slots, busy: $0.busy, draining: $0.draining)
       },
-      grpc: .init(requests: calls.requests, errors: calls.errors), recentErrors: [])
+      grpc: .init(requests: calls.requests, errors: calls.errors),
+      recentErrors: RecentProblems.shared.snapshot().map {
+        .init(time: $0.time, level: $0.level.rawValue, message: $0.message, metadata: $0.metadata)
+      })
   }
 
   // MARK: - Metrics

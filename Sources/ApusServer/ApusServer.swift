@@ -218,6 +218,8 @@ public final class ApusServer: Service {
     options.defaultDeadline = limits.defaultDeadlineSeconds.map { .seconds($0) }
     options.tls = tls
     options.callLogFields = RequestMetadataLog.fields
+    let slow = config.global.slowRequestSeconds
+    options.slowCallThreshold = slow > 0 ? .seconds(slow) : nil
     options.uploadIdleTimeout =
       limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
     return GRPCServer(

@@ -39,11 +39,7 @@ struct Run: AsyncParsableCommand {
   func run() async throws {
     let configuration = try loadConfiguration(config)
     let level = Logger.Level(rawValue: configuration.global.logLevel) ?? .info
-    LoggingSystem.bootstrap { label in
-      var handler = StreamLogHandler.standardError(label: label)
-      handler.logLevel = level
-      return handler
-    }
+    LogBootstrap.bootstrap(level: level, format: configuration.global.logFormat)
     let logger = Logger(label: "apus")
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
     // Metric handles are made from here on, so the registry is in place before any role.
