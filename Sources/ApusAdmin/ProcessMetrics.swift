@@ -5,7 +5,8 @@ import Synchronization
 /// `apus_build_info`, `apus_uptime_seconds` and the `apus_process_*` gauges, read from
 /// /proc when `/metrics` is scraped (nothing runs between scrapes).
 final class ProcessMetrics: Sendable {
-  let started = ContinuousClock.now
+  /// When the process started (from /proc, so start-up before the admin listener counts).
+  let started = ContinuousClock.now - ProcessMetrics.processAge()
   private let uptime = Gauge(label: "apus_uptime_seconds")
   private let resident = Gauge(label: "apus_process_resident_memory_bytes")
   private let openFDs = Gauge(label: "apus_process_open_fds")
@@ -14,6 +15,20 @@ final class ProcessMetrics: Sendable {
 
   init(version: String) {
     Gauge(label: "apus_build_info", dimensions: [("version", version)]).record(1)
+  }
+
+  /// How long ago the process started: system uptime minus the process's start time
+  /// (field 22 of /proc/self/stat, in clock ticks since boot); zero if /proc is unreadable.
+  static func processAge() -> Duration {
+    guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")"),
+      let uptime = try? String(contentsOfFile: "/proc/uptime", encoding: .utf8),
+      let systemUp = uptime.split(separator: " ").first.flatMap({ Double($0) })
+    else { return .zero }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 19, let ticks = Double(fields[19]) else { return .zero }
+    let age = systemUp - ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    return age > 0 ? .milliseconds(Int64(age * 1000)) : .zero
   }
 
   var uptimeSeconds: Double {
