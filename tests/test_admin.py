@@ -70,8 +70,8 @@ def test_metrics_count_calls_and_lookups(apus_factory):
     assert sample(text, "apus_grpc_request_duration_seconds_count", method=method) == 10
     assert sample(text, "apus_grpc_in_flight_requests", method=method) == 0
     assert sample(text, "apus_grpc_received_bytes_total", method=method) > 0
-    assert sample(text, "apus_action_cache_lookups_total", instance="", result="miss") == 7
-    assert sample(text, "apus_action_cache_lookups_total", instance="", result="hit") == 3
+    assert sample(text, "apus_action_cache_lookups_total", instance_name="", result="miss") == 7
+    assert sample(text, "apus_action_cache_lookups_total", instance_name="", result="hit") == 3
     assert sample(text, "apus_build_info", version=re.search(r'version="([^"]+)"', text).group(1)) == 1
     assert sample(text, "apus_process_resident_memory_bytes") > 1 << 20
     assert "# HELP apus_grpc_requests_total " in text

@@ -11,8 +11,8 @@ public final class ActionCacheLookups: Sendable {
     let hits = Atomic<Int>(0), misses = Atomic<Int>(0)
     let hit: Counter, miss: Counter
     init(instance: String) {
-      hit = Counter(label: "apus_action_cache_lookups_total", dimensions: [("instance", instance), ("result", "hit")])
-      miss = Counter(label: "apus_action_cache_lookups_total", dimensions: [("instance", instance), ("result", "miss")])
+      hit = Counter(label: "apus_action_cache_lookups_total", dimensions: [("instance_name", instance), ("result", "hit")])
+      miss = Counter(label: "apus_action_cache_lookups_total", dimensions: [("instance_name", instance), ("result", "miss")])
     }
     func record(hit found: Bool) {
       if found {
