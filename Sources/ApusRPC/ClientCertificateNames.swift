@@ -1,3 +1,4 @@
+import NIOSSL
 /// The names in a verified client certificate (mTLS), from which the authenticator takes a
 /// principal (`auth.certificate_principal`).
 public struct ClientCertificateNames: Sendable, Equatable {
@@ -13,4 +14,9 @@ public struct ClientCertificateNames: Sendable, Equatable {
     self.dnsNames = dnsNames
     self.uris = uris
   }
+}
+
+extension ClientCertificateNames {
+  /// The names of a verified peer certificate (the admin listener reads them itself).
+  public init(_ certificate: NIOSSLCertificate) { self = TLSHandshakeGuard.names(certificate) }
 }

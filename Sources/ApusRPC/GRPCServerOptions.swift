@@ -1,3 +1,4 @@
+import Logging
 import NIOSSL
 
 /// Tunables of gRPC connections, server or client: message and flow-control sizes, the
@@ -41,6 +42,14 @@ public struct GRPCServerOptions: Sendable {
   public var tls: ServerTLS?
   /// Client: TLS for the connection (a `grpcs://` URL); nil: h2c.
   public var clientTLS: ClientTLS?
+
+  /// Server: calls that take longer are logged as warnings (long-lived routes excepted);
+  /// nil: never.
+  public var slowCallThreshold: Duration?
+  /// Server: log fields drawn from a call's metadata (Bazel's RequestMetadata: tool
+  /// invocation, mnemonic, target), for the per-call debug line and slow-call warnings.
+  /// The gRPC layer knows no protobuf, so the services layer supplies it.
+  public var callLogFields: (@Sendable (Metadata) -> Logger.Metadata)?
 
   public init() {}
 

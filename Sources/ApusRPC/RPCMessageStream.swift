@@ -36,6 +36,8 @@ final class InboundMessageQueue: Sendable {
   private struct State {
     var messages = CircularBuffer<GRPCMessageDeframer.Message>()
     var bufferedBytes = 0
+    /// Every message's bytes since the call began, for metrics.
+    var receivedBytes = 0
     var end: RPCError?? = nil  // .some(nil): clean end; .some(error): failed
     var waiter: CheckedContinuation<GRPCMessageDeframer.Message?, any Error>?
     var paused = false
@@ -68,6 +70,7 @@ final class InboundMessageQueue: Sendable {
   func push(_ message: GRPCMessageDeframer.Message) -> Bool {
     state.withLock { s in
       guard s.end == nil else { return false }
+      s.receivedBytes += message.payload.count
       if let waiter = s.waiter {
         s.waiter = nil
         waiter.resume(returning: message)
@@ -82,6 +85,9 @@ final class InboundMessageQueue: Sendable {
   }
 
   var isPaused: Bool { state.withLock { $0.paused } }
+
+  /// Bytes of every request message received so far.
+  var receivedBytes: Int { state.withLock { $0.receivedBytes } }
 
   /// Ends the sequence: `nil` after the last message, or an error to throw at once.
   func finish(_ error: RPCError?) {

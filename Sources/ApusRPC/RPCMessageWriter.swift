@@ -34,6 +34,8 @@ final class OutboundQueue: Sendable {
     var chunks = CircularBuffer<ArraySlice<UInt8>>()
     var headOffset = 0
     var queuedBytes = 0
+    /// Every response byte written since the call began (framing included), for metrics.
+    var writtenBytes = 0
     var status: CallStatus?
     var closed: RPCError?
     /// The peer finished the call before reading all requests: writes are dropped.
@@ -68,6 +70,7 @@ final class OutboundQueue: Sendable {
       for chunk in chunks where !chunk.isEmpty {
         s.chunks.append(chunk)
         s.queuedBytes += chunk.count
+        s.writtenBytes += chunk.count
       }
       s.wroteAny = true
       let wakeNow = s.needsWake
@@ -93,6 +96,15 @@ final class OutboundQueue: Sendable {
         s.writeWaiter?.resume(throwing: CancellationError())
         s.writeWaiter = nil
       }
+    }
+  }
+
+  /// For metrics once the handler returned: the status the peer got (CANCELLED if the
+  /// stream went away first) and the response bytes written, framing included.
+  var outcome: (code: RPCStatusCode, writtenBytes: Int) {
+    state.withLock { s in
+      let code = s.status.map { $0.error?.code ?? .ok } ?? (s.closed == nil ? .ok : .cancelled)
+      return (code, s.writtenBytes)
     }
   }
 

@@ -6,6 +6,7 @@ public struct RPCRouter: Sendable {
     /// The call lasts as long as the work it follows (Execute, the worker stream), so a
     /// listener's default deadline does not apply to it.
     public var longLived: Bool
+    let metrics: MethodMetrics
   }
 
   private var handlers: [String: Route] = [:]
@@ -14,7 +15,7 @@ public struct RPCRouter: Sendable {
 
   public mutating func register(_ path: String, longLived: Bool = false, _ handler: @escaping RPCHandler) {
     precondition(handlers[path] == nil, "\(path) registered twice")
-    handlers[path] = Route(handler: handler, longLived: longLived)
+    handlers[path] = Route(handler: handler, longLived: longLived, metrics: MethodMetrics(path: path))
   }
 
   public func route(for path: String) -> Route? { handlers[path] }

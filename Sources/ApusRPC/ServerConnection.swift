@@ -134,7 +134,10 @@ final class ServerConnection: HTTP2Connection {
     let context = ServerContext(
       path: path, metadata: Metadata(metadata), deadline: deadline, peer: peer,
       clientCertificate: clientCertificate)
-    let logger = self.logger
+    let logger = self.logger, metrics = route.metrics, started = ContinuousClock.now
+    let slowAfter = route.longLived ? nil : options.slowCallThreshold
+    let logFields = options.callLogFields
+    metrics.started()
     // Owned by the stream: cancelled when the stream is reset or closed, its deadline passes
     // or the connection drops; GRPCServer.shutdown waits for every stream (ConnectionActivity).
     stream.task = Task {
@@ -154,6 +157,23 @@ final class ServerConnection: HTTP2Connection {
       // a client still sending a body it no longer needs (an existing blob) is not stuck.
       inbound.discard()
       outbound.finish(status)
+      let elapsed = ContinuousClock.now - started
+      let (code, sent) = outbound.outcome
+      let received = inbound.receivedBytes
+      metrics.finished(code: code, duration: elapsed, receivedBytes: received, sentBytes: sent)
+      let slow = slowAfter.map { elapsed >= $0 } ?? false
+      guard slow || logger.logLevel <= .debug else { return }
+      var fields: Logger.Metadata = [
+        "method": "\(metrics.method)", "code": "\(code)",
+        "duration_ms": "\(((Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12).rounded()) / 1000)",
+        "received_bytes": "\(received)", "sent_bytes": "\(sent)", "peer": "\(context.peer)",
+      ]
+      if let logFields { fields.merge(logFields(context.metadata)) { current, _ in current } }
+      if slow {
+        logger.warning("slow call", metadata: fields)
+      } else {
+        logger.debug("call finished", metadata: fields)
+      }
     }
   }
 

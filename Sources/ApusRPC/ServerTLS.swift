@@ -32,20 +32,23 @@ public final class ServerTLS: Sendable {
 
   public let files: Files
   public let clientAuth: ClientAuth
+  /// ALPN protocols offered: `h2` for gRPC listeners, `http/1.1` for the admin listener.
+  public let applicationProtocols: [String]
   /// The last failed reload's error, so a broken file is reported once, not every check.
   private let failure = Mutex<String?>(nil)
   private let current: Mutex<(context: NIOSSLContext, stamps: [FileStamp?])>
 
   /// Loads the files; throws a readable error when one is missing or not valid PEM.
-  public init(files: Files, clientAuth: ClientAuth) throws {
+  public init(files: Files, clientAuth: ClientAuth, applicationProtocols: [String] = ["h2"]) throws {
     self.files = files
     self.clientAuth = clientAuth
+    self.applicationProtocols = applicationProtocols
     let stamps = files.paths.map(FileStamp.init(path:))
-    current = Mutex((try Self.makeContext(files, clientAuth), stamps))
+    current = Mutex((try Self.makeContext(files, clientAuth, applicationProtocols), stamps))
   }
 
   /// The context for a new connection.
-  var context: NIOSSLContext { current.withLock { $0.context } }
+  public var context: NIOSSLContext { current.withLock { $0.context } }
 
   /// Builds the context again if any file changed since it was loaded (or always, with
   /// `force`: SIGHUP). Returns whether it did; throws, keeping the old context, when the new
@@ -57,7 +60,7 @@ public final class ServerTLS: Sendable {
     guard force || current.withLock({ $0.stamps != stamps }) else { return false }
     let context: NIOSSLContext
     do {
-      context = try Self.makeContext(files, clientAuth)
+      context = try Self.makeContext(files, clientAuth, applicationProtocols)
     } catch {
       let text = "\(error)"
       let repeated = failure.withLock { last in
@@ -72,7 +75,7 @@ public final class ServerTLS: Sendable {
     return true
   }
 
-  static func makeContext(_ files: Files, _ clientAuth: ClientAuth) throws -> NIOSSLContext {
+  static func makeContext(_ files: Files, _ clientAuth: ClientAuth, _ protocols: [String]) throws -> NIOSSLContext {
     let chain: [NIOSSLCertificate]
     let key: NIOSSLPrivateKey
     do {
@@ -92,7 +95,7 @@ public final class ServerTLS: Sendable {
     var config = TLSConfiguration.makeServerConfiguration(
       certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
     config.minimumTLSVersion = .tlsv12
-    config.applicationProtocols = ["h2"]
+    config.applicationProtocols = protocols
     if let ca = files.clientCA {
       do {
         config.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))

@@ -15,6 +15,7 @@ public actor Scheduler {
   public nonisolated var keepAliveSeconds: Int { config.keepAliveSeconds }
   let matcher: PlatformMatcher
   let logger: Logger
+  let metrics: SchedulerMetrics
 
   struct OperationRecord {
     let name: String
@@ -26,6 +27,7 @@ public actor Scheduler {
     var attempts = 0
     let sequence: UInt64
     var queuedAt: ContinuousClock.Instant
+    var assignedAt: ContinuousClock.Instant?
     var completedAt: ContinuousClock.Instant?
     /// Since when connected workers exist but none could ever run this job.
     var unsatisfiableSince: ContinuousClock.Instant?
@@ -44,6 +46,7 @@ public actor Scheduler {
     self.config = config
     self.matcher = PlatformMatcher(rules: config.platformProperties)
     self.logger = logger
+    self.metrics = SchedulerMetrics(scheduler: name)
   }
 
   // MARK: - Clients
@@ -188,6 +191,48 @@ public actor Scheduler {
   }
 
   public var workerCount: Int { workers.count }
+
+  /// Queue and fleet now, grouped by platform. Walks the queue: meant for a scrape or a
+  /// status poll, not for every event.
+  public func snapshot() -> SchedulerSnapshot {
+    let now = ContinuousClock.now
+    struct Load { var queued = 0, running = 0; var oldest: ContinuousClock.Instant?; var platform: [Platform.Property] }
+    var loads: [[String: String]: Load] = [:]
+    func key(_ platform: [Platform.Property]) -> [String: String] {
+      platform.reduce(into: [:]) { all, p in all[p.name] = all[p.name].map { "\($0),\(p.value)" } ?? p.value }
+    }
+    for name in queue {
+      guard let record = operations[name] else { continue }
+      let k = key(record.job.platform)
+      var load = loads[k] ?? Load(platform: record.job.platform)
+      load.queued += 1
+      load.oldest = min(load.oldest ?? record.queuedAt, record.queuedAt)
+      loads[k] = load
+    }
+    for worker in workers.values {
+      for name in worker.running {
+        guard let record = operations[name] else { continue }
+        let k = key(record.job.platform)
+        loads[k, default: Load(platform: record.job.platform)].running += 1
+      }
+    }
+    let platforms = loads.map { k, load -> SchedulerSnapshot.PlatformLoad in
+      let able = workers.values.filter { matcher.matches(load.platform, $0, ignoringLoad: true) }
+      let perWorker = able.isEmpty ? nil : Double(able.reduce(0) { $0 + $1.capacity }) / Double(able.count)
+      return .init(
+        platform: k, queued: load.queued, running: load.running, oldestQueued: load.oldest.map { now - $0 },
+        slotsPerWorker: perWorker,
+        desiredWorkers: SchedulerSnapshot.desiredWorkers(queued: load.queued, running: load.running, slotsPerWorker: perWorker))
+    }.sorted { $0.label < $1.label }
+    let fleet = workers.values.sorted { $0.id < $1.id }.map {
+      SchedulerSnapshot.WorkerState(
+        id: $0.id, properties: $0.properties, slots: $0.capacity, busy: $0.running.count, draining: $0.draining,
+        sinceKeepAlive: now - $0.lastSeen)
+    }
+    return SchedulerSnapshot(
+      queued: queue.count, running: platforms.reduce(0) { $0 + $1.running },
+      oldestQueued: platforms.compactMap(\.oldestQueued).max(), platforms: platforms, workers: fleet)
+  }
   public var queueLength: Int { queue.count }
 
   // MARK: - Time
@@ -245,8 +290,12 @@ public actor Scheduler {
 
   private func requeue(_ name: String, countAttempt: Bool) {
     guard var record = operations[name], record.response == nil else { return }
-    if countAttempt { record.attempts += 1 }
+    if countAttempt {
+      record.attempts += 1
+      metrics.retried.increment()
+    }
     record.stage = .queued
+    record.queuedAt = .now
     operations[name] = record
     if record.attempts > config.maxJobRetries {
       complete(
@@ -277,6 +326,9 @@ public actor Scheduler {
     guard var record = operations[name], var worker = workers[id] else { return }
     record.stage = .executing
     record.worker = id
+    let now = ContinuousClock.now
+    metrics.queueWait.record(now - record.queuedAt)
+    record.assignedAt = now
     operations[name] = record
     worker.running.insert(name)
     for (k, v) in matcher.reservations(record.job.platform) { worker.reserved[k, default: 0] += v }
@@ -310,6 +362,8 @@ public actor Scheduler {
     record.stage = .completed
     record.response = response
     record.completedAt = .now
+    if let assigned = record.assignedAt { metrics.execution.record(.now - assigned) }
+    metrics.record(response)
     let watchers = record.watchers
     record.watchers = [:]
     operations[name] = record

@@ -25,6 +25,21 @@ public final class ApusServer: Service {
   private let logger: Logger
   private let home: String
   private let listening = Mutex(Listening())
+  private let running = Mutex<Runtime?>(nil)
+  private let stopping = Atomic<Bool>(false)
+
+  /// What the admin listener reports on, once `run()` has built it.
+  public struct Runtime: Sendable {
+    public let schedulers: [String: Scheduler]
+    public let stores: [String: any BlobStore]
+    public let breakers: [String: CircuitBreaker]
+    public let addresses: [SocketAddress]
+  }
+
+  /// Nil until every listener is bound.
+  public var runtime: Runtime? { running.withLock { $0 } }
+  /// Graceful shutdown has begun: the listeners stop taking calls.
+  public var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
   /// The bound addresses once known, and who waits for them.
   private struct Listening {
@@ -72,10 +87,11 @@ public final class ApusServer: Service {
     // Whatever happens, waiters are answered and what was opened is closed.
     defer { publish(addresses) }
     let schedulers: [String: Scheduler]
+    let stores: [String: any BlobStore]
     do {
       var authorizer: Authorizer?
       if let auth = config.auth { authorizer = try await Authorizer(config: auth, logger: logger) }
-      let stores = try await factory.makeAll()
+      stores = try await factory.makeAll()
       schedulers = config.schedulers.reduce(into: [:]) { all, entry in
         all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)
       }
@@ -104,6 +120,9 @@ public final class ApusServer: Service {
       throw error
     }
     publish(addresses)
+    running.withLock {
+      $0 = Runtime(schedulers: schedulers, stores: stores, breakers: factory.breakers, addresses: addresses)
+    }
 
     await withDiscardingTaskGroup { group in
       group.addTask { await Self.tick(Array(schedulers.values)) }
@@ -125,6 +144,7 @@ public final class ApusServer: Service {
       }
       // Returns on graceful shutdown, or at once if this service is cancelled.
       try? await gracefulShutdown()
+      stopping.store(true, ordering: .relaxed)
       logger.info(
         "shutting down", metadata: ["grace_seconds": "\(config.global.shutdownGraceSeconds)"])
       await stop(servers, grace: .seconds(config.global.shutdownGraceSeconds))
@@ -196,6 +216,7 @@ public final class ApusServer: Service {
     options.keepaliveTimeout = .seconds(limits.keepaliveTimeoutSeconds)
     options.defaultDeadline = limits.defaultDeadlineSeconds.map { .seconds($0) }
     options.tls = tls
+    options.callLogFields = RequestMetadataLog.fields
     options.uploadIdleTimeout =
       limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
     return GRPCServer(
@@ -222,7 +243,7 @@ public final class ApusServer: Service {
 
   /// Loads listeners' certificates again when their files change (checked every 2 s), until
   /// the task is cancelled.
-  static func watchCertificates(_ certificates: [ServerTLS], logger: Logger) async {
+  public static func watchCertificates(_ certificates: [ServerTLS], logger: Logger) async {
     while true {
       do { try await Task.sleep(for: .seconds(2)) } catch { return }
       reloadCertificates(certificates, force: false, logger: logger)

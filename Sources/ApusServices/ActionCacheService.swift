@@ -17,9 +17,9 @@ struct ActionCacheService {
       try DigestCheck.checkFunction(request.digestFunction)
       let ac = try table.actionCache(request.instanceName)
       let key = try DigestCheck.validate(request.actionDigest, "action_digest")
-      guard let bytes = try await ac.readAll(key, maxBytes: table.maxMessageBytes) else {
-        throw RPCError(.notFound, "no action result for \(key)")
-      }
+      let bytes = try await ac.readAll(key, maxBytes: table.maxMessageBytes)
+      ActionCacheLookups.shared.counts(request.instanceName).record(hit: bytes != nil)
+      guard let bytes else { throw RPCError(.notFound, "no action result for \(key)") }
       return bytes
     }
     router.unaryWithBytes(

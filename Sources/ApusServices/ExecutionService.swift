@@ -119,6 +119,7 @@ struct ExecutionService {
       response.result = result
       response.cachedResult = true
       response.status = .ok
+      ActionCacheLookups.shared.counts(request.instanceName).record(hit: true)
       try await writer.write(await scheduler.recordCompleted(job, response).serializedBytes())
       return
     }

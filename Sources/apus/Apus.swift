@@ -1,3 +1,4 @@
+import ApusAdmin
 import ApusConfig
 import ApusServer
 import ApusServices
@@ -45,15 +46,27 @@ struct Run: AsyncParsableCommand {
     }
     let logger = Logger(label: "apus")
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-    // Workers come after the server: graceful shutdown runs in reverse, so workers drain
-    // their running actions while the server is still up to take their results.
+    // Metric handles are made from here on, so the registry is in place before any role.
+    // Without an admin listener nothing would read them: swift-metrics stays a no-op.
+    if configuration.admin != nil { MetricsRegistry.bootstrap() }
+    let server = configuration.servers.isEmpty ? nil : ApusServer(config: configuration, home: home, logger: logger)
+    let workers = configuration.workers.map { Worker(config: $0.expandingTilde(home: home), logger: logger) }
+    // Graceful shutdown runs in reverse order: workers drain their running actions while the
+    // server is still up to take their results, and the admin listener, first, stops last so
+    // /readyz answers 503 throughout.
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-    if !configuration.servers.isEmpty {
-      services.append(.init(service: ApusServer(config: configuration, home: home, logger: logger)))
+    if let admin = configuration.admin {
+      let targets = AdminTargets(config: configuration, server: server, workers: workers)
+      do {
+        services.append(
+          .init(service: try await AdminServer(config: admin, targets: targets, version: ApusVersion.string, logger: logger)))
+      } catch let error as ConfigError {
+        logger.critical("config error: \(error)")
+        throw ExitCode(2)
+      }
     }
-    for worker in configuration.workers {
-      services.append(.init(service: Worker(config: worker.expandingTilde(home: home), logger: logger)))
-    }
+    if let server { services.append(.init(service: server)) }
+    for worker in workers { services.append(.init(service: worker)) }
     let group = ServiceGroup(
       configuration: .init(
         services: services,

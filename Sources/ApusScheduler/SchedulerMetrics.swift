@@ -1,0 +1,39 @@
+import ApusProto
+import CoreMetrics
+
+/// The scheduler's counters and histograms (`apus_scheduler_*`, docs/operations.md), made
+/// once per scheduler. Its gauges are set from a snapshot when `/metrics` is scraped.
+struct SchedulerMetrics: Sendable {
+  let completed, failed, timedOut, cancelled, retried: Counter
+  let queueWait, execution: Timer
+
+  init(scheduler: String) {
+    let labels = [("scheduler", scheduler)]
+    func outcome(_ name: String) -> Counter {
+      Counter(label: "apus_scheduler_actions_total", dimensions: labels + [("outcome", name)])
+    }
+    completed = outcome("completed")
+    failed = outcome("failed")
+    timedOut = outcome("timed_out")
+    cancelled = outcome("cancelled")
+    retried = Counter(label: "apus_scheduler_actions_retried_total", dimensions: labels)
+    queueWait = Timer(label: "apus_scheduler_queue_wait_seconds", dimensions: labels)
+    execution = Timer(label: "apus_scheduler_execution_seconds", dimensions: labels)
+  }
+
+  /// Counts an executed action by how it ended: a result (any exit code) is `completed`.
+  func record(_ response: ExecuteResponse) {
+    switch RPCStatusCode(rawValue: response.status?.code ?? 0) {
+    case .ok: completed.increment()
+    case .deadlineExceeded: timedOut.increment()
+    case .cancelled: cancelled.increment()
+    default: failed.increment()
+    }
+  }
+}
+
+extension Timer {
+  func record(_ duration: Duration) {
+    recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+  }
+}
