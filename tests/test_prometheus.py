@@ -140,6 +140,14 @@ def wait_healthy(apus, admin_port, timeout=60):
     raise RuntimeError(f"no /healthz on 127.0.0.1:{admin_port}: " + apus.read_log()[-4000:])
 
 
+def grpc_port(apus):
+    """The gRPC port from the config apus was started with. conftest reads it back from the first
+    `address=…:PORT … listening` log line, which with an admin listener can be the admin one
+    (`[ApusAdmin] admin listening`)."""
+    listen = json.loads((apus.workdir / "apus.json").read_text())["servers"][0]["listen"]
+    return int(listen.rsplit(":", 1)[1])
+
+
 def families(text):
     """{family: type} from the `# TYPE` lines of a Prometheus text exposition."""
     return dict(re.findall(r"^# TYPE (\S+) (\S+)", text, re.M))
@@ -220,11 +228,12 @@ def scraped_builds(tmp_path_factory):
             if i:
                 bazel.clean()
             started = time.time()
-            run.builds.append(run_remote(bazel, apus.port))
+            run.builds.append(run_remote(bazel, grpc_port(apus)))
             run.seconds.append(time.time() - started)
             # A scrape that began a full interval after Bazel returned holds the build's counts.
             run.instants.append(prom.wait_scraped(time.time() + prom.interval))
         run.metrics = http_get(f"http://127.0.0.1:{admin_port}/metrics")[1]
+        (tmp_path / "metrics.txt").write_text(run.metrics)  # for a failing test's reader
         print(f"builds took {run.seconds[0]:.1f} s and {run.seconds[1]:.1f} s: "
               f"{run.builds[0][2]!r}, {run.builds[1][2]!r}")
         yield run
@@ -273,8 +282,10 @@ def test_metrics_after_builds_pass_promtool_check_metrics(scraped_builds):
 def test_exported_families_are_the_documented_ones(scraped_builds):
     documented = documented_metrics()
     exported = {n: k for n, k in families(scraped_builds.metrics).items() if n.startswith("apus_")}
-    assert {n: k for n, k in exported.items() if documented.get(n) != k} == {}, "undocumented or mistyped"
-    assert sorted(EXERCISED - exported.keys()) == [], "documented, exercised by the build, not exported"
+    wrong = {n: (k, documented.get(n)) for n, k in exported.items() if documented.get(n) != k}
+    assert not wrong, f"exported (type, documented type): {wrong}"
+    missing = sorted(EXERCISED - exported.keys())
+    assert not missing, "documented, exercised by the build, not exported: " + ", ".join(missing)
 
 
 @pytestmark_bazel
@@ -286,4 +297,4 @@ def test_every_dashboard_query_runs_on_prometheus(scraped_builds, dashboard):
         names = {re.sub(r"_(bucket|sum|count)$", "", n) for n in metric_names(expr)}
         if not result and names <= EXERCISED:
             empty.append(f"{where}: {expr}")
-    assert empty == [], "queries on exercised metrics returned nothing"
+    assert not empty, "queries on exercised metrics returned nothing:\n" + "\n".join(empty)
