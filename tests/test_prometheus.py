@@ -7,10 +7,12 @@ import shutil
 import time
 from types import SimpleNamespace
 
+import grpc
 import pytest
 
 from conftest import ApusProcess, free_port, missing_bazel
 from execution import exec_config
+from reapi import digest, re_grpc, re_pb2
 from prometheus import (DASHBOARD, PROMETHEUS, PROMTOOL, PrometheusServer, dashboard_exprs,
                         documented_metrics, http_get, metric_names, panels, promtool, substitute,
                         variable_selectors)
@@ -154,10 +156,16 @@ def families(text):
 
 
 @pytest.mark.timeout(300)
-def test_prometheus_scrapes_the_admin_listener(tmp_path):
+def test_prometheus_scrapes_the_admin_listener(tmp_path, dashboard):
+    """Also pins down what the dashboard's per-REAPI-instance panel relies on: apus's
+    `instance` label (the REAPI instance name) clashes with Prometheus's target label, so
+    Prometheus keeps it as `exported_instance`; the default instance "" carries none."""
     require(PROMETHEUS, PROMTOOL)
     admin_port = free_port()
-    apus = ApusProcess(admin_config(tmp_path, admin_port), tmp_path).start()
+    config = admin_config(tmp_path, admin_port)
+    instances = config["servers"][0]["instances"]
+    instances["team/a"] = instances[""]
+    apus = ApusProcess(config, tmp_path).start()
     prom = None
     try:
         apus.wait_for_workers(1)
@@ -167,6 +175,25 @@ def test_prometheus_scrapes_the_admin_listener(tmp_path):
         assert prom.value('up{job="apus"}') == 1
         assert prom.value('sum(apus_build_info{job="apus"})') == 1
         assert 0 < prom.value('max(apus_uptime_seconds{job="apus"})') < 300
+        # Two rounds of action-cache misses with a scrape between, so rates are defined.
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port(apus)}") as channel:
+            stub = re_grpc.ActionCacheStub(channel)
+            for names in (("team/a", ""), ("team/a", "team/a", "")):
+                for name in names:
+                    with pytest.raises(grpc.RpcError) as e:
+                        stub.GetActionResult(re_pb2.GetActionResultRequest(
+                            instance_name=name, action_digest=digest(name.encode() + b"absent")), timeout=10)
+                    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+                prom.wait_scraped(time.time() + prom.interval)
+        target = f"127.0.0.1:{admin_port}"
+        misses = {(m.get("instance"), m.get("exported_instance")): v for m, v in prom.query(
+            'apus_action_cache_lookups_total{job="apus", result="miss"}')}
+        assert misses == {(target, "team/a"): 3, (target, None): 2}
+        # The panel shows both instance names, at 0 % (misses only) rather than no data.
+        panel = next(expr for title, expr in dashboard_exprs(dashboard)
+                     if title == "Action-cache hit ratio per REAPI instance name")
+        ratios = {m.get("exported_instance", ""): v for m, v in prom.query(substitute(panel))}
+        assert ratios == {"team/a": 0.0, "": 0.0}
         status, text = http_get(f"http://127.0.0.1:{admin_port}/metrics")
         assert status == 200
         code, out = promtool("check", "metrics", stdin=text)
