@@ -150,7 +150,8 @@ let package = Package(
     .testTarget(
       name: "ApusAdminTests",
       dependencies: [
-        "ApusAdmin", "ApusServer", "ApusConfig", "ApusScheduler",
+        "ApusAdmin", "ApusServer", "ApusServices", "ApusConfig", "ApusScheduler",
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),

@@ -97,26 +97,39 @@ final class AdminEndpoints: Sendable {
 
   var isDraining: Bool {
     drained.load(ordering: .relaxed) || (targets.server?.isStopping ?? false)
+      || targets.workers.contains { $0.status.draining }
   }
 
   /// Workers stop taking actions and finish the running ones; `/readyz` answers 503 so a
   /// load balancer moves traffic away before the process is stopped.
   func drain() {
     drained.store(true, ordering: .relaxed)
+    for worker in targets.workers { worker.drain() }
   }
 
   // MARK: - Readiness
 
   func readiness() async -> Readiness {
     var notReady: [Readiness.Finding] = []
-    let degraded: [Readiness.Finding] = []
+    var degraded: [Readiness.Finding] = []
     if let server = targets.server {
       if let runtime = server.runtime {
-        for (name, breaker) in runtime.breakers.sorted(by: { $0.key < $1.key }) where breaker.state != .closed {
-          notReady.append(.init(component: "backend \(name)", reason: "circuit breaker \(breaker.state.rawValue)"))
+        for (name, health) in await runtime.storeMonitor.health().sorted(by: { $0.key < $1.key }) {
+          let finding = Readiness.Finding(component: "store \(name)", reason: health.reason ?? health.state.rawValue)
+          switch health.state {
+          case .ok: break
+          case .degraded: degraded.append(finding)
+          case .unavailable: notReady.append(finding)
+          }
         }
       } else {
         notReady.append(.init(component: "listeners", reason: "not bound yet"))
+      }
+    }
+    for worker in targets.workers {
+      let status = worker.status
+      if !status.registered {
+        notReady.append(.init(component: "worker \(status.id)", reason: "not registered with \(status.scheduler)"))
       }
     }
     return Readiness(draining: isDraining, notReady: notReady, degraded: degraded)
@@ -133,9 +146,16 @@ final class AdminEndpoints: Sendable {
     let calls = CallTotals.current
     return StatusFeed(
       version: version, uptimeSeconds: process.uptimeSeconds, roles: targets.roles, ready: readiness.ready,
-      draining: readiness.draining, schedulers: schedulers, stores: [:],
+      draining: readiness.draining, schedulers: schedulers,
+      stores: (targets.server?.runtime?.storeMonitor.usage() ?? [:]).mapValues { .init(entries: $0.entries, bytes: $0.bytes) },
       actionCache: ActionCacheLookups.shared.snapshot().mapValues { .init(hits: $0.hits, misses: $0.misses) },
-      workers: [], grpc: .init(requests: calls.requests, errors: calls.errors), recentErrors: [])
+      workers: targets.workers.map(\.status).map {
+        .init(id: $0.id, scheduler: $0.scheduler, registered: $0.registered, slots: $0.slots, busy: $0.busy, draining: $0.draining)
+      },
+      grpc: .init(requests: calls.requests, errors: calls.errors),
+      recentErrors: RecentProblems.shared.snapshot().map {
+        .init(time: $0.time, level: $0.level.rawValue, message: $0.message, metadata: $0.metadata)
+      })
   }
 
   // MARK: - Metrics
@@ -143,6 +163,7 @@ final class AdminEndpoints: Sendable {
   /// Sets the gauges sampled at scrape time, then renders the registry with HELP lines.
   func metrics() async -> [UInt8] {
     process.update()
+    targets.server?.runtime?.storeMonitor.updateGauges()
     for (name, scheduler) in targets.server?.runtime?.schedulers ?? [:] {
       let snapshot = await scheduler.snapshot()
       let gauges = schedulerGauges.withLock { all in

@@ -96,7 +96,7 @@ public final class AdminServer: Service {
       }
     let address = channel.channel.localAddress
     publish(address)
-    logger.info("admin listening", metadata: ["address": "\(address.map { "\($0)" } ?? config.listen)", "tls": "\(tls != nil)"])
+    logger.info("admin endpoints up", metadata: ["address": "\(address.map { "\($0)" } ?? config.listen)", "tls": "\(tls != nil)"])
     let logger = self.logger
     try await withGracefulShutdownHandler {
       try await withThrowingDiscardingTaskGroup { group in
@@ -118,9 +118,8 @@ public final class AdminServer: Service {
 
   private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
     let peer = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
-    let certificate = try? await connection.channel.pipeline.handler(type: NIOSSLServerHandler.self).map {
-      $0.peerCertificate.map(ClientCertificateNames.init)
-    }.get()
+    // Read at the first request: by then the TLS handshake has verified any certificate.
+    var certificate: ClientCertificateNames??
     do {
       try await connection.executeThenClose { inbound, outbound in
         var head: HTTPRequestHead?
@@ -135,6 +134,12 @@ public final class AdminServer: Service {
           case .end:
             guard let request = head else { continue }
             head = nil
+            if tls != nil, certificate == nil {
+              certificate = .some(
+                try? await connection.channel.pipeline.handler(type: NIOSSLServerHandler.self).map {
+                  $0.peerCertificate.map(ClientCertificateNames.init)
+                }.get())
+            }
             let response: AdminResponse
             if bodyBytes > Self.maxBodyBytes {
               response = .error(.payloadTooLarge, "no admin endpoint takes a body")

@@ -155,29 +155,49 @@ public struct ApusConfiguration: Sendable, Equatable, Decodable {
 
 /// Process-wide settings.
 public struct GlobalConfig: Sendable, Equatable, Decodable {
+  /// How log records are written to stderr.
+  public enum LogFormat: String, Sendable, Equatable, CaseIterable {
+    /// One human-readable line per record (swift-log's `StreamLogHandler`).
+    case text
+    /// One JSON object per line, for log shippers (Loki, CloudWatch): `time`, `level`,
+    /// `label`, `message` and the metadata (see `JSONLogHandler`).
+    case json
+  }
+
   /// trace, debug, info, notice, warning, error, critical.
   public var logLevel: String
+  /// Key `log_format` (`text`): `text` or `json`.
+  public var logFormat: LogFormat
   /// How long SIGTERM/SIGINT wait for running calls before closing connections.
   public var shutdownGraceSeconds: Int
   /// Request bytes all connections together may hold in memory; past it the connections
   /// holding the most stop being read (throttled, not failed).
   public var maxBufferedBytes: Int
+  /// Key `slow_request_seconds` (10): a call that takes at least this long is logged as a
+  /// warning with its method and peer (long-lived streams excepted); 0 turns it off.
+  public var slowRequestSeconds: Int
 
   static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
   public static let defaultMaxBufferedBytes = 128 * 1024 * 1024
 
   public init(
-    logLevel: String = "info", shutdownGraceSeconds: Int = 10,
-    maxBufferedBytes: Int = Self.defaultMaxBufferedBytes
+    logLevel: String = "info", logFormat: LogFormat = .text, shutdownGraceSeconds: Int = 10,
+    maxBufferedBytes: Int = Self.defaultMaxBufferedBytes, slowRequestSeconds: Int = 10
   ) {
     self.logLevel = logLevel
+    self.logFormat = logFormat
     self.shutdownGraceSeconds = shutdownGraceSeconds
     self.maxBufferedBytes = maxBufferedBytes
+    self.slowRequestSeconds = slowRequestSeconds
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["log_level", "shutdown_grace_seconds", "max_buffered_bytes"])
+      decoder,
+      allowedKeys: [
+        "log_level", "log_format", "shutdown_grace_seconds", "max_buffered_bytes",
+        "slow_request_seconds",
+      ])
     maxBufferedBytes = Int(
       try o.integer("max_buffered_bytes") ?? Int64(Self.defaultMaxBufferedBytes))
     guard maxBufferedBytes >= 1 << 20 else {
@@ -187,6 +207,8 @@ public struct GlobalConfig: Sendable, Equatable, Decodable {
     guard Self.logLevels.contains(logLevel) else {
       throw o.error("log_level", "expected one of \(Self.logLevels.joined(separator: ", ")), got \"\(logLevel)\"")
     }
+    logFormat = try o.choice("log_format") ?? .text
     shutdownGraceSeconds = Int(try o.integer("shutdown_grace_seconds", positive: false) ?? 10)
+    slowRequestSeconds = Int(try o.integer("slow_request_seconds", positive: false) ?? 10)
   }
 }

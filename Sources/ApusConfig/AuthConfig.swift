@@ -13,7 +13,7 @@ public enum Permission: String, Sendable, Hashable, CaseIterable, Comparable {
   case execute
   /// Connecting a worker to a scheduler's WorkerAPI.
   case worker
-  /// Global; carried for the admin endpoints to come.
+  /// Global: the admin listener's /metrics, /status and /drain.
   case admin
 
   /// The permissions an `auth.instances` entry may grant.

@@ -112,7 +112,9 @@ public final class GRPCServer: Sendable {
     }
     victim?.close(promise: nil)
     guard admitted else { return false }
+    ConnectionMetrics.connections.increment()
     channel.closeFuture.whenComplete { [weak self] _ in
+      ConnectionMetrics.connections.decrement()
       self?.state.withLock { _ = $0.connections.removeValue(forKey: key) }
     }
     return true

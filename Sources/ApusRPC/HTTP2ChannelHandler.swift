@@ -52,7 +52,9 @@ final class HTTP2ChannelHandler<Connection: HTTP2Connection>: ChannelDuplexHandl
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    logger.debug("connection error", metadata: ["error": "\(error)"])
+    logger.debug(
+      "connection error",
+      metadata: ["peer": "\(connection?.peer ?? "unknown")", "error": "\(error)"])
     context.close(promise: nil)
   }
 

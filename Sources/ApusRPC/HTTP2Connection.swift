@@ -37,12 +37,30 @@ class HTTP2Connection {
   /// bytes are released or the shared budget has room again.
   private let wakeReader: @Sendable () -> Void
 
+  // What this side sends and why: the server logs and counts every GOAWAY and RST_STREAM.
+  /// The GOAWAY this side submitted and has not yet seen go out.
+  private var ownGoaway: (reason: GoawayReason, code: UInt32, detail: String)?
+  /// RST_STREAMs this side submitted and has not yet seen go out, by stream.
+  private var ownResets: [Int32: StreamResetReason] = [:]
+  /// The nghttp2 error of an invalid frame per stream, for the RST_STREAM nghttp2 sends for
+  /// it; bounded, so a peer cannot grow it.
+  private var invalidFrames: [Int32: Int32] = [:]
+  /// The last invalid frame's nghttp2 error, for a GOAWAY without debug data.
+  private var lastInvalidFrame: Int32?
+  /// Server: the peer's resets of calls in progress. A client cancelling every call it
+  /// may have open, twice over, is normal; thousands a second are a rapid-reset attack.
+  private var resetLimit: TokenBucket
+  private var receivedResets = 0
+  /// RST_STREAMs sent by reason since the first of that reason, which alone was logged;
+  /// the count is logged when the connection closes.
+  private var unloggedResets: [StreamResetReason: Int] = [:]
+
   init(context: ChannelHandlerContext, options: GRPCServerOptions, logger: Logger) {
     self.eventLoop = context.eventLoop
     self.context = context
     self.options = options
     self.logger = logger
-    self.peer = context.remoteAddress.map { "\($0)" } ?? "unknown"
+    self.peer = context.remoteAddress.map(Self.describe) ?? "unknown"
     let weak = NIOLoopBound(WeakConnection(), eventLoop: context.eventLoop)
     let loop = context.eventLoop
     let wakeReader: @Sendable () -> Void = {
@@ -51,7 +69,21 @@ class HTTP2Connection {
     self.weakSelf = weak
     self.wakeReader = wakeReader
     self.account = BufferAccount(budget: options.budget, onRelease: wakeReader)
+    self.resetLimit = TokenBucket(
+      burst: Self.resetBurst(options), perSecond: Self.resetBurst(options) / 10)
     weak.value.connection = self
+  }
+
+  /// `127.0.0.1:54321`, `[::1]:54321`: how logs name the peer.
+  static func describe(_ address: SocketAddress) -> String {
+    guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+    return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+  }
+
+  /// Resets of calls in progress a client may send at once: every call it may have open,
+  /// twice; then a tenth of that a second.
+  static func resetBurst(_ options: GRPCServerOptions) -> Int {
+    max(1000, 2 * options.maxConcurrentStreams)
   }
 
   deinit {
@@ -88,12 +120,19 @@ class HTTP2Connection {
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, onDataChunkRecv)
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, onFrameSend)
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, onInvalidFrameRecv)
 
     var option: OpaquePointer?
     nghttp2_option_new(&option)
     defer { nghttp2_option_del(option) }
     // Window updates follow consumption by handlers, not receipt: real back-pressure.
     nghttp2_option_set_no_auto_window_update(option, 1)
+    // nghttp2's own rapid-reset guard counts every RST_STREAM, even for finished calls, and
+    // answers with GOAWAY INTERNAL_ERROR at 1000 (+33/s): a client cancelling its calls
+    // twice within half a minute tripped it. `resetReceived` applies the limit to calls in
+    // progress and says ENHANCE_YOUR_CALM; nghttp2's stays as a backstop, ten times wider.
+    let burst = Self.resetBurst(options)
+    nghttp2_option_set_stream_reset_rate_limit(option, UInt64(10 * burst), UInt64(burst))
 
     let me = Unmanaged.passUnretained(self).toOpaque()
     let created =
@@ -173,7 +212,10 @@ class HTTP2Connection {
     if let limit = options.keepaliveInterval, !streams.isEmpty, !readDeferred {
       if let sent = pingSentAt {
         if now - sent >= TimeAmount(options.keepaliveTimeout) {
-          logger.info("closing a connection whose peer did not answer a PING", metadata: ["peer": "\(peer)"])
+          submitGoaway(
+            .keepaliveTimeout, code: UInt32(NGHTTP2_NO_ERROR.rawValue),
+            detail: "no answer to a PING within \(options.keepaliveTimeout.components.seconds) s")
+          flush()
           close()
           return
         }
@@ -201,16 +243,44 @@ class HTTP2Connection {
       nghttp2_session_mem_recv(
         session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
     }
-    if result < 0 {
-      logger.debug(
-        "closing HTTP/2 connection",
-        metadata: [
-          "peer": "\(peer)", "error": "\(String(cString: nghttp2_strerror(Int32(result))))",
-        ])
-    }
+    if result < 0 { receiveFailed(Int32(result)) }
     applyPendingConsumption()
     flush()
     if result < 0 { close() }
+  }
+
+  /// nghttp2 gave up on the connection: say why, with a GOAWAY where the peer speaks HTTP/2.
+  private func receiveFailed(_ error: Int32) {
+    let text = String(cString: nghttp2_strerror(error))
+    logger.debug("closing HTTP/2 connection", metadata: ["peer": "\(peer)", "error": "\(text)"])
+    switch error {
+    case NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue:
+      return  // not an HTTP/2 client (HTTP/1.1, TLS to a plaintext port): nothing to say
+    case NGHTTP2_ERR_FLOODED.rawValue, NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue:
+      terminate(.flood, code: UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue), detail: text)
+    case NGHTTP2_ERR_CALLBACK_FAILURE.rawValue, NGHTTP2_ERR_NOMEM.rawValue:
+      terminate(.internalError, code: UInt32(NGHTTP2_INTERNAL_ERROR.rawValue), detail: text)
+    default:
+      terminate(.protocolError, code: UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue), detail: text)
+    }
+  }
+
+  /// Submits GOAWAY for the last stream processed; running calls may finish.
+  func submitGoaway(_ reason: GoawayReason, code: UInt32, detail: String) {
+    guard let session else { return }
+    ownGoaway = (reason, code, detail)
+    let data = Array(detail.utf8)
+    nghttp2_submit_goaway(
+      session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
+      code, data, data.count)
+  }
+
+  /// Submits GOAWAY and has nghttp2 ignore everything the peer sends from now on and end
+  /// the session once it is sent.
+  func terminate(_ reason: GoawayReason, code: UInt32, detail: String) {
+    guard let session else { return }
+    ownGoaway = (reason, code, detail)
+    nghttp2_session_terminate_session(session, code)
   }
 
   /// Serializes whatever nghttp2 has to send and writes it, while the channel is writable.
@@ -244,6 +314,12 @@ class HTTP2Connection {
     housekeeping?.cancel()
     housekeeping = nil
     options.budget?.cancelNotification(ObjectIdentifier(self))
+    for (reason, count) in unloggedResets where count > 0 {
+      logProblem(
+        reason.logLevel ?? .debug, "sent more RST_STREAM frames on the connection",
+        ["peer": "\(peer)", "reason": "\(reason.rawValue)", "count": "\(count)"])
+    }
+    unloggedResets = [:]
     for stream in streams.values { abandon(stream, RPCError(.unavailable, "connection closed")) }
     streams.removeAll()
     context?.close(promise: nil)
@@ -253,7 +329,7 @@ class HTTP2Connection {
   // MARK: - Hooks for the two sides
 
   /// Server: GOAWAY, then close when the running calls end. A client just closes.
-  func beginGracefulShutdown() { close() }
+  func beginGracefulShutdown(_ reason: GoawayReason = .shutdown) { close() }
 
   func beginHeaders(_ id: Int32, request: Bool) {}
   func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {}
@@ -340,8 +416,9 @@ class HTTP2Connection {
   }
 
   /// Sends RST_STREAM with `code`; the stream's call ends when nghttp2 closes it.
-  func reset(_ stream: CallStream, code: UInt32) {
+  func reset(_ stream: CallStream, code: UInt32, reason: StreamResetReason? = nil) {
     guard let session else { return }
+    if let reason { ownResets[stream.id] = reason }
     nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code)
     flush()
   }
@@ -353,8 +430,118 @@ class HTTP2Connection {
       return
     }
     stream.peerEnded = true
+    ownResets[id] = .cancelledByServer
     nghttp2_submit_rst_stream(
       session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_NO_ERROR.rawValue))
+  }
+
+  // MARK: - GOAWAY and RST_STREAM, logged and counted
+
+  /// A GOAWAY went out: ours (we know why) or nghttp2's (a protocol error; its debug data
+  /// says which). Logged on both sides; counted on the server.
+  fileprivate func goawaySent(code: UInt32, lastStreamID: Int32, debugData: String) {
+    let reason: GoawayReason
+    var detail: String
+    if let own = ownGoaway, own.code == code {
+      ownGoaway = nil
+      (reason, detail) = (own.reason, own.detail)
+    } else {
+      detail = debugData
+      switch code {
+      case UInt32(NGHTTP2_NO_ERROR.rawValue): reason = .shutdown
+      case UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue): reason = .flood
+      case UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)
+      where debugData.isEmpty && receivedResets >= 1000:
+        // nghttp2's stream-reset guard, the only INTERNAL_ERROR it sends without a reason.
+        reason = .tooManyResets
+        detail = "\(receivedResets) RST_STREAM received: over nghttp2's stream reset rate limit"
+      case UInt32(NGHTTP2_INTERNAL_ERROR.rawValue): reason = .internalError
+      default: reason = .protocolError
+      }
+      if detail.isEmpty, let error = lastInvalidFrame {
+        detail = String(cString: nghttp2_strerror(error))
+      }
+    }
+    if isServer { ConnectionMetrics.goaways[reason]?.increment() }
+    logProblem(
+      reason.logLevel, "sent GOAWAY",
+      [
+        "peer": "\(peer)", "code": "\(Self.codeName(code))", "reason": "\(reason.rawValue)",
+        "detail": "\(detail)", "last_stream_id": "\(lastStreamID)",
+      ])
+  }
+
+  /// An RST_STREAM went out: ours, or nghttp2's for an invalid frame or a refused stream.
+  /// The first of each reason on a connection is logged, the others counted.
+  fileprivate func resetSent(_ id: Int32, code: UInt32) {
+    let own = ownResets.removeValue(forKey: id)
+    let invalid = invalidFrames.removeValue(forKey: id)
+    guard isServer else { return }
+    let reason: StreamResetReason
+    if let own {
+      reason = own
+    } else {
+      switch code {
+      case UInt32(NGHTTP2_NO_ERROR.rawValue), UInt32(NGHTTP2_CANCEL.rawValue):
+        reason = .cancelledByServer
+      case UInt32(NGHTTP2_REFUSED_STREAM.rawValue): reason = .refused
+      case UInt32(NGHTTP2_INTERNAL_ERROR.rawValue): reason = .internalError
+      default: reason = .protocolError
+      }
+    }
+    ConnectionMetrics.resets[reason]?.increment()
+    guard let level = reason.logLevel else { return }
+    if let unlogged = unloggedResets[reason] {
+      unloggedResets[reason] = unlogged + 1
+      return
+    }
+    unloggedResets[reason] = 0
+    logProblem(
+      level, "sent RST_STREAM",
+      [
+        "peer": "\(peer)", "stream": "\(id)", "code": "\(Self.codeName(code))",
+        "reason": "\(reason.rawValue)",
+        "detail": "\(invalid.map { String(cString: nghttp2_strerror($0)) } ?? Self.codeName(code))",
+      ])
+  }
+
+  /// nghttp2 found a frame invalid; it sends RST_STREAM or GOAWAY for it next.
+  fileprivate func invalidFrameReceived(_ id: Int32, error: Int32) {
+    lastInvalidFrame = error
+    if id != 0 && invalidFrames.count < 64 { invalidFrames[id] = error }
+  }
+
+  /// The peer reset a stream. Resets of calls in progress are rate-limited (CVE-2023-44487:
+  /// each one cost a handler task); past the limit the connection ends with GOAWAY
+  /// ENHANCE_YOUR_CALM and nghttp2 ignores the rest of what the peer sent.
+  fileprivate func resetReceived(_ id: Int32) {
+    markPrefaceReceived()
+    receivedResets += 1
+    guard isServer, streams[id] != nil, ownGoaway == nil else { return }
+    guard !resetLimit.take(now: .now()) else { return }
+    terminate(
+      .tooManyResets, code: UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue),
+      detail:
+        "the client reset calls in progress faster than \(Int(resetLimit.perSecond)) a second "
+        + "(burst \(Int(resetLimit.burst))); \(receivedResets) RST_STREAM received")
+  }
+
+  /// Logs a line about a peer's misbehaviour or a connection closing: debug lines as they
+  /// come, others within the process-wide ``ProtocolLogLimit``.
+  func logProblem(_ level: Logger.Level, _ message: Logger.Message, _ metadata: Logger.Metadata) {
+    guard logger.logLevel <= level else { return }
+    var metadata = metadata
+    if level > .debug {
+      guard let skipped = ProtocolLogLimit.shared.admit() else { return }
+      if skipped > 0 { metadata["lines_skipped"] = "\(skipped)" }
+    }
+    logger.log(level: level, message, metadata: metadata)
+  }
+
+  /// `PROTOCOL_ERROR`, `ENHANCE_YOUR_CALM`… (RFC 9113 §7).
+  static func codeName(_ code: UInt32) -> String {
+    let name = String(cString: nghttp2_http2_strerror(code))
+    return name == "unknown" ? "0x\(String(code, radix: 16))" : name
   }
 
   /// Ends the inbound messages: cleanly if the body stopped between messages.
@@ -370,6 +557,8 @@ class HTTP2Connection {
   }
 
   fileprivate func streamClosed(_ id: Int32) {
+    ownResets.removeValue(forKey: id)
+    invalidFrames.removeValue(forKey: id)
     guard let stream = streams.removeValue(forKey: id) else { return }
     if let session, stream.unconsumed > 0 {
       nghttp2_session_consume_connection(session, stream.unconsumed)
@@ -493,9 +682,17 @@ private let onFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, userData i
   case NGHTTP2_DATA.rawValue:
     connection(userData).frameReceived(
       frame.pointee.hd.stream_id, headers: false, request: false, endStream: endStream)
+  case NGHTTP2_RST_STREAM.rawValue:
+    connection(userData).resetReceived(frame.pointee.hd.stream_id)
   default:
     connection(userData).controlFrameReceived()
   }
+  return 0
+}
+
+private let onInvalidFrameRecv: nghttp2_on_invalid_frame_recv_callback = {
+  _, frame, error, userData in
+  connection(userData).invalidFrameReceived(frame?.pointee.hd.stream_id ?? 0, error: error)
   return 0
 }
 
@@ -506,10 +703,25 @@ private let onDataChunkRecv: nghttp2_on_data_chunk_recv_callback = {
 }
 
 private let onFrameSend: nghttp2_on_frame_send_callback = { _, frame, userData in
-  guard let frame, isHeaders(frame) else { return 0 }
-  connection(userData).frameSent(
-    frame.pointee.hd.stream_id,
-    endStream: frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0)
+  guard let frame else { return 0 }
+  switch UInt32(frame.pointee.hd.type) {
+  case NGHTTP2_HEADERS.rawValue:
+    connection(userData).frameSent(
+      frame.pointee.hd.stream_id,
+      endStream: frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0)
+  case NGHTTP2_RST_STREAM.rawValue:
+    connection(userData).resetSent(
+      frame.pointee.hd.stream_id, code: frame.pointee.rst_stream.error_code)
+  case NGHTTP2_GOAWAY.rawValue:
+    let goaway = frame.pointee.goaway
+    let debugData = String(
+      decoding: UnsafeRawBufferPointer(start: goaway.opaque_data, count: goaway.opaque_data_len),
+      as: UTF8.self)
+    connection(userData).goawaySent(
+      code: goaway.error_code, lastStreamID: goaway.last_stream_id, debugData: debugData)
+  default:
+    break
+  }
   return 0
 }
 

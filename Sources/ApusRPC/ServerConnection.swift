@@ -29,29 +29,32 @@ final class ServerConnection: HTTP2Connection {
       let stalled = streams.values.filter {
         !$0.peerEnded && now - $0.lastDataAt >= TimeAmount(limit)
       }
+      if !stalled.isEmpty {
+        logProblem(
+          .info, "cancelling calls whose request sent nothing",
+          [
+            "peer": "\(peer)", "calls": "\(stalled.count)",
+            "seconds": "\(limit.components.seconds)",
+          ])
+      }
       for stream in stalled {
-        logger.info(
-          "cancelling a call whose request sent nothing",
-          metadata: ["peer": "\(peer)", "seconds": "\(limit.components.seconds)"])
         stream.peerEnded = true
-        reset(stream, code: UInt32(NGHTTP2_CANCEL.rawValue))
+        reset(stream, code: UInt32(NGHTTP2_CANCEL.rawValue), reason: .uploadStalled)
       }
     }
     if let limit = options.idleTimeout, let since = idleSince, now - since >= TimeAmount(limit) {
-      logger.debug("closing an idle connection", metadata: ["peer": "\(peer)"])
-      beginGracefulShutdown()
+      beginGracefulShutdown(.idle)
     }
   }
 
   /// Stops taking new calls: GOAWAY now, close once the running calls finish.
-  override func beginGracefulShutdown() {
+  override func beginGracefulShutdown(_ reason: GoawayReason = .shutdown) {
     guard !shuttingDown, !closed else { return }
-    guard let session else { return close() }  // it never spoke: nothing to drain
+    guard session != nil else { return close() }  // it never spoke: nothing to drain
     shuttingDown = true
-    nghttp2_submit_goaway(
-      session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
-      nghttp2_session_get_last_proc_stream_id(session), UInt32(NGHTTP2_NO_ERROR.rawValue),
-      nil, 0)
+    submitGoaway(
+      reason, code: UInt32(NGHTTP2_NO_ERROR.rawValue),
+      detail: reason == .idle ? "idle timeout" : "server shutting down")
     flush()
     if streams.isEmpty { close() }
   }

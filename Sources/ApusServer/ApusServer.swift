@@ -31,9 +31,9 @@ public final class ApusServer: Service {
   /// What the admin listener reports on, once `run()` has built it.
   public struct Runtime: Sendable {
     public let schedulers: [String: Scheduler]
-    public let stores: [String: any BlobStore]
-    public let breakers: [String: CircuitBreaker]
     public let addresses: [SocketAddress]
+    /// The named stores' usage, health and scrape-time gauges.
+    public let storeMonitor: StoreMonitor
   }
 
   /// Nil until every listener is bound.
@@ -87,11 +87,10 @@ public final class ApusServer: Service {
     // Whatever happens, waiters are answered and what was opened is closed.
     defer { publish(addresses) }
     let schedulers: [String: Scheduler]
-    let stores: [String: any BlobStore]
     do {
       var authorizer: Authorizer?
       if let auth = config.auth { authorizer = try await Authorizer(config: auth, logger: logger) }
-      stores = try await factory.makeAll()
+      let stores = try await factory.makeAll()
       schedulers = config.schedulers.reduce(into: [:]) { all, entry in
         all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)
       }
@@ -121,7 +120,9 @@ public final class ApusServer: Service {
     }
     publish(addresses)
     running.withLock {
-      $0 = Runtime(schedulers: schedulers, stores: stores, breakers: factory.breakers, addresses: addresses)
+      $0 = Runtime(
+        schedulers: schedulers, addresses: addresses,
+        storeMonitor: factory.monitor)
     }
 
     await withDiscardingTaskGroup { group in
@@ -217,6 +218,8 @@ public final class ApusServer: Service {
     options.defaultDeadline = limits.defaultDeadlineSeconds.map { .seconds($0) }
     options.tls = tls
     options.callLogFields = RequestMetadataLog.fields
+    let slow = config.global.slowRequestSeconds
+    options.slowCallThreshold = slow > 0 ? .seconds(slow) : nil
     options.uploadIdleTimeout =
       limits.uploadIdleTimeoutSeconds > 0 ? .seconds(limits.uploadIdleTimeoutSeconds) : nil
     return GRPCServer(

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import Synchronization
 
@@ -91,11 +92,18 @@ public final class CircuitBreaker: Sendable {
   /// When the breaker last left the closed state.
   private let openedAt = Mutex<ContinuousClock.Instant?>(nil)
   private let logger: Logger
+  /// `apus_circuit_breaker_open{backend}`: 1 while open or half-open, set on each transition.
+  private let openGauge: Meter
 
-  public init(name: String, failureThreshold: Int, openDuration: Duration, logger: Logger) {
+  public init(
+    name: String, failureThreshold: Int, openDuration: Duration, logger: Logger,
+    metrics: any MetricsFactory = MetricsSystem.factory
+  ) {
     self.name = name
     machine = Mutex(Machine(failureThreshold: failureThreshold, openDuration: openDuration))
     self.logger = logger
+    openGauge = Meter(label: "apus_circuit_breaker_open", dimensions: [("backend", name)], factory: metrics)
+    openGauge.set(0)
   }
 
   public var state: State { machine.withLock { $0.state } }
@@ -111,7 +119,10 @@ public final class CircuitBreaker: Sendable {
   public func record(_ outcome: Outcome, detail: @autoclosure () -> String = "") {
     let now = ContinuousClock.now
     let (changed, failures, period) = machine.withLock { m in
-      (m.record(outcome, now: now), m.consecutiveFailures, m.openDuration)
+      let changed = m.record(outcome, now: now)
+      // Set under the lock, so racing transitions leave the gauge at the final state.
+      if let changed { openGauge.set(changed == .closed ? 0 : 1) }
+      return (changed, m.consecutiveFailures, m.openDuration)
     }
     log(changed, failures: failures, period: period, now: now, detail: detail())
   }
@@ -119,7 +130,11 @@ public final class CircuitBreaker: Sendable {
   /// Opens the breaker now, whatever the count (the backend did not answer at start).
   public func trip(detail: String) {
     let now = ContinuousClock.now
-    let (changed, period) = machine.withLock { m in (m.trip(now: now), m.openDuration) }
+    let (changed, period) = machine.withLock { m in
+      let changed = m.trip(now: now)
+      if changed != nil { openGauge.set(1) }
+      return (changed, m.openDuration)
+    }
     log(changed, failures: 1, period: period, now: now, detail: detail)
   }
 

@@ -180,6 +180,7 @@ extension FilesystemStore {
       let previous = idx.peek(digest)
       idx.set(digest, layout, size: fileSize, now: now)
       var out = idx.evict(maxBytes: maxBytes, maxCount: nil, maxAge: nil, now: now, pinned: isPinned)
+      countEvictions(out.count)
       if let previous, previous != layout { out.append((digest, previous)) }
       return out
     }
@@ -208,6 +209,7 @@ extension FilesystemStore {
       idx.evict(maxBytes: max(0, idx.totalBytes - need), maxCount: nil, maxAge: nil, now: now, pinned: isPinned)
     }
     guard !evicted.isEmpty else { return false }
+    countEvictions(evicted.count)
     logger.notice(
       "filesystem store evicted entries to make room",
       metadata: ["store": "\(name)", "entries": "\(evicted.count)", "bytes_needed": "\(need)"])

@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusProto
+import CoreMetrics
 import Logging
 import NIOPosix
 import Synchronization
@@ -54,6 +55,9 @@ public final class FilesystemStore: BlobStore {
   let fileMode: mode_t
   let pool: NIOThreadPool
   let logger: Logger
+  /// Counts what `maxBytes`, the headroom and ENOSPC evict (the named store's
+  /// `apus_store_evictions_total`).
+  let evictions: Counter?
   let index = Mutex(LRUIndex<BlobDigest, EntryLayout>())
   /// Entries eviction must skip, with how many holders each has (the write-behind queue
   /// pins what it has yet to copy to a slow tier). Taken inside `index`'s lock, never around it.
@@ -72,7 +76,7 @@ public final class FilesystemStore: BlobStore {
 
   private init(
     root: String, name: String, maxBytes: Int64?, options: Options, fileMode: mode_t,
-    pool: NIOThreadPool, logger: Logger
+    pool: NIOThreadPool, logger: Logger, evictions: Counter?
   ) {
     self.root = root
     self.name = name
@@ -81,6 +85,7 @@ public final class FilesystemStore: BlobStore {
     self.fileMode = fileMode
     self.pool = pool
     self.logger = logger
+    self.evictions = evictions
     self.directorySyncer = DirectorySyncer()
   }
 
@@ -91,11 +96,11 @@ public final class FilesystemStore: BlobStore {
   public static func open(
     root: String, maxBytes: Int64?, name: String = "filesystem", options: Options = .init(),
     fileMode: mode_t = 0o644, pool: NIOThreadPool = .singleton,
-    logger: Logger = Logger(label: "apus.store.filesystem")
+    logger: Logger = Logger(label: "apus.store.filesystem"), evictions: Counter? = nil
   ) async throws -> FilesystemStore {
     let store = FilesystemStore(
       root: root, name: name, maxBytes: maxBytes, options: options, fileMode: fileMode, pool: pool,
-      logger: logger)
+      logger: logger, evictions: evictions)
     let scan = try await pool.runIfActive { try ContentScan.run(root: root) }
     store.logQuarantined(scan.quarantined, reason: "size or trailer does not match the name")
     let evicted = store.index.withLock { idx in
@@ -107,12 +112,19 @@ public final class FilesystemStore: BlobStore {
     if options.verifyOnStart {
       store.foundAtStart.withLock { $0 = scan.entries.map { ($0.digest, $0.layout) } }
     }
+    store.countEvictions(evicted.count)
     try await store.unlinkEvicted(evicted)
     return store
   }
 
   public var totalBytes: Int64 { index.withLock { $0.totalBytes } }
   public var count: Int { index.withLock { $0.count } }
+  /// Entries and bytes (file sizes) held, read under one lock.
+  public var usage: StoreUsage { index.withLock { StoreUsage(entries: $0.count, bytes: $0.totalBytes) } }
+
+  func countEvictions(_ n: Int) {
+    if n > 0 { evictions?.increment(by: n) }
+  }
 
   /// Where the content of `d` lives as a plain file (the CAS layout a worker hard-links).
   public func path(_ d: BlobDigest) -> String { path(d, .plain) }

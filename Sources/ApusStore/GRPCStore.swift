@@ -57,11 +57,11 @@ public struct GRPCStore: BlobStore {
   }
 
   /// The breaker's probe: GetCapabilities, answered by any live REAPI server.
-  public func probe() async throws {
+  public func probe(timeout: Duration = .seconds(5)) async throws {
     var request = GetCapabilitiesRequest()
     request.instanceName = instanceName
     do {
-      _ = try await client.unary(Self.capabilities, request.serializedBytes(), timeout: .seconds(5))
+      _ = try await client.unary(Self.capabilities, request.serializedBytes(), timeout: timeout)
     } catch let error as RPCError where ![.unavailable, .deadlineExceeded].contains(error.code) {
       return  // it answered
     }

@@ -1,4 +1,5 @@
 import ApusProto
+import CoreMetrics
 import Synchronization
 
 /// An in-memory store with LRU eviction by total bytes, entry count and idle age.
@@ -18,17 +19,22 @@ public final class MemoryStore: BlobStore {
   }
 
   private let limits: Limits
+  /// Counts what the limits evict (the named store's `apus_store_evictions_total`).
+  private let evictions: Counter?
   /// Values are kept as the chunks they arrived in: no concatenation copy on write, and
   /// reads hand out slices of them.
   private let index = Mutex(LRUIndex<BlobDigest, StoredChunks>())
   static let readChunkBytes = 256 * 1024
 
-  public init(limits: Limits = .init()) {
+  public init(limits: Limits = .init(), evictions: Counter? = nil) {
     self.limits = limits
+    self.evictions = evictions
   }
 
   public var totalBytes: Int64 { index.withLock { $0.totalBytes } }
   public var count: Int { index.withLock { $0.count } }
+  /// Entries and bytes held, read under one lock.
+  public var usage: StoreUsage { index.withLock { StoreUsage(entries: $0.count, bytes: $0.totalBytes) } }
 
   public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {
     let now = StoreClock.now()
@@ -84,8 +90,9 @@ public final class MemoryStore: BlobStore {
   }
 
   private func expire(_ idx: inout LRUIndex<BlobDigest, StoredChunks>, now: UInt32) {
-    _ = idx.evict(
+    let evicted = idx.evict(
       maxBytes: limits.maxBytes, maxCount: limits.maxCount, maxAge: limits.maxSeconds, now: now)
+    if !evicted.isEmpty { evictions?.increment(by: evicted.count) }
   }
 }
 

@@ -59,10 +59,12 @@ final class S3Client: Sendable {
   let scheme: String
   let hostHeader: String
   let breaker: CircuitBreaker
+  let metrics: S3Metrics
 
-  init(location: S3Location, breaker: CircuitBreaker) throws {
+  init(location: S3Location, breaker: CircuitBreaker, metrics: S3Metrics = .shared) throws {
     self.location = location
     self.breaker = breaker
+    self.metrics = metrics
     signer = S3Signer(
       accessKeyID: location.accessKeyID, secretAccessKey: location.secretAccessKey,
       sessionToken: location.sessionToken, region: location.region)
@@ -137,6 +139,7 @@ final class S3Client: Sendable {
     while true {
       attempt += 1
       if !probe { try breaker.admit() }
+      if attempt > 1 { metrics.retry(method.rawValue) }
       var request = HTTPClientRequest(url: url)
       request.method = method
       for (name, value) in signer.sign(
@@ -153,8 +156,15 @@ final class S3Client: Sendable {
       let failure: StoreError
       do {
         guard limit > .zero else { throw StoreError(.deadlineExceeded, "\(what): the caller's deadline has passed") }
-        let response = try await http.execute(request, deadline: .now() + TimeAmount(limit))
+        let response: HTTPClientResponse
+        do {
+          response = try await http.execute(request, deadline: .now() + TimeAmount(limit))
+        } catch {
+          metrics.request(method.rawValue, status: nil, duration: .now - started)
+          throw error
+        }
         let status = response.status.code
+        metrics.request(method.rawValue, status: status, duration: .now - started)
         if accept(status) {
           breaker.record(.success)
           return Response(

@@ -18,6 +18,8 @@ struct ActionRunner: Sendable {
   let stores: @Sendable (String) -> (cas: any BlobStore, actionCache: any BlobStore)
   var isolation: ActionIsolation = .none
   let logger: Logger
+  /// The worker's metrics; nil in tests that run actions without a worker.
+  var metrics: WorkerMetrics? = nil
   private static let counter = Atomic<UInt64>(0)
 
   func run(_ start: StartAction) async -> ExecuteResponse {
@@ -63,6 +65,7 @@ struct ActionRunner: Sendable {
     }
     let (cas, actionCache) = stores(start.instanceName)
     metadata.inputFetchStartTimestamp = .now()
+    let fetchStarted = ContinuousClock.now
     guard let commandBytes = try await cas.readAll(commandDigest, maxBytes: 4 << 20) else {
       throw ExecutionFailure(status: .missingBlobs([commandDigest], "the Command is missing from the CAS"))
     }
@@ -74,7 +77,8 @@ struct ActionRunner: Sendable {
     }
     let inputs = "\(directory)/root"
     try await pool.runIfActive { try FileIO.makeDirectories(inputs) }
-    try await InputMaterializer(remote: cas, cache: cache, pool: pool).materialize(root: inputRoot, into: inputs)
+    try await InputMaterializer(remote: cas, cache: cache, pool: pool, metrics: metrics)
+      .materialize(root: inputRoot, into: inputs)
     if !command.workingDirectory.isEmpty { try OutputCollector.checkRelative(command.workingDirectory) }
     let workingDirectory = command.workingDirectory.isEmpty ? inputs : "\(inputs)/\(command.workingDirectory)"
     let outputs = command.outputPaths.isEmpty ? command.outputFiles + command.outputDirectories : command.outputPaths
@@ -99,6 +103,7 @@ struct ActionRunner: Sendable {
       try await pool.runIfActive { try FileIO.chownDirectories(directory, uid: uid, gid: gid) }
     }
     metadata.inputFetchCompletedTimestamp = .now()
+    metrics?.inputFetchSeconds.recordNanoseconds(WorkerMetrics.nanoseconds(since: fetchStarted))
 
     let timeout = start.timeout.map { Duration.seconds($0.seconds) + .nanoseconds(Int64($0.nanos)) } ?? .seconds(900)
     metadata.executionStartTimestamp = .now()
@@ -110,9 +115,10 @@ struct ActionRunner: Sendable {
     metadata.executionCompletedTimestamp = .now()
 
     metadata.outputUploadStartTimestamp = .now()
+    let uploadStarted = ContinuousClock.now
     var result = ActionResult()
     result.exitCode = outcome.exitCode
-    let collector = OutputCollector(remote: cas, pool: pool)
+    let collector = OutputCollector(remote: cas, pool: pool, metrics: metrics)
     var uploads = OutputCollector.Uploads()
     if !outcome.timedOut {
       try await collector.collect(command: command, workingDirectory: workingDirectory, into: &result, uploads: &uploads)
@@ -123,6 +129,7 @@ struct ActionRunner: Sendable {
     }
     try await collector.upload(uploads)
     metadata.outputUploadCompletedTimestamp = .now()
+    metrics?.outputUploadSeconds.recordNanoseconds(WorkerMetrics.nanoseconds(since: uploadStarted))
     metadata.workerCompletedTimestamp = .now()
     result.executionMetadata = metadata
 

@@ -15,6 +15,8 @@ struct InputMaterializer: Sendable {
   let remote: any BlobStore
   let cache: FilesystemStore
   let pool: NIOThreadPool
+  /// Where fetched bytes and cache hits are counted.
+  var metrics: WorkerMetrics? = nil
   static let maxDirectoryBytes = 4 << 20
   static let hardLinks = geteuid() != 0
 
@@ -98,7 +100,7 @@ struct InputMaterializer: Sendable {
 
   /// The decoded Directories that exist, up to 16 fetches at a time.
   private func fetchDirectories(_ digests: Set<BlobDigest>) async throws -> [BlobDigest: Directory] {
-    let remote = self.remote
+    let remote = self.remote, metrics = self.metrics
     return try await withThrowingTaskGroup(of: (BlobDigest, Directory?).self) { group in
       var pending = Array(digests)
       var out: [BlobDigest: Directory] = [:]
@@ -109,6 +111,7 @@ struct InputMaterializer: Sendable {
           guard let bytes = try await remote.readAll(digest, maxBytes: Self.maxDirectoryBytes) else {
             return (digest, nil)
           }
+          metrics?.inputFetchBytes.increment(by: bytes.count)
           do {
             return (digest, try Directory(serializedBytes: bytes))
           } catch {
@@ -127,7 +130,12 @@ struct InputMaterializer: Sendable {
 
   /// Brings blobs into the local cache, streaming each straight to disk.
   private func fetchMissing(_ digests: [BlobDigest]) async throws {
-    let wanted = try await cache.findMissing(digests.filter { !$0.isEmpty })
+    let needed = digests.filter { !$0.isEmpty }
+    let wanted = try await cache.findMissing(needed)
+    if let metrics {
+      metrics.inputCacheHits.increment(by: needed.count - wanted.count)
+      metrics.inputCacheMisses.increment(by: wanted.count)
+    }
     guard !wanted.isEmpty else { return }
     let absent = try await remote.findMissing(wanted)
     if !absent.isEmpty {
@@ -152,5 +160,6 @@ struct InputMaterializer: Sendable {
         if next < wanted.count { addOne() }
       }
     }
+    metrics?.inputFetchBytes.increment(by: wanted.reduce(Int64(0)) { $0 + $1.sizeBytes })
   }
 }

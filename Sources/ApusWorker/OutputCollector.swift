@@ -11,6 +11,8 @@ import NIOPosix
 struct OutputCollector: Sendable {
   let remote: any BlobStore
   let pool: NIOThreadPool
+  /// Where uploaded bytes are counted.
+  var metrics: WorkerMetrics? = nil
 
   enum Declared { case file, directory, either }
 
@@ -141,6 +143,7 @@ struct OutputCollector: Sendable {
       }
       try await group.waitForAll()
     }
+    metrics?.outputUploadBytes.increment(by: missing.reduce(Int64(0)) { $0 + $1.sizeBytes })
   }
 
   /// Output paths are relative and stay inside the working directory.

@@ -6,16 +6,23 @@ final class RunningActions: Sendable {
   private struct State {
     /// Finishing an action's continuation kills the action.
     var running: [String: AsyncStream<Void>.Continuation] = [:]
+    /// No new actions are taken.
     var draining = false
+    /// The request stream is to be closed once nothing runs (graceful shutdown; a `drain()`
+    /// alone keeps the session open).
+    var closing = false
     var closed = false
 
     mutating func closeIfDrained() -> Bool {
-      guard draining, running.isEmpty, !closed else { return false }
+      guard closing, running.isEmpty, !closed else { return false }
       closed = true
       return true
     }
   }
   private let state = Mutex(State())
+
+  /// Actions running now.
+  var count: Int { state.withLock { $0.running.count } }
 
   /// Starts tracking `name` and returns the stream that ends when it is killed; `nil` when
   /// draining, so the action is handed back.
@@ -34,7 +41,7 @@ final class RunningActions: Sendable {
     state.withLock { $0.running[name] }?.finish()
   }
 
-  /// Stops tracking `name`. True once: when a draining session's last action has ended and
+  /// Stops tracking `name`. True once: when a closing session's last action has ended and
   /// the request stream should be closed.
   func finish(_ name: String) -> Bool {
     state.withLock { s in
@@ -43,10 +50,12 @@ final class RunningActions: Sendable {
     }
   }
 
-  /// Takes no more actions. True if nothing is running, so the stream can be closed now.
-  func beginDraining() -> Bool {
+  /// Takes no more actions; with `close`, the stream is to be closed once nothing runs.
+  /// True if that is now, so the caller closes it.
+  func beginDraining(close: Bool = true) -> Bool {
     state.withLock { s in
       s.draining = true
+      if close { s.closing = true }
       return s.closeIfDrained()
     }
   }

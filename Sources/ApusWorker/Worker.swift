@@ -15,13 +15,23 @@ import Synchronization
 /// given (up to `max_concurrent_actions` at once) and reports their results.
 ///
 /// On graceful shutdown it says `going_away`, takes no new actions (any that arrive are handed
-/// back), finishes the running ones, then closes. A lost scheduler connection is retried with
-/// backoff. Every action is a child task of its session, and every session a child of `run()`,
-/// so the thread pool is shut down only after the last action that could use it has ended.
+/// back), finishes the running ones, then closes. ``drain()`` does the same but stays connected
+/// (an operator takes the worker out of service without stopping it). A lost scheduler
+/// connection is retried with backoff. Every action is a child task of its session, and every
+/// session a child of `run()`, so the thread pool is shut down only after the last action that
+/// could use it has ended.
 public final class Worker: Service {
   let config: WorkerConfig
   let logger: Logger
   public let id: String
+  private let drainSignal = DrainSignal()
+  /// The current session, for ``status``.
+  private let live = Mutex(Live())
+
+  private struct Live {
+    var actions: RunningActions?
+    var shuttingDown = false
+  }
 
   public init(config: WorkerConfig, logger: Logger) {
     self.config = config
@@ -30,6 +40,22 @@ public final class Worker: Service {
     gethostname(&host, host.count - 1)
     let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     self.id = "\(hostName)-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+  }
+
+  /// What the worker is doing now; cheap, callable from any thread.
+  public var status: WorkerStatus {
+    let (actions, shuttingDown) = live.withLock { ($0.actions, $0.shuttingDown) }
+    return WorkerStatus(
+      id: id, scheduler: config.scheduler, registered: actions != nil, slots: config.maxConcurrentActions,
+      busy: actions?.count ?? 0, draining: shuttingDown || drainSignal.isTriggered)
+  }
+
+  /// Stops taking actions: tells the scheduler `going_away`, hands back any that still
+  /// arrive, lets the running ones finish, and stays connected (and running) until shut down.
+  public func drain() {
+    if drainSignal.trigger() {
+      logger.notice("draining: taking no new actions", metadata: ["worker": "\(id)"])
+    }
   }
 
   public func run() async throws {
@@ -75,6 +101,7 @@ public final class Worker: Service {
       },
       logger: logger)
     runner.isolation = isolation
+    runner.metrics = WorkerMetrics(worker: id)
 
     var backoff = Duration.milliseconds(100)
     while !Task.isShuttingDownGracefully && !Task.isCancelled {
@@ -127,6 +154,8 @@ public final class Worker: Service {
     logger.info("registered with scheduler", metadata: ["worker": "\(id)", "scheduler": "\(config.scheduler)"])
     let keepAlive = Duration.seconds(max(1, Int(registered.keepAliveSeconds)))
     let actions = RunningActions()
+    live.withLock { $0.actions = actions }
+    defer { live.withLock { $0.actions = nil } }
 
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask {
@@ -145,14 +174,7 @@ public final class Worker: Service {
           throw error
         }
       }
-      group.addTask {
-        // Returns on graceful shutdown; throws when the session ends first.
-        do { try await gracefulShutdown() } catch { return }
-        var goingAway = WorkerMessage()
-        goingAway.goingAway = EmptyMessage()
-        try? await call.requests.write(goingAway.serializedBytes())
-        if actions.beginDraining() { call.finishRequests() }
-      }
+      group.addTask { try await self.watchForDrain(call, actions) }
       while let bytes = try await responses.next() {
         let message = try SchedulerMessage(serializedBytes: bytes)
         if let start = message.start {
@@ -175,24 +197,58 @@ public final class Worker: Service {
     }
   }
 
+  /// Waits for graceful shutdown or ``drain()``; either way says `going_away` and takes no
+  /// more actions. On shutdown the stream is closed once nothing runs; after a drain it stays
+  /// open until shutdown. Returns when the session ends first.
+  private func watchForDrain(_ call: ClientCall, _ actions: RunningActions) async throws {
+    enum Stop: Sendable { case shutdown, drain, sessionEnded }
+    let drainSignal = self.drainSignal
+    let stop = await withTaskGroup(of: Stop.self) { group in
+      group.addTask {
+        do { try await gracefulShutdown() } catch { return .sessionEnded }
+        return .shutdown
+      }
+      group.addTask {
+        await drainSignal.wait()
+        return Task.isCancelled ? .sessionEnded : .drain
+      }
+      let first = await group.next() ?? .sessionEnded
+      group.cancelAll()
+      return first
+    }
+    guard stop != .sessionEnded else { return }
+    // From here on, what arrives is handed back; the stream stays open until going_away is out.
+    _ = actions.beginDraining(close: false)
+    var goingAway = WorkerMessage()
+    goingAway.goingAway = EmptyMessage()
+    try? await call.requests.write(goingAway.serializedBytes())
+    if stop == .drain {
+      do { try await gracefulShutdown() } catch { return }
+    }
+    live.withLock { $0.shuttingDown = true }
+    if actions.beginDraining(close: true) { call.finishRequests() }
+  }
+
   /// Runs one action until it ends or the scheduler kills it, then reports the result.
   private func run(
     _ start: StartAction, _ runner: ActionRunner, _ call: ClientCall, _ actions: RunningActions,
     killed: AsyncStream<Void>
   ) async {
-    let response = await withTaskGroup(of: ExecuteResponse?.self) { group in
+    let (response, wasKilled) = await withTaskGroup(of: ExecuteResponse?.self) { group in
       group.addTask { await runner.run(start) }
       group.addTask {
         for await _ in killed {}
         return nil
       }
       var response: ExecuteResponse?
+      var wasKilled = false
       while let next = await group.next() {
-        if let next { response = next }
+        if let next { response = next } else if response == nil { wasKilled = true }
         group.cancelAll()
       }
-      return response ?? ExecuteResponse()
+      return (response ?? ExecuteResponse(), wasKilled)
     }
+    runner.metrics?.record(response, killed: wasKilled)
     var finished = ActionFinished()
     finished.operationName = start.operationName
     finished.response = response

@@ -39,11 +39,7 @@ struct Run: AsyncParsableCommand {
   func run() async throws {
     let configuration = try loadConfiguration(config)
     let level = Logger.Level(rawValue: configuration.global.logLevel) ?? .info
-    LoggingSystem.bootstrap { label in
-      var handler = StreamLogHandler.standardError(label: label)
-      handler.logLevel = level
-      return handler
-    }
+    LogBootstrap.bootstrap(level: level, format: configuration.global.logFormat)
     let logger = Logger(label: "apus")
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
     // Metric handles are made from here on, so the registry is in place before any role.
@@ -119,6 +115,15 @@ struct Check: AsyncParsableCommand {
         }
         if let scheduler = i.execution { roles.append("execution=\(scheduler)") }
         print("    instance \"\(name)\": \(roles.joined(separator: ", "))")
+      }
+    }
+    if let admin = c.admin {
+      let access = c.auth == nil ? "open to all" : admin.anonymousRead ? "reads open, drain needs admin" : "needs admin"
+      print("  admin \(admin.listen) (\(admin.tls == nil ? "HTTP" : "HTTPS"), \(access))")
+      if c.auth == nil, let (host, _) = ServerConfig.splitHostPort(admin.listen), !Self.isLoopback(host) {
+        print(
+          "WARNING: the admin listener \(admin.listen) is not on loopback and no auth block is configured: "
+            + "anyone who can reach it can read the status feed and drain this process.")
       }
     }
     if let auth = c.auth {

@@ -35,6 +35,18 @@ struct ApusConfigurationTests {
     #expect(c.global.shutdownGraceSeconds == 10)
   }
 
+  @Test("global: log format and slow-request threshold, with their defaults")
+  func global() throws {
+    let servers = #"servers: [ { listen: "127.0.0.1:0", instances: { "": {} } } ]"#
+    let defaults = try parse("{ \(servers) }").global
+    #expect(defaults.logFormat == .text)
+    #expect(defaults.slowRequestSeconds == 10)
+    let set = try parse(
+      #"{ global: { log_format: "json", slow_request_seconds: "0" }, "# + servers + " }"
+    ).global
+    #expect(set == GlobalConfig(logFormat: .json, slowRequestSeconds: 0))
+  }
+
   @Test("environment variables with defaults")
   func environment() throws {
     let text = """
@@ -88,6 +100,11 @@ struct ApusConfigurationTests {
     (#"{ stores: { s: { size_partitioning: { lower: { memory: {} }, upper: { memory: {} } } } }, servers: [] }"#,
      "stores.s.size_partitioning.threshold_bytes: is required"),
     (#"{ global: { log_level: "loud" }, servers: [] }"#, "global.log_level: expected one of"),
+    (#"{ global: { log_format: "xml" }, servers: [] }"#,
+     #"global.log_format: expected one of text, json, got "xml""#),
+    (#"{ global: { log_format: 1 }, servers: [] }"#, "global.log_format: expected a string"),
+    (#"{ global: { slow_request_seconds: -1 }, servers: [] }"#,
+     "global.slow_request_seconds: expected a non-negative integer, got -1"),
   ])
   func errors(text: String, expected: String) {
     let message = error(text)

@@ -305,7 +305,8 @@ struct FilesystemDurabilityTests {
     let factory = StoreFactory(
       specs: ["my-cas": .filesystem(.init(path: root, content: .cas, verifyOnStart: true))],
       home: "/")
-    let store = try #require(try await factory.makeAll()["my-cas"] as? FilesystemStore)
+    let named = try #require(try await factory.makeAll()["my-cas"] as? InstrumentedStore)
+    let store = try #require(named.inner as? FilesystemStore)
     #expect(store.name == "my-cas")
     #expect(store.options.content == .cas)
     #expect(factory.maintenance.count == 1)

@@ -52,6 +52,59 @@ struct ActionRunnerTests {
     #expect(try FileManager.default.contentsOfDirectory(atPath: "\(scratch)/work").isEmpty)
   }
 
+  @Test("records fetched bytes, input cache hits and misses, uploaded bytes and phase timings")
+  func metrics() async throws {
+    var (runner, pool) = try await runner()
+    let recorded = RecordingMetrics()
+    runner.metrics = WorkerMetrics(worker: "w1", factory: recorded)
+    let w = [("worker", "w1")]
+    // An input root of two files (13 bytes) and an action that writes a 4-byte output.
+    let one = Array("first input".utf8), two = Array("ab".utf8)
+    var root = Directory()
+    for (name, bytes) in [("a.txt", one), ("b.txt", two)] {
+      try await cas.writeAll(SHA256Hasher.digest(of: bytes), bytes)
+      var file = FileNode()
+      file.name = name
+      file.digest = SHA256Hasher.digest(of: bytes).proto
+      root.files.append(file)
+    }
+    let rootBytes = root.serializedBytes()
+    try await cas.writeAll(SHA256Hasher.digest(of: rootBytes), rootBytes)
+    func action(_ script: String) async throws -> ShellAction {
+      var action = try await ShellAction(script, outputs: ["out"], in: cas)
+      action.action.inputRootDigest = SHA256Hasher.digest(of: rootBytes).proto
+      let bytes = action.action.serializedBytes()
+      action.actionDigest = SHA256Hasher.digest(of: bytes)
+      try await cas.writeAll(action.actionDigest, bytes)
+      return action
+    }
+    let first = await runner.run(try await action("cat a.txt > /dev/null; printf 1234 > out").start())
+    #expect(first.result?.exitCode == 0, "\(String(describing: first.status))")
+    #expect(recorded.value("apus_worker_input_cache_misses_total", w) == 2)
+    #expect(recorded.value("apus_worker_input_cache_hits_total", w) == 0)
+    #expect(recorded.value("apus_worker_input_fetch_bytes_total", w) == Double(13 + rootBytes.count))
+    // out (4 bytes), and stdout and stderr, both empty (never uploaded).
+    #expect(recorded.value("apus_worker_output_upload_bytes_total", w) == 4)
+
+    let second = await runner.run(try await action("printf 5678 > out").start())
+    try await pool.shutdownGracefully()
+    #expect(second.result?.exitCode == 0)
+    #expect(recorded.value("apus_worker_input_cache_hits_total", w) == 2)
+    #expect(recorded.value("apus_worker_input_cache_misses_total", w) == 2)
+    #expect(recorded.value("apus_worker_output_upload_bytes_total", w) == 8)
+    #expect(recorded.timings("apus_worker_input_fetch_seconds", w) == 2)
+    #expect(recorded.timings("apus_worker_output_upload_seconds", w) == 2)
+    // Outcomes are counted by the worker from the response.
+    runner.metrics?.record(second, killed: false)
+    runner.metrics?.record(second, killed: true)
+    var timedOut = ExecuteResponse()
+    timedOut.status = RPCStatusMessage(.deadlineExceeded, "too slow")
+    runner.metrics?.record(timedOut, killed: false)
+    for (outcome, count) in [("completed", 1.0), ("cancelled", 1), ("timed_out", 1), ("failed", 0)] {
+      #expect(recorded.value("apus_worker_actions_total", w + [("outcome", outcome)]) == count, "\(outcome)")
+    }
+  }
+
   @Test("a failing command reports its exit code and is not cached", arguments: [
     ("exit 7", Int32(7)), ("kill -9 $$", Int32(128 + 9)),
   ])

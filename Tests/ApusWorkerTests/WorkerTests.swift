@@ -132,4 +132,46 @@ struct WorkerTests {
     }
     await server.shutdown(grace: .seconds(1))
   }
+
+  @Test("drain(): no new action, the running one finishes, and the worker stays registered")
+  func drain() async throws {
+    let (server, url) = try await startServer()
+    let worker = Worker(
+      config: WorkerConfig(
+        scheduler: url, cas: url, workDirectory: "\(scratch)/work", cacheDirectory: "\(scratch)/cache",
+        cacheMaxBytes: 1 << 30, maxConcurrentActions: 2, platformCommands: [:]),
+      logger: Logger(label: "test"))
+    #expect(worker.status == WorkerStatus(id: worker.id, scheduler: url, registered: false, slots: 2, busy: 0, draining: false))
+    try await testGracefulShutdown { trigger in
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await worker.run() }
+        #expect(await eventually { worker.status.registered })
+        #expect(await eventually { await scheduler.workerCount == 1 })
+        let pidFile = "\(scratch)/running.pid"
+        let running = try await submit(try await ShellAction("echo $$ > \(pidFile); sleep 2; echo done", in: cas))
+        _ = try #require(await waitForPID(at: pidFile))
+        #expect(worker.status.busy == 1)
+
+        worker.drain()
+        #expect(worker.status.draining)
+        // The scheduler has heard going_away once it stops offering work to this worker.
+        try await Task.sleep(for: .milliseconds(300))
+        let late = try await submit(try await ShellAction("echo late", in: cas))
+        let finished = try await outcome(running)
+        #expect(finished.status?.code == 0)
+        #expect(try await blob(finished.result?.stdoutDigest, in: cas) == "done\n")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await stage(late) == .queued, "a drained worker must not take the late action")
+        // Still up and connected, idle, draining.
+        let status = worker.status
+        #expect(status.registered && status.draining && status.busy == 0, "\(status)")
+        #expect(await scheduler.workerCount == 1)
+
+        trigger.triggerGracefulShutdown()
+        try await group.next()
+        #expect(!worker.status.registered)
+      }
+    }
+    await server.shutdown(grace: .seconds(1))
+  }
 }

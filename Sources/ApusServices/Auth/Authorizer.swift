@@ -78,7 +78,7 @@ public final class Authorizer: Sendable {
   }
 
   /// Throws unless `principal` holds the global `admin` permission (`auth.admin`), for the
-  /// admin endpoints to come.
+  /// admin listener's /metrics, /status and /drain.
   public func authorizeAdmin(_ principal: String?) throws {
     guard let principal, config.admin.contains(principal) else {
       throw Self.refusal(principal, .admin, "this server")
