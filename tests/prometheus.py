@@ -80,14 +80,14 @@ def metric_names(expr):
 
 
 def documented_metrics(text=None):
-    """{name: type} from the tables of docs/operations.md's `/metrics` section; a histogram
-    also yields its `_bucket`, `_sum` and `_count` series."""
+    """{name: type} from the metric tables of docs/operations.md (rows whose first cell names
+    `apus_…` families, the type in the second); a histogram also yields its `_bucket`, `_sum`
+    and `_count` series."""
     text = text if text is not None else OPERATIONS.read_text()
-    section = text.split("## `/metrics`", 1)[1].split("\n## ", 1)[0]
     names = {}
-    for line in section.splitlines():
+    for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
-        if len(cells) < 2 or cells[0] in ("name", "") or set(cells[0]) <= set("-: "):
+        if len(cells) < 2 or not re.search(r"`apus_\w+`", cells[0]):
             continue
         kind = next((k for k in ("histogram", "counter", "gauge") if k in cells[1]), None)
         assert kind, f"no type in row: {line}"

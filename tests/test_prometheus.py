@@ -142,14 +142,6 @@ def wait_healthy(apus, admin_port, timeout=60):
     raise RuntimeError(f"no /healthz on 127.0.0.1:{admin_port}: " + apus.read_log()[-4000:])
 
 
-def grpc_port(apus):
-    """The gRPC port from the config apus was started with. conftest reads it back from the first
-    `address=…:PORT … listening` log line, which with an admin listener can be the admin one
-    (`[ApusAdmin] admin listening`)."""
-    listen = json.loads((apus.workdir / "apus.json").read_text())["servers"][0]["listen"]
-    return int(listen.rsplit(":", 1)[1])
-
-
 def families(text):
     """{family: type} from the `# TYPE` lines of a Prometheus text exposition."""
     return dict(re.findall(r"^# TYPE (\S+) (\S+)", text, re.M))
@@ -176,7 +168,7 @@ def test_prometheus_scrapes_the_admin_listener(tmp_path, dashboard):
         assert prom.value('sum(apus_build_info{job="apus"})') == 1
         assert 0 < prom.value('max(apus_uptime_seconds{job="apus"})') < 300
         # Two rounds of action-cache misses with a scrape between, so rates are defined.
-        with grpc.insecure_channel(f"127.0.0.1:{grpc_port(apus)}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{apus.port}") as channel:
             stub = re_grpc.ActionCacheStub(channel)
             for names in (("team/a", ""), ("team/a", "team/a", "")):
                 for name in names:
@@ -255,7 +247,7 @@ def scraped_builds(tmp_path_factory):
             if i:
                 bazel.clean()
             started = time.time()
-            run.builds.append(run_remote(bazel, grpc_port(apus)))
+            run.builds.append(run_remote(bazel, apus.port))
             run.seconds.append(time.time() - started)
             # A scrape that began a full interval after Bazel returned holds the build's counts.
             run.instants.append(prom.wait_scraped(time.time() + prom.interval))
