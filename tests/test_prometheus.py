@@ -274,10 +274,10 @@ def increase(run, expr, build):
     return run.prom.value(expr, at=run.instants[build + 1]) - run.prom.value(expr, at=run.instants[build])
 
 
-pytestmark_bazel = pytest.mark.timeout(1800)
+BAZEL_TIMEOUT = pytest.mark.timeout(1800)  # the builds run in the first test that needs them
 
 
-@pytestmark_bazel
+@BAZEL_TIMEOUT
 def test_action_cache_hits_match_bazel_remote_cache_hits(scraped_builds):
     run = scraped_builds
     first, second = run.builds
@@ -287,7 +287,7 @@ def test_action_cache_hits_match_bazel_remote_cache_hits(scraped_builds):
         first[1].get("remote cache hit", 0), second[1]["remote cache hit"]), (first[2], second[2])
 
 
-@pytestmark_bazel
+@BAZEL_TIMEOUT
 def test_completed_actions_match_bazel_remote_actions(scraped_builds):
     run = scraped_builds
     first, second = run.builds
@@ -299,13 +299,13 @@ def test_completed_actions_match_bazel_remote_actions(scraped_builds):
     assert (increase(run, MISSES, 0), increase(run, MISSES, 1)) == (first[1]["remote"], 0)
 
 
-@pytestmark_bazel
+@BAZEL_TIMEOUT
 def test_metrics_after_builds_pass_promtool_check_metrics(scraped_builds):
     code, out = promtool("check", "metrics", stdin=scraped_builds.metrics)
     assert code == 0, out
 
 
-@pytestmark_bazel
+@BAZEL_TIMEOUT
 def test_exported_families_are_the_documented_ones(scraped_builds):
     documented = documented_metrics()
     exported = {n: k for n, k in families(scraped_builds.metrics).items() if n.startswith("apus_")}
@@ -315,7 +315,7 @@ def test_exported_families_are_the_documented_ones(scraped_builds):
     assert not missing, "documented, exercised by the build, not exported: " + ", ".join(missing)
 
 
-@pytestmark_bazel
+@BAZEL_TIMEOUT
 def test_every_dashboard_query_runs_on_prometheus(scraped_builds, dashboard):
     run = scraped_builds
     empty = []
