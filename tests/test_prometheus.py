@@ -148,9 +148,9 @@ def families(text):
 
 @pytest.mark.timeout(300)
 def test_prometheus_scrapes_the_admin_listener(tmp_path, dashboard):
-    """Also pins down what the dashboard's per-REAPI-instance panel relies on: apus's
-    `instance` label (the REAPI instance name) clashes with Prometheus's target label, so
-    Prometheus keeps it as `exported_instance`; the default instance "" carries none."""
+    """Also pins down what the dashboard's per-REAPI-instance panel relies on: the REAPI
+    instance name is the `instance_name` label, apart from Prometheus's target `instance`;
+    the default instance "" carries none (Prometheus drops empty labels)."""
     require(PROMETHEUS, PROMTOOL)
     admin_port = free_port()
     config = admin_config(tmp_path, admin_port)
@@ -177,13 +177,13 @@ def test_prometheus_scrapes_the_admin_listener(tmp_path, dashboard):
                     assert e.value.code() == grpc.StatusCode.NOT_FOUND
                 prom.wait_scraped(time.time() + prom.interval)
         target = f"127.0.0.1:{admin_port}"
-        misses = {(m.get("instance"), m.get("exported_instance")): v for m, v in prom.query(
+        misses = {(m.get("instance"), m.get("instance_name")): v for m, v in prom.query(
             'apus_action_cache_lookups_total{job="apus", result="miss"}')}
         assert misses == {(target, "team/a"): 3, (target, None): 2}
         # The panel shows both instance names, at 0 % (misses only) rather than no data.
         panel = next(expr for title, expr in dashboard_exprs(dashboard)
                      if title == "Action-cache hit ratio per REAPI instance name")
-        ratios = {m.get("exported_instance", ""): v for m, v in prom.query(substitute(panel))}
+        ratios = {m.get("instance_name", ""): v for m, v in prom.query(substitute(panel))}
         assert ratios == {"team/a": 0.0, "": 0.0}
         status, text = http_get(f"http://127.0.0.1:{admin_port}/metrics")
         assert status == 200

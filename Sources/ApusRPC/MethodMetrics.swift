@@ -9,20 +9,21 @@ import Synchronization
 final class MethodMetrics: Sendable {
   /// `Service/Method`: the path without the package, short and bounded by the router.
   let method: String
-  private let latency: Timer
+  /// Nil for long-lived calls (Execute, the worker stream): their duration is the work's.
+  private let latency: Timer?
   private let received: Counter
   private let sent: Counter
   private let inFlight: Meter
   private let ok: Counter
   private let others = Mutex<[Int32: Counter]>([:])
 
-  init(path: String) {
+  init(path: String, longLived: Bool) {
     let trimmed = path.hasPrefix("/") ? path.dropFirst() : Substring(path)
     let service = trimmed.split(separator: "/").first.map { $0.split(separator: ".").last ?? $0 } ?? ""
     let name = trimmed.split(separator: "/").last ?? ""
     method = "\(service)/\(name)"
     let labels = [("method", method)]
-    latency = Timer(label: "apus_grpc_request_duration_seconds", dimensions: labels)
+    latency = longLived ? nil : Timer(label: "apus_grpc_request_duration_seconds", dimensions: labels)
     received = Counter(label: "apus_grpc_received_bytes_total", dimensions: labels)
     sent = Counter(label: "apus_grpc_sent_bytes_total", dimensions: labels)
     inFlight = Meter(label: "apus_grpc_in_flight_requests", dimensions: labels)
@@ -33,7 +34,7 @@ final class MethodMetrics: Sendable {
 
   func finished(code: RPCStatusCode, duration: Duration, receivedBytes: Int, sentBytes: Int) {
     inFlight.decrement()
-    latency.recordNanoseconds(
+    latency?.recordNanoseconds(
       duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     if receivedBytes > 0 { received.increment(by: Int64(receivedBytes)) }
     if sentBytes > 0 { sent.increment(by: Int64(sentBytes)) }

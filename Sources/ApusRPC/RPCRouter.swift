@@ -15,7 +15,7 @@ public struct RPCRouter: Sendable {
 
   public mutating func register(_ path: String, longLived: Bool = false, _ handler: @escaping RPCHandler) {
     precondition(handlers[path] == nil, "\(path) registered twice")
-    handlers[path] = Route(handler: handler, longLived: longLived, metrics: MethodMetrics(path: path))
+    handlers[path] = Route(handler: handler, longLived: longLived, metrics: MethodMetrics(path: path, longLived: longLived))
   }
 
   public func route(for path: String) -> Route? { handlers[path] }
