@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APUS = Path(os.environ.get("APUS_BIN", ROOT / ".build" / "debug" / "apus"))
-# `... info apus: address=[IPv4]127.0.0.1/127.0.0.1:PORT instances=[...] [ApusServer] listening`
+# `... info apus: address=[IPv4]127.0.0.1/127.0.0.1:PORT instances=[...] [ApusServer] listening`:
 # the address apus actually bound.
 LISTENING = re.compile(r"address=\S*:(\d+)\s.*\[ApusServer\] listening\s*$", re.M)
 
