@@ -122,6 +122,11 @@ let package = Package(
       ],
       swiftSettings: strict),
 
+    // What several test targets share: a recording swift-metrics factory, `eventually`.
+    .target(
+      name: "ApusTestSupport",
+      dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
+      path: "Tests/ApusTestSupport", swiftSettings: strict),
     .testTarget(name: "ApusProtoTests", dependencies: ["ApusProto"], swiftSettings: strict),
     .testTarget(name: "ApusRPCTests", dependencies: ["ApusRPC"], swiftSettings: strict),
     .testTarget(name: "ApusConfigTests", dependencies: ["ApusConfig"], swiftSettings: strict),
@@ -129,7 +134,11 @@ let package = Package(
       name: "ApusSchedulerTests", dependencies: ["ApusScheduler", "ApusProto", "ApusConfig"],
       swiftSettings: strict),
     .testTarget(
-      name: "ApusStoreTests", dependencies: ["ApusStore", "ApusProto"], swiftSettings: strict),
+      name: "ApusStoreTests",
+      dependencies: [
+        "ApusStore", "ApusProto", "ApusTestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
+      ],
+      swiftSettings: strict),
     .testTarget(
       name: "ApusServicesTests",
       dependencies: [
@@ -141,6 +150,7 @@ let package = Package(
       name: "ApusWorkerTests",
       dependencies: [
         "ApusWorker", "ApusServices", "ApusScheduler", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",
+        "ApusTestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -160,7 +170,7 @@ let package = Package(
     .testTarget(
       name: "ApusServerTests",
       dependencies: [
-        "ApusServer", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig",
+        "ApusServer", "ApusStore", "ApusProto", "ApusRPC", "ApusConfig", "ApusTestSupport",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

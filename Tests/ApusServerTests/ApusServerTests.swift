@@ -1,3 +1,4 @@
+import ApusTestSupport
 import ApusConfig
 import ApusProto
 import ApusRPC
@@ -157,17 +158,6 @@ struct ApusServerTests {
       #expect(bound?.count == 1, "only the first listener was bound")
     }
   }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-/// The limit is generous: it only matters when the test is failing, and CI machines are slow.
-func eventually(within timeout: Duration = .seconds(60), _ condition: () async -> Bool) async -> Bool {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if await condition() { return true }
-    try? await Task.sleep(for: .milliseconds(20))
-  }
-  return await condition()
 }
 
 @Suite("Store upkeep", .timeLimit(.minutes(3)))

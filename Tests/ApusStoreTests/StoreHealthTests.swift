@@ -1,3 +1,4 @@
+import ApusTestSupport
 import ApusConfig
 import Foundation
 import Testing

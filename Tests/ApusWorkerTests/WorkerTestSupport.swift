@@ -1,3 +1,4 @@
+import ApusTestSupport
 import ApusProto
 import ApusStore
 import Foundation
@@ -23,17 +24,6 @@ func processIsGone(_ pid: pid_t) -> Bool {
     let close = stat.lastIndex(of: ")")
   else { return true }
   return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-/// The limit is generous: it only matters when the test is failing, and CI machines are slow.
-func eventually(within timeout: Duration = .seconds(60), _ condition: () async -> Bool) async -> Bool {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if await condition() { return true }
-    try? await Task.sleep(for: .milliseconds(20))
-  }
-  return await condition()
 }
 
 /// The process id a test command wrote to `path` (`echo $$ > path`), once it is there.

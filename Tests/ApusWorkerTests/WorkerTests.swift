@@ -1,3 +1,4 @@
+import ApusTestSupport
 import ApusConfig
 import ApusProto
 import ApusRPC

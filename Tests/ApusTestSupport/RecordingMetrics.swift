@@ -1,10 +1,11 @@
 import CoreMetrics
 import Synchronization
 
-/// (A copy of ApusStoreTests/RecordingMetrics.swift: test targets share no support module.)
 /// A swift-metrics factory that keeps every value, so a test reads what a store recorded
 /// without bootstrapping the process-wide metrics system.
-final class RecordingMetrics: MetricsFactory {
+public final class RecordingMetrics: MetricsFactory {
+  public init() {}
+
   final class Handle: CounterHandler, FloatingPointCounterHandler, MeterHandler, RecorderHandler, TimerHandler {
     let value = Mutex<Double>(0)
     let count = Mutex(0)
@@ -39,29 +40,29 @@ final class RecordingMetrics: MetricsFactory {
   }
 
   /// The value of the metric `label` with exactly these labels; nil if never made.
-  func value(_ label: String, _ dimensions: [(String, String)]) -> Double? {
+  public func value(_ label: String, _ dimensions: [(String, String)]) -> Double? {
     handles.withLock { $0[Self.key(label, dimensions)] }?.value.withLock { $0 }
   }
 
   /// How many durations a timer recorded.
-  func timings(_ label: String, _ dimensions: [(String, String)]) -> Int {
+  public func timings(_ label: String, _ dimensions: [(String, String)]) -> Int {
     handles.withLock { $0[Self.key(label, dimensions)] }?.count.withLock { $0 } ?? 0
   }
 
-  func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+  public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
     handle(label, dimensions)
   }
-  func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+  public func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
     handle(label, dimensions)
   }
-  func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler { handle(label, dimensions) }
-  func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+  public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler { handle(label, dimensions) }
+  public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
     handle(label, dimensions)
   }
-  func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler { handle(label, dimensions) }
-  func destroyCounter(_ handler: any CounterHandler) {}
-  func destroyMeter(_ handler: any MeterHandler) {}
-  func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {}
-  func destroyRecorder(_ handler: any RecorderHandler) {}
-  func destroyTimer(_ handler: any TimerHandler) {}
+  public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler { handle(label, dimensions) }
+  public func destroyCounter(_ handler: any CounterHandler) {}
+  public func destroyMeter(_ handler: any MeterHandler) {}
+  public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {}
+  public func destroyRecorder(_ handler: any RecorderHandler) {}
+  public func destroyTimer(_ handler: any TimerHandler) {}
 }
