@@ -66,6 +66,16 @@ class RawConnection:
         except (BlockingIOError, BrokenPipeError, ConnectionResetError):
             return 0
 
+    def send_all(self, data):
+        """Writes all of `data`, blocking; a server that closes part-way ends it quietly."""
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self.sock.setblocking(False)
+
     def pump(self):
         """Reads what has arrived; answers SETTINGS and PING as a live client would."""
         while not self.closed:
