@@ -1,7 +1,9 @@
 """`/status` (schema version 1, docs/operations.md) during a run with a long queue: the
 documented fields and types, queued/running counts, and `desired_workers` rising with the
 queue and falling to 0 when idle."""
+import json
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -215,3 +217,32 @@ def test_status_content_type_and_unknown_paths(executor):
     status, headers, body = http_get(executor.admin_url + "/")
     assert status == 200 and headers["content-type"] == "text/html; charset=utf-8", (status, headers)
     assert b"<!doctype html>" in body[:100] and b"fetch(\"status\"" in body
+
+
+def test_drain_finishes_running_actions_and_takes_no_new_ones(tmp_path, apus_factory):
+    """POST /drain: /readyz turns 503 at once, the local worker finishes what it runs and
+    takes nothing new (a later action stays queued), and the process keeps serving."""
+    config, admin_port = admin_exec_config(tmp_path, slots=1)
+    apus = apus_factory(config)
+    admin = f"http://127.0.0.1:{admin_port}"
+    wait_ready(admin)
+    with grpc.insecure_channel(apus.address) as ch:
+        first = SleepingQueue(ch, 1, 2).start()
+        wait_status(admin, lambda s: s["schedulers"]["main"]["running"] == 1, what="the action running")
+        request = urllib.request.Request(admin + "/drain", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 202 and json.loads(r.read())["draining"] is True
+        status, _, body = http_get(admin + "/readyz")
+        assert status == 503 and json.loads(body)["draining"] is True
+        assert first.join(30) and not first.errors
+        assert response_of(first.responses[0]).result.exit_code == 0
+        later = Action(ch, ["/bin/sh", "-c", "echo later"])
+        stream = re_grpc.ExecutionStub(ch).Execute(re_pb2.ExecuteRequest(action_digest=later.digest), timeout=60)
+        next(stream)  # accepted and queued
+        s = wait_status(admin, lambda s: s["schedulers"]["main"]["queued"] == 1, what="the later action queued")
+        time.sleep(2)
+        s = http_get_json(admin + "/status")
+        assert s["schedulers"]["main"]["queued"] == 1 and s["schedulers"]["main"]["running"] == 0
+        assert s["draining"] is True and s["workers"][0]["draining"] is True and s["workers"][0]["registered"]
+        assert s["schedulers"]["main"]["workers"][0]["draining"] is True
+        stream.cancel()
