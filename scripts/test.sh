@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: Swift unit tests (codec cross-checked with protoc), fuzz smoke
-# runs, interop tests with grpcio and real Bazel against a running apus, and the benchmark
-# suite's smoke mode (every scenario once at tiny sizes; figures are not asserted).
+# runs, interop tests with grpcio, real Bazel, Prometheus and Chromium against a running apus,
+# and the benchmark suite's smoke mode (every scenario once at tiny sizes; figures are not
+# asserted). This is what CI runs.
+#
+# --fast: the core only, for the edit-test loop: Swift tests, fuzz smoke, and the pytest
+# files that need neither Bazel, a browser, Prometheus nor long S3 outages; no benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=false
+[[ "${1:-}" == "--fast" ]] && fast=true
 scripts/setup.sh --test
 
 swift build --build-tests
@@ -12,7 +18,14 @@ APUS_REAPI_DESCRIPTORS="$PWD/.build/reapi-descriptors.bin" swift test --skip-bui
 
 Fuzz/run.sh --smoke
 
-APUS_BIN="$PWD/.build/debug/apus" .venv/bin/python -m pytest -q tests
+heavy=()
+if $fast; then
+  for f in tests/test_bazel_*.py tests/test_s3_outage.py tests/test_prometheus.py tests/test_status_page.py; do
+    heavy+=(--ignore "$f")
+  done
+fi
+APUS_BIN="$PWD/.build/debug/apus" .venv/bin/python -m pytest -q tests "${heavy[@]}"
 
+$fast && exit 0
 Benchmarks/run --smoke --apus .build/debug/apus --json .build/benchmarks-smoke.json \
   --markdown .build/benchmarks-smoke.md

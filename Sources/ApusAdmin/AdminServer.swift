@@ -8,7 +8,6 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
-import Synchronization
 
 /// The operator's HTTP/1.1 listener (`admin` in the config): metrics, health, the status
 /// feed and page, drain. A `Service` that runs until graceful shutdown; it is started first
@@ -21,8 +20,6 @@ public final class AdminServer: Service {
   private let endpoints: AdminEndpoints
   private let tls: ServerTLS?
   private let logger: Logger
-  private let bound = Mutex<(address: SocketAddress?, waiters: [CheckedContinuation<SocketAddress?, Never>])>((nil, []))
-  private let finished = Atomic<Bool>(false)
 
   static let maxBodyBytes = 64 * 1024
   /// A connection with no request for this long is closed.
@@ -51,32 +48,7 @@ public final class AdminServer: Service {
   }
   private let authorizer: Authorizer?
 
-  /// The bound address once listening; nil if `run()` failed before.
-  public func waitUntilListening() async -> SocketAddress? {
-    await withCheckedContinuation { c in
-      let ready = bound.withLock { state -> SocketAddress?? in
-        if state.address != nil || finished.load(ordering: .relaxed) { return .some(state.address) }
-        state.waiters.append(c)
-        return nil
-      }
-      if let ready { c.resume(returning: ready) }
-    }
-  }
-
-  private func publish(_ address: SocketAddress?) {
-    let waiters = bound.withLock { state in
-      state.address = address
-      defer { state.waiters = [] }
-      return state.waiters
-    }
-    for w in waiters { w.resume(returning: address) }
-  }
-
   public func run() async throws {
-    defer {
-      finished.store(true, ordering: .relaxed)
-      publish(bound.withLock { $0.address })
-    }
     guard let (host, port) = ServerConfig.splitHostPort(config.listen) else {
       throw ConfigError(path: "admin.listen", "expected host:port, got \"\(config.listen)\"")
     }
@@ -95,7 +67,6 @@ public final class AdminServer: Service {
         }
       }
     let address = channel.channel.localAddress
-    publish(address)
     logger.info("admin endpoints up", metadata: ["address": "\(address.map { "\($0)" } ?? config.listen)", "tls": "\(tls != nil)"])
     let logger = self.logger
     try await withGracefulShutdownHandler {

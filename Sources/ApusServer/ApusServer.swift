@@ -31,7 +31,6 @@ public final class ApusServer: Service {
   /// What the admin listener reports on, once `run()` has built it.
   public struct Runtime: Sendable {
     public let schedulers: [String: Scheduler]
-    public let addresses: [SocketAddress]
     /// The named stores' usage, health and scrape-time gauges.
     public let storeMonitor: StoreMonitor
   }
@@ -120,9 +119,7 @@ public final class ApusServer: Service {
     }
     publish(addresses)
     running.withLock {
-      $0 = Runtime(
-        schedulers: schedulers, addresses: addresses,
-        storeMonitor: factory.monitor)
+      $0 = Runtime(schedulers: schedulers, storeMonitor: factory.monitor)
     }
 
     await withDiscardingTaskGroup { group in
