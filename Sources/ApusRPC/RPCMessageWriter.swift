@@ -99,11 +99,12 @@ final class OutboundQueue: Sendable {
     }
   }
 
-  /// For metrics once the handler returned: the status the peer got (CANCELLED if the
-  /// stream went away first) and the response bytes written, framing included.
-  var outcome: (code: RPCStatusCode, writtenBytes: Int) {
+  /// For metrics once the handler returned: the status the call already ended with (its
+  /// deadline, or CANCELLED if the stream went away; nil while open) and the response
+  /// bytes written, framing included.
+  var outcome: (ended: RPCStatusCode?, writtenBytes: Int) {
     state.withLock { s in
-      let code = s.status.map { $0.error?.code ?? .ok } ?? (s.closed == nil ? .ok : .cancelled)
+      let code = s.status.map { $0.error?.code ?? .ok } ?? (s.closed == nil ? nil : .cancelled)
       return (code, s.writtenBytes)
     }
   }

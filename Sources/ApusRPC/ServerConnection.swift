@@ -159,11 +159,14 @@ final class ServerConnection: HTTP2Connection {
       // Request messages the handler did not read are dropped and their window granted, so
       // a client still sending a body it no longer needs (an existing blob) is not stuck.
       inbound.discard()
-      outbound.finish(status)
+      // Counted and logged before the status goes out, so a client that saw its answer
+      // finds the call in /metrics and the log.
       let elapsed = ContinuousClock.now - started
-      let (code, sent) = outbound.outcome
+      let (ended, sent) = outbound.outcome
+      let code = ended ?? status.error?.code ?? .ok
       let received = inbound.receivedBytes
       metrics.finished(code: code, duration: elapsed, receivedBytes: received, sentBytes: sent)
+      defer { outbound.finish(status) }
       let slow = slowAfter.map { elapsed >= $0 } ?? false
       guard slow || logger.logLevel <= .debug else { return }
       var fields: Logger.Metadata = [
