@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(pkg-config libnghttp2-dev libssl-dev zlib1g-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(protobuf-compiler bazel-bootstrap libnetty-tcnative-jni python3-venv nghttp2-client nghttp2-server openssl prometheus chromium chromium-driver)
+  packages+=(protobuf-compiler bazel-bootstrap libnetty-tcnative-jni python3-venv nghttp2-client nghttp2-server openssl prometheus chromium chromium-driver docker-compose shellcheck yamllint)
 fi
 
 missing=()
