@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from conftest import APUS, ROOT, free_port
+from s3server import moto  # noqa: F401
 from test_bazel_remote_cache import Bazel, assert_all_remote_hits, summary
 from test_bazel_remote_execution import assert_all_remote
 
@@ -52,8 +53,8 @@ def compose(*args, cwd=COMPOSE_DIR, env=None):
                           env=env or clean_env(), timeout=60)
 
 
-def compose_config(profile=None):
-    p = compose(*(["--profile", profile] if profile else []), "config")
+def compose_config(profile=None, **env):
+    p = compose(*(["--profile", profile] if profile else []), "config", env=clean_env(**env))
     assert p.returncode == 0, p.stderr
     return yaml.safe_load(p.stdout)
 
@@ -299,6 +300,35 @@ def test_compose_layout_runs_bazel(tmp_path):
                               f"--tls_certificate={certs / 'ca.pem'}", "--noremote_local_fallback")
         assert code == 0, out[-4000:]
         assert_all_remote_hits(summary(out))
+    finally:
+        bazel.shutdown()
+        codes = layout.stop()
+    assert all(c == 0 for c in codes.values()), codes
+
+
+@pytest.mark.usefixtures("require_bazel")
+@pytest.mark.timeout(1800)
+def test_minio_profile_layout_stores_in_the_bucket(tmp_path, moto):  # noqa: F811
+    """The `minio` profile as the README starts it (APUS_CAS_CONFIG=cas-minio.json), with a
+    moto S3 server in MinIO's place (minio:9000) and the bucket made as minio-init does."""
+    config = compose_config("minio", APUS_CAS_CONFIG="cas-minio.json")
+    assert config["services"]["cas"]["command"] == ["/etc/apus/cas-minio.json"]
+    init = config["services"]["minio-init"]["environment"]
+    moto.make_bucket(init["APUS_S3_BUCKET"])
+    certs = tmp_path / "certs"
+    subprocess.run([str(COMPOSE_DIR / "make-certs.sh"), str(certs)], check=True, capture_output=True)
+    layout = Layout(config, tmp_path, certs, workers=1)
+    layout.ports[9000] = moto.port
+    bazel = Bazel(tmp_path)
+    try:
+        layout.start()
+        code, out = bazel.run("test", "//...", f"--remote_executor=grpc://127.0.0.1:{layout.port(50052)}",
+                              "--noremote_local_fallback", "--remote_timeout=120")
+        assert code == 0, out[-4000:]
+        assert_all_remote(summary(out))
+        keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=init["APUS_S3_BUCKET"]).get("Contents", [])]
+        assert any(k.startswith("cas/") for k in keys) and any(k.startswith("ac/") for k in keys), keys
+        print(f"bucket: {len(keys)} objects")
     finally:
         bazel.shutdown()
         codes = layout.stop()
