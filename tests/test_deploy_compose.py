@@ -112,6 +112,14 @@ def test_every_config_passes_apus_check():
         assert "config OK" in p.stdout
 
 
+def test_every_address_in_the_configs_comes_from_the_environment():
+    """No host:port or URL outside a `${VAR:-default}`, so tests (and other layouts) can move them."""
+    for path in sorted(CONFIGS.glob("*.json")):
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//"))
+        bare = re.findall(r"[\w.-]+:\d{2,5}\b|\w+://[^\s\"]+", EXPANSION.sub("", text))
+        assert not bare, f"{path.name}: {bare}"
+
+
 def test_dockerfile_and_dockerignore():
     dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+)", dockerfile, re.M)
