@@ -352,19 +352,23 @@ def readme_blocks():
 
 
 def test_readme_shell_blocks_run(tmp_path):
-    """Each marked block runs with /etc/apus moved into a temp root and `apus` on PATH."""
+    """Each marked block runs from the repository root with /etc/apus moved into the temp
+    root the README's `install.sh --root "${TMPDIR:-/tmp}/apus-root"` block fills, `sudo`
+    dropped and the built binary for `.build/release/apus` and on PATH."""
     blocks = readme_blocks()
-    assert len(blocks) >= 3, "the README marks its runnable blocks with <!-- test: run -->"
-    root = tmp_path / "root"
+    assert len(blocks) >= 4, "the README marks its runnable blocks with <!-- test: run -->"
+    root = tmp_path / "apus-root"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "apus").symlink_to(APUS)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", APUS_REPO=str(ROOT))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", TMPDIR=str(tmp_path))
     for i, block in enumerate(blocks):
-        script = (block.replace("/etc/apus", f"{root}/etc/apus").replace("/usr/local/bin/apus", str(APUS))
+        script = (block.replace("/etc/apus", f"{root}/etc/apus").replace(".build/release/apus", str(APUS))
                   .replace("sudo ", ""))
         t = time.time()
-        p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+        p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
-        print(f"block {i}: exit {p.returncode} in {time.time() - t:.1f} s")
+        print(f"block {i}: exit {p.returncode} in {time.time() - t:.1f} s\n{p.stdout[-1500:]}")
         assert p.returncode == 0, f"block {i}:\n{script}\n--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}"
+    assert (root / "etc/apus/tls/server.pem").exists() and (root / "etc/apus/ops-token").exists()
+    assert " ops" in (root / "etc/apus/tokens").read_text()
