@@ -116,6 +116,8 @@ let package = Package(
       dependencies: [
         "ApusAdmin", "ApusServer", "ApusServices", "ApusConfig", "ApusWorker", "CApusSystem",
         .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -30,4 +30,13 @@ if [[ "${1:-}" == "--test" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
     cp tests/requirements.txt "$stamp"
   fi
+  # checkov and python-hcl2 for the Terraform checks, apart from the interop-test packages.
+  if [[ ! -x .venv-deploy/bin/python ]]; then
+    python3 -m venv .venv-deploy
+  fi
+  stamp=.venv-deploy/.requirements
+  if ! cmp -s deployment-examples/requirements.txt "$stamp"; then
+    .venv-deploy/bin/pip install -q --disable-pip-version-check -r deployment-examples/requirements.txt
+    cp deployment-examples/requirements.txt "$stamp"
+  fi
 fi

@@ -2,14 +2,17 @@
 RequestMetadata, HTTPS with client certificates, bearer tokens and the admin permission."""
 import json
 import re
+import signal
+import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
 
 import grpc
 
-from conftest import cache_config, free_port
+from conftest import APUS, cache_config, free_port
 from reapi import bs_grpc, bs_pb2, digest, re_pb2
 from test_auth import new_token
 from tlscerts import CertificateAuthority
@@ -158,3 +161,42 @@ def test_slow_call_warning_reaches_the_log_and_status(apus_factory):
     slow = [e for e in feed["recent_errors"] if e["message"] == "slow call"]
     assert len(slow) == 1 and slow[0]["level"] == "warning" and slow[0]["metadata"]["method"] == "ByteStream/Write"
     assert float(slow[0]["metadata"]["duration_ms"]) >= 1400
+
+
+def test_systemd_notify_and_probe(apus_factory, tmp_path, monkeypatch):
+    """With NOTIFY_SOCKET set (systemd Type=notify), apus sends READY=1 once its listener is
+    bound and its worker registered, and STOPPING=1 when SIGTERM begins the drain; `apus
+    probe` exits 0 on a 2xx answer and 1 otherwise, for health checks without curl."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify.sock")
+    sock.bind(path)
+    sock.settimeout(30)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    admin = free_port()
+    config = {
+        "stores": {"cas": {"memory": {}}, "ac": {"memory": {}}},
+        "schedulers": {"main": {}},
+        "servers": [{"listen": "127.0.0.1:PORT", "worker_api": "main",
+                     "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
+        "workers": [{"scheduler": "grpc://127.0.0.1:PORT", "cas": "grpc://127.0.0.1:PORT",
+                     "work_directory": str(tmp_path / "work"), "cache_directory": str(tmp_path / "cache")}],
+        "admin": {"listen": f"127.0.0.1:{admin}"},
+        "global": {"shutdown_grace_seconds": 2},
+    }
+    apus = apus_factory(config)
+    assert sock.recv(4096) == b"READY=1"
+    assert "registered with scheduler" in apus.read_log()
+
+    probe = [str(APUS), "probe"]
+    ok = subprocess.run(probe + [f"http://127.0.0.1:{admin}/readyz"], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ready"] is True
+    missing = subprocess.run(probe + [f"http://127.0.0.1:{admin}/nope"], capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+    closed = subprocess.run(probe + [f"http://127.0.0.1:{free_port()}/readyz", "--timeout", "2"],
+                            capture_output=True, text=True, timeout=30)
+    assert closed.returncode == 1 and "refused" in closed.stderr.lower()
+
+    apus.proc.send_signal(signal.SIGTERM)
+    assert sock.recv(4096) == b"STOPPING=1"
+    assert apus.proc.wait(30) == 0
+    sock.close()

@@ -21,7 +21,7 @@ struct Apus: AsyncParsableCommand {
       validates one; `apus token --principal NAME` makes a bearer token.
       """,
     version: ApusVersion.string,
-    subcommands: [Run.self, Check.self, Token.self],
+    subcommands: [Run.self, Check.self, Token.self, Probe.self],
     defaultSubcommand: Run.self)
 }
 
@@ -51,8 +51,8 @@ struct Run: AsyncParsableCommand {
     // server is still up to take their results, and the admin listener, first, stops last so
     // /readyz answers 503 throughout.
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    let targets = AdminTargets(config: configuration, server: server, workers: workers)
     if let admin = configuration.admin {
-      let targets = AdminTargets(config: configuration, server: server, workers: workers)
       do {
         services.append(
           .init(service: try await AdminServer(config: admin, targets: targets, version: ApusVersion.string, logger: logger)))
@@ -63,6 +63,14 @@ struct Run: AsyncParsableCommand {
     }
     if let server { services.append(.init(service: server)) }
     for worker in workers { services.append(.init(service: worker)) }
+    // Last, so graceful shutdown reaches it first: STOPPING=1 before anything drains.
+    let notifier = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
+    if notifier.isEnabled {
+      services.append(
+        .init(
+          service: SystemdReadiness(targets: targets, notifier: notifier, logger: logger),
+          successTerminationBehavior: .ignore))
+    }
     let group = ServiceGroup(
       configuration: .init(
         services: services,
