@@ -177,6 +177,34 @@ class NotifySocket:
         self.sock.close()
 
 
+PR_SET_NO_NEW_PRIVS, PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 38, 65, 1
+
+
+def process_settings(svc):
+    """The unit's settings a child can take on without systemd: MemoryDenyWriteExecute (as the
+    kernel's PR_SET_MDWE, Linux >= 6.3, which refuses the same mappings systemd's seccomp rule
+    does), NoNewPrivileges, UMask and LimitNOFILE. The others need systemd as PID 1."""
+    import ctypes
+    import resource
+    mdwe = svc.get("MemoryDenyWriteExecute") == ["yes"]
+    nnp = svc.get("NoNewPrivileges") == ["yes"]
+    umask = int(svc["UMask"][0], 8) if "UMask" in svc else None
+    nofile = int(svc["LimitNOFILE"][0]) if "LimitNOFILE" in svc else None
+
+    def apply():
+        libc = ctypes.CDLL(None, use_errno=True)
+        if mdwe and libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
+        if nnp and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        if umask is not None:
+            os.umask(umask)
+        if nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), min(nofile, hard)))
+    return apply
+
+
 class UnitProcess:
     """One unit's ExecStart run as a process with the environment its EnvironmentFile= lines
     (and Environment=) give it, then `overrides`."""
@@ -210,7 +238,8 @@ class UnitProcess:
         self.env["NOTIFY_SOCKET"] = self.notify.path
         self.log_path = Path(workdir) / f"{self.name}.log"
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(APUS), str(self.config)], stdout=self.log, stderr=self.log, env=self.env)
+        self.proc = subprocess.Popen([str(APUS), str(self.config)], stdout=self.log, stderr=self.log, env=self.env,
+                                     preexec_fn=process_settings(svc))
 
     def read_log(self):
         return self.log_path.read_text(errors="replace")
