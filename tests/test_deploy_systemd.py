@@ -121,6 +121,26 @@ def test_install_sh_into_a_root_is_complete_and_idempotent(tmp_path):
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
 
 
+@pytest.mark.skipif(not (have("systemd-sysusers") and have("systemd-tmpfiles")), reason="needs systemd-sysusers/tmpfiles")
+def test_sysusers_and_tmpfiles_apply_to_a_root(tmp_path):
+    """What install.sh runs on a VM, applied to a temp root: the users and the directories."""
+    (tmp_path / "etc").mkdir()
+    p = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(LAYOUT / "sysusers.d/apus.conf")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    users = {l.split(":")[0]: l.split(":") for l in (tmp_path / "etc/passwd").read_text().splitlines()}
+    assert users["apus"][5] == "/var/lib/apus" and users["apus"][6] == "/usr/sbin/nologin"
+    assert "apus-action" in users
+    conf = tmp_path / "apus-tmpfiles.conf"
+    shutil.copy(LAYOUT / "tmpfiles.d/apus.conf", conf)
+    p = subprocess.run(["systemd-tmpfiles", f"--root={tmp_path}", "--create", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    for path, mode in [("etc/apus", 0o750), ("etc/apus/tls", 0o750), ("var/lib/apus", 0o755)]:
+        st = (tmp_path / path).stat()
+        assert st.st_mode & 0o777 == mode, (path, oct(st.st_mode))
+        assert st.st_uid == 0
+
+
 # --- the layout as processes -------------------------------------------------------------
 
 def parse_unit(path, instance="1"):
