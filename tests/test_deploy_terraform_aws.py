@@ -127,8 +127,12 @@ def render(template, values):
     return re.sub(r"(?<!\$)\$\{([^}\n]*)\}", sub, text).replace("$${", "${")
 
 
-def scheduler_values():
-    return {
+NLB_LISTENER = json.dumps({"listen": "0.0.0.0:50052", "instances": {"": {"cas": "cas", "action_cache": "ac",
+                                                                           "execution": "main"}}})
+
+
+def scheduler_values(nlb_listener=NLB_LISTENER):
+    return {"nlb_listener": nlb_listener,
         "release_url": "https://example.com/apus.tar.gz", "release_sha256": "0" * 64, "region": "eu-west-1",
         "bucket": "apus-cache-123", "disk_tier_bytes": 171798691840, "ca_cert_pem": SAMPLE_PEM,
         "server_cert_pem": SAMPLE_PEM, "tls_key_parameter": "/apus/scheduler/tls-private-key",
@@ -154,9 +158,10 @@ def worker_values():
 def rendered(tmp_path_factory):
     d = tmp_path_factory.mktemp("cloud-init")
     out = {}
-    for name, values in (("scheduler", scheduler_values()), ("worker", worker_values())):
+    for name, values in (("scheduler", scheduler_values()), ("scheduler-nlb-tls", scheduler_values("")),
+                         ("worker", worker_values())):
         path = d / f"{name}.yaml"
-        path.write_text(render(AWS / "cloud-init" / f"{name}.yaml.tftpl", values))
+        path.write_text(render(AWS / "cloud-init" / f"{name.split('-')[0]}.yaml.tftpl", values))
         out[name] = path
     return out
 
@@ -167,7 +172,7 @@ def test_terraform_passes_every_template_variable():
         text = (AWS / tf).read_text()
         call = text[text.index(f'cloud-init/{template}"'):]
         call = call[:call.index("\n  })")]
-        passed = set(re.findall(r"^\s+(\w+)\s*=", call, re.M))
+        passed = set(re.findall(r"^    (\w+)\s*=", call, re.M))
         used = set(re.findall(r"(?<!\$)\$\{(?:indent\(\d+,\s*)?(\w+)\)?\}", (AWS / "cloud-init" / template).read_text()))
         assert passed == used, (tf, passed ^ used)
 
@@ -239,7 +244,7 @@ def test_cloud_init_installs_the_systemd_layout_it_names(rendered):
         install = [c for c in cfg["runcmd"] if isinstance(c, list) and str(c[0]).endswith("systemd/install.sh")]
         assert len(install) == 1 and "--no-enable" in install[0], name
         paths = {f["path"] for f in cfg["write_files"]}
-        assert f"/etc/apus/{name}.json" in paths  # written before install.sh, which keeps it
+        assert f"/etc/apus/{name.split('-')[0]}.json" in paths  # written before install.sh, which keeps it
     systemd = ROOT / "deployment-examples" / "systemd"
     if (systemd / "install.sh").exists():
         text = (systemd / "install.sh").read_text()
@@ -265,7 +270,7 @@ def test_rendered_apus_configs_pass_apus_check(rendered, tmp_path):
         files = {f["path"]: f["content"] for f in cloud_config(path)["write_files"]}
         if "/etc/apus/tokens" in files:
             (etc / "tokens").write_text(files["/etc/apus/tokens"])
-        config = files[f"/etc/apus/{name}.json"].replace("/etc/apus", str(etc)).replace(
+        config = files[f"/etc/apus/{name.split('-')[0]}.json"].replace("/etc/apus", str(etc)).replace(
             "/var/lib/apus", str(tmp_path / "var"))
         (tmp_path / f"{name}.json").write_text(config)
         out = subprocess.run([str(apus), "check", str(tmp_path / f"{name}.json")], capture_output=True, text=True,

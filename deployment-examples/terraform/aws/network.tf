@@ -191,9 +191,9 @@ resource "aws_security_group" "nlb" {
   }
 
   egress {
-    description = "to Apus on the scheduler host"
+    description = "to Apus on the scheduler host (50051 TLS, 50052 plaintext)"
     from_port   = 50051
-    to_port     = 50051
+    to_port     = 50052
     protocol    = "tcp"
     cidr_blocks = local.private_subnets
   }
@@ -206,9 +206,9 @@ resource "aws_security_group" "scheduler" {
   vpc_id      = aws_vpc.main.id
 
   ingress {
-    description     = "gRPC (TLS) from the NLB and its health checks"
-    from_port       = 50051
-    to_port         = 50051
+    description     = "gRPC from the NLB and its health checks (50051 TLS or 50052 plaintext, see nlb_target_tls)"
+    from_port       = var.nlb_target_tls ? 50051 : 50052
+    to_port         = var.nlb_target_tls ? 50051 : 50052
     protocol        = "tcp"
     security_groups = [aws_security_group.nlb.id]
   }

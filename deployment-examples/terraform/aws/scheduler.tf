@@ -1,13 +1,18 @@
 # The scheduler host: one Apus process with the cas, action-cache and scheduler roles
 # (fast_slow store: memory and the local disk in front of the S3 bucket), behind an NLB
 # that terminates the public TLS with an ACM certificate (ALPN HTTP2Only, so gRPC clients
-# get h2) and re-encrypts to Apus's own TLS listener.
+# get h2).
 #
-# Why TLS at the NLB and not only at Apus: ACM certificates renew themselves and cannot be
-# exported to an instance, so the public certificate never touches a disk; Apus still
-# serves TLS with the internal CA so nothing crosses the VPC in plaintext. What it costs:
+# Why TLS at the NLB and not at Apus: ACM certificates renew themselves and cannot be
+# exported to an instance, so the public certificate never touches a disk. What it costs:
 # the NLB ends the client's TLS, so Apus cannot see client certificates (use the bearer
 # tokens in secrets.tf, not mTLS) and sees the NLB's address, not the client's.
+#
+# NLB to Apus: by default the NLB forwards the decrypted HTTP/2 stream to a plaintext (h2c)
+# listener on 50052 that only the NLB's security group reaches; workers use Apus's TLS
+# listener on 50051 (internal CA). nlb_target_tls = true re-encrypts to 50051 instead, but
+# Apus closes TLS connections that do not negotiate ALPN h2, and whether the NLB offers ALPN
+# to TLS targets is not verified here: check it before turning it on.
 #
 # One scheduler is a single point of failure for remote execution (not for the data: the
 # bucket keeps the CAS and AC). The instance recovers on host failure (auto-recovery) and
@@ -52,6 +57,10 @@ locals {
     publisher_script     = local.publisher_files.script
     publisher_service    = local.publisher_files.service
     publisher_timer      = local.publisher_files.timer
+    nlb_listener = var.nlb_target_tls ? "" : jsonencode({
+      listen    = "0.0.0.0:50052"
+      instances = { "" = { cas = "cas", action_cache = "ac", execution = "main" } }
+    })
     autoscaling_group    = local.worker_group_name
     scale_in_delay_seconds = var.scale_in_delay_seconds
   })
@@ -107,8 +116,8 @@ resource "aws_lb" "front" {
 
 resource "aws_lb_target_group" "scheduler" {
   name_prefix = "apus-"
-  port        = 50051
-  protocol    = "TLS"
+  port        = var.nlb_target_tls ? 50051 : 50052
+  protocol    = var.nlb_target_tls ? "TLS" : "TCP"
   vpc_id      = aws_vpc.main.id
   target_type = "instance"
   # Long-lived Execute streams: let them finish when the target is replaced.
@@ -126,7 +135,7 @@ resource "aws_lb_target_group" "scheduler" {
 resource "aws_lb_target_group_attachment" "scheduler" {
   target_group_arn = aws_lb_target_group.scheduler.arn
   target_id        = aws_instance.scheduler.id
-  port             = 50051
+  port             = aws_lb_target_group.scheduler.port
 }
 
 resource "aws_lb_listener" "tls" {

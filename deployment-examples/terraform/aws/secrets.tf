@@ -1,7 +1,7 @@
 # Internal TLS and bearer tokens.
 #
 # Inside the VPC Apus serves TLS on 50051 with a certificate from a private CA made here
-# (the NLB re-encrypts to it; workers verify it with the CA certificate). The CA and server
+# (workers verify it with the CA certificate; with nlb_target_tls the NLB re-encrypts to it). The CA and server
 # private keys live in the Terraform state (keep the state in an encrypted, access-controlled
 # backend) and the server key in an SSM SecureString the scheduler alone may read.
 #

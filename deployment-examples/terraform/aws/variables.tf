@@ -53,6 +53,12 @@ variable "internal_load_balancer" {
   default     = false
 }
 
+variable "nlb_target_tls" {
+  description = "false (default): the NLB forwards the decrypted h2 stream to a plaintext listener on 50052 that only the NLB's security group reaches. true: the NLB re-encrypts to Apus's TLS listener on 50051; Apus requires ALPN h2 there, so use it only once you have checked that your NLB offers h2 to TLS targets."
+  type        = bool
+  default     = false
+}
+
 variable "vpc_cidr" {
   description = "CIDR block of the VPC (split into /20s: public subnets for the NLB and NAT, private ones for instances)."
   type        = string
