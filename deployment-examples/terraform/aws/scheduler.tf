@@ -43,25 +43,25 @@ locals {
   }
 
   scheduler_user_data = templatefile("${path.module}/cloud-init/scheduler.yaml.tftpl", {
-    release_url          = var.apus_release_url
-    release_sha256       = var.apus_release_sha256
-    region               = var.region
-    bucket               = aws_s3_bucket.cache.id
-    disk_tier_bytes      = floor(var.scheduler_disk_gb * 0.8 * 1024 * 1024 * 1024)
-    ca_cert_pem          = tls_self_signed_cert.ca.cert_pem
-    server_cert_pem      = tls_locally_signed_cert.scheduler.cert_pem
-    tls_key_parameter    = aws_ssm_parameter.scheduler_tls_key.name
-    token_file           = local.token_file
-    auth_instances       = jsonencode({ "*" = merge(var.client_principals, { worker = ["read", "write", "write_ac"] }) })
-    aws_helper           = file("${path.module}/cloud-init/apus-aws-helper.py")
-    publisher_script     = local.publisher_files.script
-    publisher_service    = local.publisher_files.service
-    publisher_timer      = local.publisher_files.timer
+    release_url       = var.apus_release_url
+    release_sha256    = var.apus_release_sha256
+    region            = var.region
+    bucket            = aws_s3_bucket.cache.id
+    disk_tier_bytes   = floor(var.scheduler_disk_gb * 0.8 * 1024 * 1024 * 1024)
+    ca_cert_pem       = tls_self_signed_cert.ca.cert_pem
+    server_cert_pem   = tls_locally_signed_cert.scheduler.cert_pem
+    tls_key_parameter = aws_ssm_parameter.scheduler_tls_key.name
+    token_file        = local.token_file
+    auth_instances    = jsonencode({ "*" = merge(var.client_principals, { worker = ["read", "write", "write_ac"] }) })
+    aws_helper        = file("${path.module}/cloud-init/apus-aws-helper.py")
+    publisher_script  = local.publisher_files.script
+    publisher_service = local.publisher_files.service
+    publisher_timer   = local.publisher_files.timer
     nlb_listener = var.nlb_target_tls ? "" : jsonencode({
       listen    = "0.0.0.0:50052"
       instances = { "" = { cas = "cas", action_cache = "ac", execution = "main" } }
     })
-    autoscaling_group    = local.worker_group_name
+    autoscaling_group      = local.worker_group_name
     scale_in_delay_seconds = var.scale_in_delay_seconds
   })
 }
@@ -76,7 +76,8 @@ resource "aws_instance" "scheduler" {
   key_name               = var.enable_ssh && var.key_name != "" ? var.key_name : null
   ebs_optimized          = true
   monitoring             = true
-  user_data              = local.scheduler_user_data
+  # EC2 takes at most 16 KiB of user data; gzipped (cloud-init unpacks it) it is about 6 KiB.
+  user_data_base64 = base64gzip(local.scheduler_user_data)
   # A new release or config replaces the host; the cache survives in the bucket.
   user_data_replace_on_change = true
 

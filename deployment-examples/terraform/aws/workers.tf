@@ -22,7 +22,7 @@ resource "aws_launch_template" "worker" {
   image_id      = local.ami_id
   instance_type = var.worker_instance_type
   key_name      = var.enable_ssh && var.key_name != "" ? var.key_name : null
-  user_data     = base64encode(local.worker_user_data)
+  user_data     = base64gzip(local.worker_user_data) # gzipped: EC2's limit is 16 KiB
   ebs_optimized = true
 
   iam_instance_profile {
