@@ -98,7 +98,7 @@ public struct AuthConfig: Sendable, Equatable, Decodable {
     }
     instances = try grants("instances", allowed: Permission.instancePermissions)
     schedulers = try grants("schedulers", allowed: [.worker])
-    admin = Set(try o.decode([String].self, "admin") ?? [])
+    admin = Set(try o.strings("admin") ?? [])
   }
 
   /// What `principal` (nil: no credentials) holds on `instance`: its own and `anonymous`'s

@@ -103,6 +103,32 @@ struct ConfigObject {
     return spec
   }
 
+  /// A list of strings, each with `${VAR}` expanded like `string(_:)`.
+  func strings(_ key: String) throws -> [String]? {
+    try decode([String].self, key)?.enumerated().map { i, raw in try expand(raw, at: "\(path(key))[\(i)]") }
+  }
+
+  /// An object of strings; values expanded, keys as written.
+  func stringMap(_ key: String) throws -> [String: String]? {
+    guard let raw = try decode([String: String].self, key) else { return nil }
+    return try raw.reduce(into: [:]) { out, entry in out[entry.key] = try expand(entry.value, at: "\(path(key)).\(entry.key)") }
+  }
+
+  /// An object of string lists; values expanded, keys as written.
+  func stringListMap(_ key: String) throws -> [String: [String]]? {
+    guard let raw = try decode([String: [String]].self, key) else { return nil }
+    return try raw.reduce(into: [:]) { out, entry in
+      out[entry.key] = try entry.value.enumerated().map { i, v in try expand(v, at: "\(path(key)).\(entry.key)[\(i)]") }
+    }
+  }
+
+  private func expand(_ raw: String, at path: String) throws -> String {
+    switch expansion.expand(raw) {
+    case .success(let value): return value
+    case .failure(let e): throw ConfigError(path: path, e.message)
+    }
+  }
+
   func decode<T: Decodable>(_ type: T.Type, _ key: String) throws -> T? {
     guard has(key) else { return nil }
     return try container.decode(T.self, forKey: AnyKey(key))

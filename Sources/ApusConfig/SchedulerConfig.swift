@@ -165,13 +165,13 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       anyTLS = anyTLS || grpcs
     }
     if tls != nil && !anyTLS { throw o.error("tls", "is only used with grpcs:// urls") }
-    if let raw = try o.decode([String: String].self, "run_as") {
+    if let raw = try o.stringMap("run_as") {
       guard let user = raw["user"], !user.isEmpty, Set(raw.keys).isSubset(of: ["user", "group"]) else {
         throw o.error("run_as", "expected {\"user\": NAME, \"group\": NAME (optional)}")
       }
       runAs = RunAs(user: user, group: raw["group"])
     }
-    hidePaths = try o.decode([String].self, "hide_paths") ?? []
+    hidePaths = try o.strings("hide_paths") ?? []
     for (i, path) in hidePaths.enumerated() where !path.hasPrefix("/") {
       throw ConfigError(path: o.path("hide_paths") + "[\(i)]", "expected an absolute path, got \"\(path)\"")
     }
@@ -179,7 +179,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     cacheDirectory = try o.requiredString("cache_directory")
     cacheMaxBytes = try o.integer("cache_max_bytes") ?? (10 << 30)
     maxConcurrentActions = Int(try o.integer("max_concurrent_actions") ?? 2)
-    let raw = try o.decode([String: String].self, "platform") ?? ["OSFamily": "linux"]
+    let raw = try o.stringMap("platform") ?? ["OSFamily": "linux"]
     var platform: [String: String] = [:]
     for (name, value) in raw {
       switch o.expansion.expand(value) {
@@ -188,11 +188,11 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
       }
     }
     self.platform = platform
-    platformCommands = try o.decode([String: [String]].self, "platform_commands") ?? ["cpu_count": ["nproc"]]
+    platformCommands = try o.stringListMap("platform_commands") ?? ["cpu_count": ["nproc"]]
     for (name, command) in platformCommands where command.isEmpty {
       throw ConfigError(path: o.path("platform_commands") + ".\(name)", "the command is empty")
     }
-    entrypoint = try o.decode([String].self, "entrypoint") ?? []
+    entrypoint = try o.strings("entrypoint") ?? []
     tokenFile = try o.string("token_file")
   }
 }

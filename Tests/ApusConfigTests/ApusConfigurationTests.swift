@@ -18,6 +18,25 @@ struct ApusConfigurationTests {
     }
   }
 
+  @Test("${VAR} is expanded in string lists and objects too: run_as, hide_paths, platform, entrypoint, auth.admin")
+  func expansionInCollections() throws {
+    let text = #"""
+      { workers: [{ scheduler: "grpc://a:1", cas: "grpc://a:1", work_directory: "/w", cache_directory: "/c",
+          run_as: { user: "${RUN_AS:-apus-action}" }, hide_paths: ["${SECRETS}/key"],
+          platform: { pool: "${POOL}" }, platform_commands: { cpu_count: ["${NPROC:-nproc}"] },
+          entrypoint: ["${WRAPPER}"] }],
+        auth: { admin: ["${OPS}"] } }
+      """#
+    let c = try parse(text, env: ["SECRETS": "/etc/apus", "POOL": "big", "WRAPPER": "/bin/env", "OPS": "ops"])
+    let w = try #require(c.workers.first)
+    #expect(w.runAs?.user == "apus-action")
+    #expect(w.hidePaths == ["/etc/apus/key"])
+    #expect(w.platform["pool"] == "big")
+    #expect(w.platformCommands["cpu_count"] == ["nproc"])
+    #expect(w.entrypoint == ["/bin/env"])
+    #expect(c.auth?.admin == ["ops"])
+    #expect(error(#"{ workers: [{ scheduler: "grpc://a:1", cas: "grpc://a:1", work_directory: "/w", cache_directory: "/c", hide_paths: ["${MISSING}"] }] }"#).hasPrefix("workers[0].hide_paths[0]:"))
+  }
   let minimal = """
     {
       // JSON5: comments, trailing commas

@@ -1,0 +1,44 @@
+output "remote_executor" {
+  description = "The Bazel flag value: --remote_executor=<this> (also serves the cache)."
+  value       = "grpcs://${local.scheduler_name}:443"
+}
+
+output "remote_cache" {
+  description = "The cache-only Bazel flag value: --remote_cache=<this>."
+  value       = "grpcs://${local.cas_name}:443"
+}
+
+output "cache_bucket" {
+  description = "Name of the S3 bucket holding the CAS (cas/) and action cache (ac/)."
+  value       = aws_s3_bucket.cache.id
+}
+
+output "nlb_dns_name" {
+  description = "DNS name of the Network Load Balancer that the cas and scheduler records alias."
+  value       = aws_lb.front.dns_name
+}
+
+output "scheduler_instance_id" {
+  description = "Instance ID of the scheduler host: aws ssm start-session --target <this>."
+  value       = aws_instance.scheduler.id
+}
+
+output "worker_autoscaling_group" {
+  description = "Name of the worker Auto Scaling Group (also the AutoScalingGroupName dimension of Apus/DesiredWorkers)."
+  value       = aws_autoscaling_group.workers.name
+}
+
+output "client_token_parameters" {
+  description = "SSM SecureString parameter per client principal holding its bearer token (aws ssm get-parameter --with-decryption --name <this>)."
+  value       = { for p, param in aws_ssm_parameter.client_token : p => param.name }
+}
+
+output "internal_ca_certificate" {
+  description = "PEM of the internal CA that signs Apus's own TLS certificate (the NLB-to-Apus and worker-to-Apus hop)."
+  value       = tls_self_signed_cert.ca.cert_pem
+}
+
+output "kms_key_arn" {
+  description = "ARN of the KMS key encrypting the bucket, the SSM parameters, the volumes and the flow logs."
+  value       = local.kms_key_arn
+}
