@@ -89,6 +89,9 @@ def test_yamllint():
     files.append(str(YAMLLINT_CONFIG))
     p = subprocess.run(["yamllint", "--strict", "-c", str(YAMLLINT_CONFIG), *files], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+    # And with yamllint's defaults, as a hook run from the repository root sees them.
+    p = subprocess.run(["yamllint", "--strict", "-d", "default", *files], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_shellcheck():
