@@ -43,7 +43,7 @@ let package = Package(
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "NIOTLS", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
-        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Metrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     .target(name: "ApusConfig", swiftSettings: strict),
@@ -55,7 +55,7 @@ let package = Package(
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Logging", package: "swift-log"),
-        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Metrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     // Queue, matching, dedup and operation state; knows nothing of gRPC.
@@ -63,7 +63,7 @@ let package = Package(
       name: "ApusScheduler",
       dependencies: [
         "ApusProto", "ApusConfig", .product(name: "Logging", package: "swift-log"),
-        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Metrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     .target(
@@ -83,7 +83,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Metrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
     .target(

@@ -1,4 +1,4 @@
-import CoreMetrics
+import Metrics
 import Synchronization
 
 /// The metrics of one gRPC method on the server: requests by status code, latency, bytes in
@@ -34,8 +34,7 @@ final class MethodMetrics: Sendable {
 
   func finished(code: RPCStatusCode, duration: Duration, receivedBytes: Int, sentBytes: Int) {
     inFlight.decrement()
-    latency?.recordNanoseconds(
-      duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    latency?.record(duration: duration)
     if receivedBytes > 0 { received.increment(by: Int64(receivedBytes)) }
     if sentBytes > 0 { sent.increment(by: Int64(sentBytes)) }
     counter(code).increment()

@@ -327,7 +327,7 @@ public actor Scheduler {
     record.stage = .executing
     record.worker = id
     let now = ContinuousClock.now
-    metrics.queueWait.record(now - record.queuedAt)
+    metrics.queueWait.record(duration: now - record.queuedAt)
     record.assignedAt = now
     operations[name] = record
     worker.running.insert(name)
@@ -362,7 +362,7 @@ public actor Scheduler {
     record.stage = .completed
     record.response = response
     record.completedAt = .now
-    if let assigned = record.assignedAt { metrics.execution.record(.now - assigned) }
+    if let assigned = record.assignedAt { metrics.execution.record(duration: .now - assigned) }
     metrics.record(response)
     let watchers = record.watchers
     record.watchers = [:]

@@ -1,5 +1,5 @@
 import ApusProto
-import CoreMetrics
+import Metrics
 
 /// The scheduler's counters and histograms (`apus_scheduler_*`, docs/operations.md), made
 /// once per scheduler. Its gauges are set from a snapshot when `/metrics` is scraped.
@@ -29,11 +29,5 @@ struct SchedulerMetrics: Sendable {
     case .cancelled: cancelled.increment()
     default: failed.increment()
     }
-  }
-}
-
-extension Timer {
-  func record(_ duration: Duration) {
-    recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
   }
 }

@@ -1,4 +1,4 @@
-import CoreMetrics
+import Metrics
 import Synchronization
 
 /// `apus_s3_requests_total{verb,status}`, `apus_s3_retries_total{verb}` and
@@ -45,7 +45,7 @@ final class S3Metrics: Sendable {
       return (counter, timer)
     }
     counter.increment()
-    timer.recordNanoseconds(Self.nanoseconds(duration))
+    timer.record(duration: duration)
   }
 
   /// An attempt after the first one.
@@ -59,9 +59,5 @@ final class S3Metrics: Sendable {
         }()
     }
     counter.increment()
-  }
-
-  static func nanoseconds(_ d: Duration) -> Int64 {
-    d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
   }
 }

@@ -103,7 +103,7 @@ struct ActionRunner: Sendable {
       try await pool.runIfActive { try FileIO.chownDirectories(directory, uid: uid, gid: gid) }
     }
     metadata.inputFetchCompletedTimestamp = .now()
-    metrics?.inputFetchSeconds.recordNanoseconds(WorkerMetrics.nanoseconds(since: fetchStarted))
+    metrics?.inputFetchSeconds.record(duration: .now - fetchStarted)
 
     let timeout = start.timeout.map { Duration.seconds($0.seconds) + .nanoseconds(Int64($0.nanos)) } ?? .seconds(900)
     metadata.executionStartTimestamp = .now()
@@ -129,7 +129,7 @@ struct ActionRunner: Sendable {
     }
     try await collector.upload(uploads)
     metadata.outputUploadCompletedTimestamp = .now()
-    metrics?.outputUploadSeconds.recordNanoseconds(WorkerMetrics.nanoseconds(since: uploadStarted))
+    metrics?.outputUploadSeconds.record(duration: .now - uploadStarted)
     metadata.workerCompletedTimestamp = .now()
     result.executionMetadata = metadata
 

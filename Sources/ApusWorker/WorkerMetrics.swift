@@ -1,5 +1,5 @@
 import ApusProto
-import CoreMetrics
+import Metrics
 
 /// The `apus_worker_*` metric handles of one worker (label `worker`: its id), made once.
 struct WorkerMetrics: Sendable {
@@ -42,10 +42,5 @@ struct WorkerMetrics: Sendable {
     case .cancelled: cancelled.increment()
     default: failed.increment()
     }
-  }
-
-  static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
-    let d = ContinuousClock.now - start
-    return d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
   }
 }
