@@ -33,15 +33,8 @@ public final class AdminServer: Service {
     } else {
       authorizer = nil
     }
-    tls = try config.tls.map { tls in
-      do {
-        return try ServerTLS(
-          files: .init(certificate: tls.certificate, privateKey: tls.privateKey, clientCA: tls.clientCA),
-          clientAuth: tls.clientAuth == .require ? .require : tls.clientAuth == .optional ? .optional : .none,
-          applicationProtocols: ["http/1.1"])
-      } catch let error as RPCError {
-        throw ConfigError(path: "admin.tls", error.message)
-      }
+    tls = try config.tls.map {
+      try ApusServer.loadTLS($0, path: "admin.tls", applicationProtocols: ["http/1.1"])
     }
     endpoints = AdminEndpoints(
       targets: targets, authorizer: authorizer, anonymousRead: config.anonymousRead, version: version, logger: logger)

@@ -231,11 +231,15 @@ public final class ApusServer: Service {
     }
   }
 
-  static func loadTLS(_ tls: ListenerTLSConfig, path: String) throws -> ServerTLS {
+  /// A listener's TLS from its config block; a file that does not load is a config error at `path`.
+  public static func loadTLS(
+    _ tls: ListenerTLSConfig, path: String, applicationProtocols: [String] = ["h2"]
+  ) throws -> ServerTLS {
     do {
       return try ServerTLS(
         files: .init(certificate: tls.certificate, privateKey: tls.privateKey, clientCA: tls.clientCA),
-        clientAuth: tls.clientAuth == .require ? .require : tls.clientAuth == .optional ? .optional : .none)
+        clientAuth: tls.clientAuth == .require ? .require : tls.clientAuth == .optional ? .optional : .none,
+        applicationProtocols: applicationProtocols)
     } catch let error as RPCError {
       throw ConfigError(path: path, error.message)
     }
