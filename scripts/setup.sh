@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libnghttp2-dev libssl-dev zlib1g-dev)
+packages=(pkg-config libnghttp2-dev libssl-dev zlib1g-dev libzstd-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(protobuf-compiler bazel-bootstrap libnetty-tcnative-jni python3-venv nghttp2-client nghttp2-server openssl prometheus chromium chromium-driver docker-compose shellcheck yamllint)
+  packages+=(protobuf-compiler bazel-bootstrap libnetty-tcnative-jni python3-venv nghttp2-client nghttp2-server openssl prometheus chromium chromium-driver docker-compose shellcheck yamllint postgresql haproxy)
 fi
 
 missing=()
