@@ -10,6 +10,8 @@ final class ServerConnection: HTTP2Connection {
   /// Since when no call has been open (nil while one is).
   private var idleSince: NIODeadline? = .now()
   private let onHandshake: @Sendable () -> Void
+  /// Where this connection's call handlers run: its own event loop.
+  private let handlerExecutor: EventLoopTaskExecutor
 
   init(
     context: ChannelHandlerContext, router: RPCRouter, options: GRPCServerOptions,
@@ -18,6 +20,7 @@ final class ServerConnection: HTTP2Connection {
     self.router = router
     self.activity = activity
     self.onHandshake = onHandshake
+    self.handlerExecutor = EventLoopTaskExecutor(context.eventLoop)
     super.init(context: context, options: options, logger: logger)
   }
 
@@ -143,7 +146,7 @@ final class ServerConnection: HTTP2Connection {
     metrics.started()
     // Owned by the stream: cancelled when the stream is reset or closed, its deadline passes
     // or the connection drops; GRPCServer.shutdown waits for every stream (ConnectionActivity).
-    stream.task = Task {
+    stream.task = Task(executorPreference: handlerExecutor) {
       var status = CallStatus(error: nil)
       do {
         try await CallDeadline.$current.withValue(deadline) {
