@@ -116,7 +116,8 @@ def drain_and_wait(admin, deadline, poll):
                 log("no action running")
                 return True
         except urllib.error.HTTPError as e:
-            log(f"admin listener answered {e.code}: {e.read()[:200]!r}")
+            hint = " (is the token's line missing from the tokens file? run setup again)" if e.code == 401 else ""
+            log(f"admin listener answered {e.code}{hint}: {e.read()[:200]!r}")
         except OSError as e:
             log(f"admin listener unreachable ({e}): the worker is not running, nothing to wait for")
             return True
