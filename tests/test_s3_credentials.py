@@ -455,3 +455,37 @@ def test_credentials_instance_ignores_the_environment(apus_factory, proxy, chain
         assert set(proxy.keys()) == {"ASIAIMDS0001"}
     finally:
         imds.stop()
+
+
+def test_a_silent_metadata_service_costs_seconds_not_minutes(apus_factory, proxy, chain_env):
+    """A metadata address that accepts connections and never answers (a black-holed
+    169.254.169.254 off EC2 behaves alike, or times out connecting after 1 s): the call fails
+    UNAVAILABLE after the 2 s deadline, and the next ones at once while the failure is held
+    and the breaker is open."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accepted: the kernel completes connections, nothing answers
+    try:
+        chain_env.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        store = s3_store()
+        store["s3"]["credentials"] = "instance"
+        apus = start_apus(apus_factory, proxy, store)
+        took = []
+        with grpc.insecure_channel(apus.address) as ch:
+            for _ in range(4):
+                started = time.monotonic()
+                with pytest.raises(grpc.RpcError) as e:
+                    missing(ch, digest(b"x"))
+                took.append(time.monotonic() - started)
+                assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        print("calls took", [round(t, 2) for t in took], "s")
+        assert took[0] < 6 and max(took[1:]) < 3, took
+        deadline = time.time() + 10
+        while "no answer within 2.0 s" not in apus.read_log() and time.time() < deadline:
+            time.sleep(0.1)
+        assert "instance metadata: PUT http" in apus.read_log()
+        assert "no answer within 2.0 s" in apus.read_log()
+        assert proxy.signed == []
+    finally:
+        silent.close()

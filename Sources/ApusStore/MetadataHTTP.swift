@@ -2,6 +2,10 @@ import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Small GET/PUT requests to a credentials endpoint (instance metadata, container
 /// credentials) on its own HTTP client: a 1 s connect timeout and a short deadline per
 /// request, because on a host without the endpoint every S3 call waits for this to fail.
@@ -41,7 +45,11 @@ struct MetadataHTTP: Sendable {
     case .connectTimeout?: return "cannot connect within 1 s"
     case .deadlineExceeded?: return "no answer within \(CircuitBreaker.seconds(deadline))"
     case .readTimeout?: return "no data for 2 s"
-    default: return error is NIOTooManyBytesError ? "the answer is over 64 KiB" : "\(error)"
+    default:
+      if error is NIOTooManyBytesError { return "the answer is over 64 KiB" }
+      // NIO's IOError reads "connection reset (error set): Connection refused (errno: 111)".
+      if let io = error as? IOError, io.errnoCode == ECONNREFUSED { return "connection refused" }
+      return "\(error)"
     }
   }
 }
