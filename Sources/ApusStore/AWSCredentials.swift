@@ -28,11 +28,15 @@ public struct AWSCredentials: Sendable, Equatable, CustomStringConvertible {
   /// Throws a message naming what is wrong, never a value from the document.
   static func parse(json: [UInt8]) throws(CredentialsError) -> AWSCredentials {
     struct Document: Decodable {
-      var Code: String?
-      var AccessKeyId: String?
-      var SecretAccessKey: String?
-      var Token: String?
-      var Expiration: String?
+      var code: String?
+      var accessKeyID: String?
+      var secretAccessKey: String?
+      var token: String?
+      var expiration: String?
+      enum CodingKeys: String, CodingKey {
+        case code = "Code", accessKeyID = "AccessKeyId", secretAccessKey = "SecretAccessKey", token = "Token"
+        case expiration = "Expiration"
+      }
     }
     let d: Document
     do {
@@ -40,19 +44,19 @@ public struct AWSCredentials: Sendable, Equatable, CustomStringConvertible {
     } catch {
       throw CredentialsError("the answer is not a JSON credentials document")
     }
-    if let code = d.Code, code != "Success" { throw CredentialsError("the answer's Code is \(code)") }
-    guard let key = d.AccessKeyId, !key.isEmpty, let secret = d.SecretAccessKey, !secret.isEmpty else {
+    if let code = d.code, code != "Success" { throw CredentialsError("the answer's Code is \(code)") }
+    guard let key = d.accessKeyID, !key.isEmpty, let secret = d.secretAccessKey, !secret.isEmpty else {
       throw CredentialsError("the answer has no AccessKeyId and SecretAccessKey")
     }
     var expiration: Int64?
-    if let text = d.Expiration {
+    if let text = d.expiration {
       guard let seconds = HTTPDates.iso8601(text) else {
         throw CredentialsError("the answer's Expiration \"\(text.prefix(40))\" is not an ISO 8601 time")
       }
       expiration = seconds
     }
     return AWSCredentials(
-      accessKeyID: key, secretAccessKey: secret, sessionToken: d.Token.flatMap { $0.isEmpty ? nil : $0 },
+      accessKeyID: key, secretAccessKey: secret, sessionToken: d.token.flatMap { $0.isEmpty ? nil : $0 },
       expiration: expiration)
   }
 }

@@ -24,7 +24,8 @@ struct EnvironmentCredentialsSource: CredentialsSource {
   var name: String { "environment" }
 
   func fetch() async throws -> (AWSCredentials, String) {
-    let key = environment("AWS_ACCESS_KEY_ID") ?? "", secret = environment("AWS_SECRET_ACCESS_KEY") ?? ""
+    let key = environment("AWS_ACCESS_KEY_ID") ?? ""
+    let secret = environment("AWS_SECRET_ACCESS_KEY") ?? ""
     switch (key.isEmpty, secret.isEmpty) {
     case (true, true): throw CredentialsError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
     case (true, false): throw CredentialsError("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not")
