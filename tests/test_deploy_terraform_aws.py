@@ -148,7 +148,9 @@ NLB_LISTENER = json.dumps({"listen": "0.0.0.0:50052", "instances": {"": {"cas": 
 
 PG_URL = ("postgres://apus@apus-scheduler-state.abc123.eu-west-1.rds.amazonaws.com:5432/apus"
           "?sslmode=verify-full&sslrootcert=/etc/apus/tls/rds-ca.pem")
-SHARED_STATE = json.dumps({"state": {"postgres": {"password": "${APUS_PG_PASSWORD}", "url": PG_URL}}})
+# As Terraform's jsonencode writes it: "&" becomes \u0026 (it escapes <, > and & for HTML).
+SHARED_STATE = json.dumps({"state": {"postgres": {"password": "${APUS_PG_PASSWORD}", "url": PG_URL}}},
+                          separators=(",", ":")).replace("&", "\\u0026")
 
 
 def scheduler_values(nlb_listener=NLB_LISTENER, shared=True):
