@@ -76,6 +76,13 @@ public final class ZstdCompressor {
     return nil
   }
 
+  /// The largest single frame zstd produces for `size` input bytes (ZSTD_compressBound);
+  /// `Int.max` for sizes beyond what one frame can hold.
+  public static func maxCompressedSize(_ size: Int) -> Int {
+    let bound = ZSTD_compressBound(size)
+    return ZSTD_isError(bound) != 0 || bound < size ? Int.max : bound
+  }
+
   /// Compresses `bytes` into one frame in memory: for values already in memory (batch
   /// responses), not for streams.
   public static func compress(_ bytes: [UInt8], level: Int32 = 1) throws(RPCError) -> [UInt8] {
