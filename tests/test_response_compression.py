@@ -125,3 +125,24 @@ def test_grpcio_gzip_both_ways(apus_factory):
         read = bs_grpc.ByteStreamStub(ch).Read(
             bs_pb2.ReadRequest(resource_name=f"blobs/{digest(text).hash}/{len(text)}"))
         assert sum(len(r.data) for r in read) == len(text)
+
+
+def test_compressed_blobs_reads_are_never_compressed_again(apus_factory, tmp_path):
+    from reapi import bs_pb2
+    apus = apus_factory(cache_config({"memory": {"max_bytes": 1 << 30}}, response_compression=COMPRESSION))
+    text = compressible(2 << 20)
+    with grpc.insecure_channel(apus.address) as ch:
+        upload(ch, text)
+    d = digest(text)
+    read = "/google.bytestream.ByteStream/Read"
+    plain = bs_pb2.ReadRequest(resource_name=f"blobs/{d.hash}/{d.size_bytes}").SerializeToString()
+    fields, messages = call(tmp_path, apus.port, read, plain, "zstd")
+    assert fields.get("grpc-encoding") == "zstd" and messages and all(flag == 1 for flag, _ in messages)
+    inflate = zstandard.ZstdDecompressor()
+    assert b"".join(bs_pb2.ReadResponse.FromString(inflate.decompress(p)).data for _, p in messages) == text
+    packed = bs_pb2.ReadRequest(resource_name=f"compressed-blobs/zstd/{d.hash}/{d.size_bytes}").SerializeToString()
+    fields, messages = call(tmp_path, apus.port, read, packed, "zstd")
+    assert fields.get("grpc-status") == "0", fields
+    assert messages and all(flag == 0 for flag, _ in messages)
+    frame = b"".join(bs_pb2.ReadResponse.FromString(p).data for _, p in messages)
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == text

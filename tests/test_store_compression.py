@@ -103,3 +103,40 @@ def test_s3_zstd_objects_are_smaller_and_read_back(apus_factory, moto):  # noqa:
         result = re_pb2.ActionResult(exit_code=3, stdout_raw=compressible(5000))
         ac.UpdateActionResult(re_pb2.UpdateActionResultRequest(action_digest=digest(b"act"), action_result=result))
         assert ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=digest(b"act"))) == result
+
+
+def test_compressed_read_serves_the_stored_frame(tmp_path):
+    """A compressed-blobs read at offset 0 from a zstd store sends the file's frame as it is
+    (byte for byte: nothing is compressed again); other offsets and blobs stored before the
+    switch are compressed as they are read."""
+    import zstandard
+    from reapi import bs_grpc, bs_pb2
+
+    root = tmp_path / "cas"
+    apus = ApusProcess(cache_config({"filesystem": {"path": str(root)}}), tmp_path).start()
+    old = compressible(400_000, b"stored uncompressed")
+    try:
+        with grpc.insecure_channel(apus.address) as ch:
+            upload(ch, old)
+        apus.stop()
+        apus.config = cache_config({"filesystem": {"path": str(root), "compression": "zstd"}})
+        apus.start()
+        text = compressible(3 << 20)
+
+        def read_compressed(ch, blob, offset=0):
+            d = digest(blob)
+            stream = bs_grpc.ByteStreamStub(ch).Read(bs_pb2.ReadRequest(
+                resource_name=f"compressed-blobs/zstd/{d.hash}/{d.size_bytes}", read_offset=offset))
+            return b"".join(r.data for r in stream)
+
+        with grpc.insecure_channel(apus.address) as ch:
+            upload(ch, text, chunk=1 << 20)
+            frame = read_compressed(ch, text)
+            path = root / "content" / digest(text).hash[:2] / f"{digest(text).hash}-{len(text)}.zst"
+            assert frame == path.read_bytes()[:-56]
+            assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == text
+            tail = read_compressed(ch, text, offset=1_000_000)
+            assert zstandard.ZstdDecompressor().decompressobj().decompress(tail) == text[1_000_000:]
+            assert zstandard.ZstdDecompressor().decompressobj().decompress(read_compressed(ch, old)) == old
+    finally:
+        apus.stop()

@@ -85,12 +85,26 @@ struct ByteStreamService {
     guard found else { throw RPCError(.notFound, "blob \(name.digest) not found") }
   }
 
-  /// Streams the blob from `offset` as one zstd frame (level 1: the fastest, as the data is
-  /// compressed anew for each read), compressing each store chunk as it arrives. Reading from
+  /// Streams the blob from `offset` as one zstd frame: from offset 0 the frame a store keeps
+  /// (`BlobStore.readCompressed`), else compressed anew at level 1 (the fastest) as each
+  /// store chunk arrives. Reading from
   /// the end, or the empty blob, gives a frame holding nothing.
   static func readCompressed(
     _ cas: any BlobStore, _ digest: BlobDigest, offset: Int64, _ writer: RPCMessageWriter
   ) async throws {
+    // The data is a zstd frame: gRPC message compression of it would cost CPU for nothing.
+    let writer = writer.uncompressed
+    // A `compression: zstd` store hands out the frame it keeps: nothing is compressed here.
+    if offset == 0, !digest.isEmpty {
+      let stored = try await cas.readCompressed(digest) { chunk in
+        CompressionMetrics.downloadCompressed.increment(by: Int64(chunk.count))
+        try await writer.write(parts: [ReadResponse.encodedHeader(dataCount: chunk.count)[...], chunk])
+      }
+      if stored {
+        CompressionMetrics.downloadUncompressed.increment(by: digest.sizeBytes)
+        return
+      }
+    }
     let compressor = try ZstdCompressor(level: 1, pledgedSize: Int(digest.sizeBytes - offset))
     func send(_ data: [UInt8]) async throws {
       CompressionMetrics.downloadCompressed.increment(by: Int64(data.count))
