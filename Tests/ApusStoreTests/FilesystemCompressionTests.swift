@@ -193,6 +193,56 @@ struct FilesystemCompressionTests {
     #expect(FileManager.default.fileExists(atPath: "\(root)/quarantine/\((path as NSString).lastPathComponent)"))
   }
 
+  @Test("every wrapper hands out the stored frame of the store that holds the blob")
+  func wrappersForward() async throws {
+    let zstd = try await FilesystemStore.open(root: temporaryDirectory(), maxBytes: nil, options: Self.zstd)
+    let content = Self.text(100_000)
+    let d = digestOf(content)
+    try await zstd.writeAll(d, content)
+    var expected: [UInt8] = []
+    #expect(try await zstd.readCompressed(d) { expected += $0 })
+    let memory = MemoryStore()
+    let wrappers: [(String, any BlobStore)] = [
+      ("fast_slow", FastSlowStore(fast: zstd, slow: memory)),
+      ("size_partitioning", SizePartitioningStore(threshold: 1000, lower: memory, upper: zstd)),
+      ("shard", ShardStore(shards: [(zstd, 1)])),
+      ("verify", VerifyStore(backend: zstd)),
+      ("existence_cache", ExistenceCacheStore(backend: zstd, maxSeconds: 60)),
+      ("instrumented", InstrumentedStore(zstd, metrics: StoreMetrics(store: "w"))),
+    ]
+    for (name, store) in wrappers {
+      var frame: [UInt8] = []
+      #expect(try await store.readCompressed(d) { frame += $0 }, "\(name)")
+      #expect(frame == expected, "\(name)")
+    }
+    // A store that keeps blobs as they are has nothing to hand out.
+    try await memory.writeAll(d, content)
+    #expect(try await !memory.readCompressed(d) { _ in })
+    #expect(try await !FastSlowStore(fast: memory, slow: zstd).readCompressed(d) { _ in })
+  }
+
+  @Test("a blob left in two layouts by a crash keeps the newer file")
+  func duplicates() async throws {
+    let root = temporaryDirectory()
+    let content = Self.text(50_000)
+    let d = digestOf(content)
+    let plain = try await FilesystemStore.open(root: root, maxBytes: nil)
+    try await plain.writeAll(d, content)
+    let plainPath = plain.path(d)
+    let saved = try Data(contentsOf: URL(fileURLWithPath: plainPath))
+    let zstd = try await FilesystemStore.open(root: root, maxBytes: nil, options: Self.zstd)
+    try await zstd.writeAll(d, content)
+    #expect(!FileManager.default.fileExists(atPath: plainPath), "the rewrite removes the plain file")
+    // As if the process died between the rename and the unlink: the plain file is back, older.
+    try saved.write(to: URL(fileURLWithPath: plainPath))
+    try FileManager.default.setAttributes(
+      [.modificationDate: Date(timeIntervalSinceNow: -3600)], ofItemAtPath: plainPath)
+    let reopened = try await FilesystemStore.open(root: root, maxBytes: nil)
+    #expect(reopened.count == 1)
+    #expect(!FileManager.default.fileExists(atPath: plainPath))
+    #expect(try await readRange(reopened, d) == content)
+  }
+
   @Test("the trailer round-trips and refuses what does not fit the file")
   func trailer() {
     let t = ZstdEntryTrailer(storedLength: 1000, contentLength: 5000, sha256: Array(repeating: 7, count: 32))
