@@ -138,5 +138,10 @@ def test_compressed_read_serves_the_stored_frame(tmp_path):
             tail = read_compressed(ch, text, offset=1_000_000)
             assert zstandard.ZstdDecompressor().decompressobj().decompress(tail) == text[1_000_000:]
             assert zstandard.ZstdDecompressor().decompressobj().decompress(read_compressed(ch, old)) == old
+            # The window a reader must allocate follows the blob's size, up to the level's.
+            assert zstandard.get_frame_parameters(frame).window_size == 2 << 20
+            small = compressible(5000, b"small")
+            upload(ch, small)
+            assert zstandard.get_frame_parameters(read_compressed(ch, small)).window_size == 8192
     finally:
         apus.stop()

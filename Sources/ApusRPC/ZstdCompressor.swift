@@ -20,7 +20,9 @@ public final class ZstdCompressor {
   ///   - pledgedSize: the uncompressed size when known: written into the frame header (so
   ///     decoders can size their buffers) and used to shrink the window for small inputs.
   ///     Compression fails if the input turns out to be a different size.
-  public init(level: Int32 = 1, pledgedSize: Int? = nil) throws(RPCError) {
+  ///   - windowLog: overrides the level's window (2^windowLog bytes, 10…): the buffer every
+  ///     decoder of the frame allocates. For an input expected, not known, to be small.
+  public init(level: Int32 = 1, pledgedSize: Int? = nil, windowLog: Int32? = nil) throws(RPCError) {
     guard let context = ZSTD_createCCtx() else {
       throw RPCError(.resourceExhausted, "zstd: cannot allocate a compression context")
     }
@@ -28,6 +30,9 @@ public final class ZstdCompressor {
     try Zstd.check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level), .internal)
     if let pledgedSize {
       try Zstd.check(ZSTD_CCtx_setPledgedSrcSize(context, UInt64(pledgedSize)), .internal)
+    }
+    if let windowLog {
+      try Zstd.check(ZSTD_CCtx_setParameter(context, ZSTD_c_windowLog, windowLog), .internal)
     }
   }
 

@@ -22,7 +22,9 @@ extension FilesystemStore {
     var isOpen = true
     do {
       // No pledged size: an action-cache value's length is not its key's size.
-      let compressor = try ZstdCompressor(level: Int32(options.compression.level))
+      let compressor = try ZstdCompressor(
+        level: Int32(options.compression.level),
+        windowLog: StoredZstd.windowLog(forSize: digest.sizeBytes, level: options.compression.level))
       var pending: [UInt8] = []
       // Gathers the frame into writes of at least 64 KiB, as the uncompressed path does.
       func drain(flush: Bool) async throws {

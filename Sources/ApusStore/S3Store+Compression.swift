@@ -21,7 +21,10 @@ extension S3Store {
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await put(
-      digest, from: ZstdCompressingChunks(base: chunks, level: Int32(compression.level)),
+      digest,
+      from: ZstdCompressingChunks(
+        base: chunks, level: Int32(compression.level),
+        windowLog: StoredZstd.windowLog(forSize: digest.sizeBytes, level: compression.level)),
       metadata: [(Self.encodingHeader, "zstd")])
   }
 

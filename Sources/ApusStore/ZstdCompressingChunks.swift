@@ -1,15 +1,33 @@
 import ApusRPC
 
+/// How stores size the zstd window of what they keep compressed.
+enum StoredZstd {
+  /// The window for a blob whose key says `size` bytes at `level`: the smallest power of two
+  /// holding it (at least 1 KiB), at most the level's own for large inputs (512 KiB at 1,
+  /// 1 MiB at 2, 2 MiB from 3; higher levels' 4–8 MiB are capped at 2 MiB). Stored frames do
+  /// not carry their size (an action-cache value's length is not its key's), and a decoder
+  /// allocates the window the frame declares, so without this every read of a small blob
+  /// would take 0.5–8 MiB.
+  static func windowLog(forSize size: Int64, level: Int) -> Int32 {
+    let cap: Int32 = level <= 1 ? 19 : level == 2 ? 20 : 21
+    var log: Int32 = 10
+    while log < cap && (Int64(1) << Int64(log)) < size { log += 1 }
+    return log
+  }
+}
+
 /// The chunks of `base` as one zstd frame, compressed as they are pulled (an `s3` store's
 /// upload with `compression: zstd`). Holds zstd's context and one output chunk.
 struct ZstdCompressingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequence {
   typealias Element = [UInt8]
   let base: Base
   let level: Int32
+  let windowLog: Int32
 
   struct AsyncIterator: AsyncIteratorProtocol {
     var base: Base.AsyncIterator
     let level: Int32
+    let windowLog: Int32
     var compressor: ZstdCompressor?
     var ended = false
     /// Uncompressed bytes taken from `base`.
@@ -18,7 +36,7 @@ struct ZstdCompressingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequ
     static var chunkBytes: Int { 1 << 20 }
 
     mutating func next() async throws -> [UInt8]? {
-      if compressor == nil { compressor = try ZstdCompressor(level: level) }
+      if compressor == nil { compressor = try ZstdCompressor(level: level, windowLog: windowLog) }
       guard let compressor else { return nil }
       while true {
         if let out = try compressor.next(maxBytes: Self.chunkBytes) { return out }
@@ -35,7 +53,7 @@ struct ZstdCompressingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequ
   }
 
   func makeAsyncIterator() -> AsyncIterator {
-    AsyncIterator(base: base.makeAsyncIterator(), level: level)
+    AsyncIterator(base: base.makeAsyncIterator(), level: level, windowLog: windowLog)
   }
 }
 

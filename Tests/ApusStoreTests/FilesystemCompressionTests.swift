@@ -243,6 +243,18 @@ struct FilesystemCompressionTests {
     #expect(try await readRange(reopened, d) == content)
   }
 
+  @Test("the window follows the blob's size, up to the level's")
+  func windows() {
+    #expect(StoredZstd.windowLog(forSize: 0, level: 3) == 10)
+    #expect(StoredZstd.windowLog(forSize: 150, level: 3) == 10)
+    #expect(StoredZstd.windowLog(forSize: 5000, level: 3) == 13)
+    #expect(StoredZstd.windowLog(forSize: 1 << 20, level: 3) == 20)
+    #expect(StoredZstd.windowLog(forSize: 1 << 30, level: 3) == 21)
+    #expect(StoredZstd.windowLog(forSize: 1 << 30, level: 19) == 21)
+    #expect(StoredZstd.windowLog(forSize: 1 << 30, level: 1) == 19)
+    #expect(StoredZstd.windowLog(forSize: 1 << 30, level: 2) == 20)
+  }
+
   @Test("the trailer round-trips and refuses what does not fit the file")
   func trailer() {
     let t = ZstdEntryTrailer(storedLength: 1000, contentLength: 5000, sha256: Array(repeating: 7, count: 32))
