@@ -145,3 +145,26 @@ def test_compressed_read_serves_the_stored_frame(tmp_path):
             assert zstandard.get_frame_parameters(read_compressed(ch, small)).window_size == 8192
     finally:
         apus.stop()
+
+
+def test_batch_read_serves_stored_frames(tmp_path):
+    """BatchReadBlobs accepting zstd gets a zstd store's frames as they are; an
+    incompressible blob, whose frame is no smaller, comes back uncompressed."""
+    import zstandard
+    root = tmp_path / "cas"
+    apus = ApusProcess(cache_config({"filesystem": {"path": str(root), "compression": "zstd"}}), tmp_path).start()
+    try:
+        text, noise = compressible(200_000, b"batch"), os.urandom(100_000)
+        with grpc.insecure_channel(apus.address) as ch:
+            upload(ch, text)
+            upload(ch, noise)
+            cas = re_grpc.ContentAddressableStorageStub(ch)
+            r = cas.BatchReadBlobs(re_pb2.BatchReadBlobsRequest(
+                digests=[digest(text), digest(noise)], acceptable_compressors=[re_pb2.Compressor.ZSTD]))
+        packed, plain = r.responses
+        path = root / "content" / digest(text).hash[:2] / f"{digest(text).hash}-{len(text)}.zst"
+        assert packed.compressor == re_pb2.Compressor.ZSTD and packed.data == path.read_bytes()[:-56]
+        assert zstandard.ZstdDecompressor().decompress(packed.data, max_output_size=len(text)) == text
+        assert plain.compressor == re_pb2.Compressor.IDENTITY and plain.data == noise
+    finally:
+        apus.stop()

@@ -150,6 +150,15 @@ struct ContentAddressableStorageService {
       entry.digest = original
       if digest.isEmpty {
         entry.status = .ok
+      } else if zstdAccepted, digest.sizeBytes >= minCompressedBatchBlob,
+        let frame = try await storedFrame(cas, digest)
+      {
+        // What a `compression: zstd` store keeps, as it is: nothing compressed here.
+        CompressionMetrics.downloadUncompressed.increment(by: digest.sizeBytes)
+        CompressionMetrics.downloadCompressed.increment(by: Int64(frame.count))
+        entry.data = frame
+        entry.compressor = .zstd
+        entry.status = .ok
       } else if let data = try await cas.readAll(digest, maxBytes: Int(digest.sizeBytes)) {
         entry.data = data
         entry.status = .ok
@@ -169,6 +178,23 @@ struct ContentAddressableStorageService {
       response.responses.append(entry)
     }
     return response
+  }
+
+  /// The zstd frame the store keeps for `digest` (`BlobStore.readCompressed`) when it is
+  /// smaller than the blob; nil otherwise (then the blob is read and compressed as usual),
+  /// reading no further than the blob's size.
+  static func storedFrame(_ cas: any BlobStore, _ digest: BlobDigest) async throws -> [UInt8]? {
+    struct NotSmaller: Error {}
+    var frame: [UInt8] = []
+    do {
+      let found = try await cas.readCompressed(digest) { chunk in
+        guard frame.count + chunk.count < digest.sizeBytes else { throw NotSmaller() }
+        frame += chunk
+      }
+      return found ? frame : nil
+    } catch is NotSmaller {
+      return nil
+    }
   }
 
   /// Breadth-first walk from the root. The page token is the number of directories already
