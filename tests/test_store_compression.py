@@ -103,6 +103,24 @@ def test_s3_zstd_objects_are_smaller_and_read_back(apus_factory, moto):  # noqa:
         result = re_pb2.ActionResult(exit_code=3, stdout_raw=compressible(5000))
         ac.UpdateActionResult(re_pb2.UpdateActionResultRequest(action_digest=digest(b"act"), action_result=result))
         assert ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=digest(b"act"))) == result
+        # compressed-blobs reads: a zstd object is sent as stored, the older one compressed anew.
+        import zstandard
+        from reapi import bs_grpc, bs_pb2
+
+        def read_compressed(blob):
+            d = digest(blob)
+            return b"".join(r.data for r in bs_grpc.ByteStreamStub(ch).Read(bs_pb2.ReadRequest(
+                resource_name=f"compressed-blobs/zstd/{d.hash}/{d.size_bytes}")))
+        obj = s3.get_object(Bucket="zbucket", Key=f"c/{digest(small).hash}-{len(small)}")["Body"].read()
+        assert read_compressed(small) == obj
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(read_compressed(before)) == before
+    apus.stop()
+    # Back to `none`: ranged reads of zstd objects decode from the start.
+    again = apus_factory(cache_config(s3_spec(moto, "zbucket", "c/")))
+    with grpc.insecure_channel(again.address) as ch:
+        assert download(ch, digest(small), offset=500_000, limit=100) == small[500_000:500_100]
+        assert download(ch, digest(small)) == small
+        assert download(ch, digest(before), offset=10, limit=5) == before[10:15]
 
 
 def test_compressed_read_serves_the_stored_frame(tmp_path):

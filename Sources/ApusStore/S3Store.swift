@@ -77,8 +77,12 @@ public final class S3Store: BlobStore {
     }
     let key = self.key(digest)
     var r = try await client.send(.GET, key: key, headers: headers, accept: { [200, 206, 404, 416].contains($0) })
-    if ranged, r.status == 206 || r.status == 416, !Self.compressionMetadata(r.headers).isEmpty {
-      // Written compressed before the store was switched to `none`: decode from the start.
+    // Written compressed before the store was switched to `none`: decode from the start. A
+    // range past the object's end before the content's end says so too (416 has no metadata).
+    if ranged,
+      r.status == 206 && !Self.compressionMetadata(r.headers).isEmpty
+        || r.status == 416 && offset < digest.sizeBytes
+    {
       r = try await client.send(.GET, key: key, accept: { $0 == 200 || $0 == 404 })
     }
     switch r.status {
