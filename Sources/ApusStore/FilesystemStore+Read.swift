@@ -51,7 +51,7 @@ extension FilesystemStore {
       }
       length = fileSize
       expectedHash = options.verifyReads ? digest.hashBytes : nil
-    case .sealed, .zstd:
+    case .sealed, .zstd:  // .zstd entries went to readZstd above
       guard let trailer = tail.flatMap({ EntryTrailer($0, fileSize: fileSize) }) else {
         throw await damaged(digest, layout, "has no valid length and checksum trailer")
       }
