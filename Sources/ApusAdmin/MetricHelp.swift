@@ -24,6 +24,7 @@ enum MetricHelp {
     "apus_s3_requests_total": "S3 requests, by verb and HTTP status (error: no response).",
     "apus_s3_retries_total": "S3 requests retried, by verb.",
     "apus_s3_request_duration_seconds": "S3 request duration, by verb.",
+    "apus_compression_bytes_total": "Bytes through REAPI zstd compression, by direction and form (compressed, uncompressed).",
     "apus_action_cache_lookups_total": "Action cache lookups, by instance and result (hit, miss).",
     "apus_scheduler_actions_queued": "Actions waiting for a worker, by scheduler and platform.",
     "apus_scheduler_actions_running": "Actions running on workers, by scheduler.",

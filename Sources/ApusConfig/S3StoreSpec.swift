@@ -38,16 +38,19 @@ public struct S3StoreSpec: Sendable, Equatable, Decodable {
   /// Objects not written or read for this long are deleted by the sweep; absent: never.
   public var maxSeconds: Int64?
   public var sweepIntervalSeconds: Int64
+  /// `compression`, `compression_level`: see `StoreCompression` (objects are zstd frames,
+  /// marked by their `x-amz-meta-apus-encoding` metadata).
+  public var compression: StoreCompression
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
       decoder,
-      allowedKeys: [
+      allowedKeys: StoreCompression.keys.union([
         "endpoint", "region", "bucket", "key_prefix", "path_style", "access_key_id",
         "secret_access_key", "session_token", "credentials", "multipart_threshold_bytes", "part_bytes",
         "max_attempts", "connect_timeout_seconds", "first_byte_timeout_seconds", "idle_timeout_seconds",
         "request_timeout_seconds", "circuit_breaker", "ca_file", "max_seconds", "sweep_interval_seconds",
-      ])
+      ]))
     endpoint = try o.requiredString("endpoint")
     guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
       throw o.error("endpoint", "expected http(s)://host[:port], got \"\(endpoint)\"")
@@ -90,5 +93,6 @@ public struct S3StoreSpec: Sendable, Equatable, Decodable {
     caFile = try o.string("ca_file")
     maxSeconds = try o.integer("max_seconds")
     sweepIntervalSeconds = try o.integer("sweep_interval_seconds") ?? 3600
+    compression = try StoreCompression(o)
   }
 }

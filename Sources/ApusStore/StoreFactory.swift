@@ -215,7 +215,7 @@ public final class StoreFactory {
       let store = try S3Store(
         location: location, breaker: breaker, prefix: spec.keyPrefix,
         multipartThreshold: Int(spec.multipartThresholdBytes), partBytes: Int(spec.partBytes),
-        maxSeconds: spec.maxSeconds)
+        maxSeconds: spec.maxSeconds, compression: spec.compression)
       if isNew {
         maintenance.append(
           StoreMaintenance(name: "reachability check of \(location.displayName)", every: nil) {
