@@ -208,16 +208,21 @@ async def upload_actions(channel, count, tag):
     return digests
 
 
-async def submit(channel, digests, clients, submitted, cpu_marks=None, server=None):
+async def submit(address, digests, clients, submitted, cpu_marks=None, server=None):
     """Execute each digest, keeping the stream only for its first Operation. Records the
     submit time per operation name; with `cpu_marks`, the server's CPU at each 10%."""
-    stub = re_grpc.ExecutionStub(channel)
+    # Dropping a call that is still running is an HTTP/2 reset, and apus allows a client
+    # connection a burst of 2,000 of those then 200 a second (rapid-reset protection): the
+    # clients spread over one connection each.
+    channels = [grpc.aio.insecure_channel(address,
+                                          options=[("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", i)])
+                for i in range(clients)]
     queue = list(reversed(digests))
     total = len(digests)
     done = [0]
     errors = []
 
-    async def client():
+    async def client(stub):
         while queue:
             dg = queue.pop()
             t0 = time.monotonic()
@@ -234,7 +239,9 @@ async def submit(channel, digests, clients, submitted, cpu_marks=None, server=No
             if cpu_marks is not None and done[0] % max(1, total // 10) == 0:
                 cpu_marks.append((done[0], server.cpu_seconds(), time.monotonic()))
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(re_grpc.ExecutionStub(ch)) for ch in channels))
+    for ch in channels:
+        await ch.close()
     if errors:
         raise RuntimeError(f"{len(errors)} Executes failed, first: {errors[0].code()} {errors[0].details()}")
 
@@ -278,7 +285,7 @@ async def free_workers_phase(server, size, results):
         await fleet.start()
         submitted = {}
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
-        await submit(ch, digests, size["clients"], submitted)
+        await submit(address, digests, size["clients"], submitted)
         while len(fleet.started) < len(digests) and time.monotonic() - t0 < 300:
             await asyncio.sleep(0.01)
         elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
@@ -294,7 +301,7 @@ async def deep_queue_phase(server, size, results):
         digests = await upload_actions(ch, size["queued"], "queued")
         rss0 = server.rss_bytes()
         submitted, marks = {}, [(0, server.cpu_seconds(), time.monotonic())]
-        await submit(ch, digests, size["clients"], submitted, marks, server)
+        await submit(address, digests, size["clients"], submitted, marks, server)
         rss1 = server.rss_bytes()
         step = [(b[1] - a[1]) / max(1, b[0] - a[0]) * 1e6 for a, b in zip(marks, marks[1:])]
         fleet = Fleet(address, size["workers"], 0)
