@@ -30,6 +30,7 @@ enum MetricHelp {
     "apus_scheduler_actions_running": "Actions running on workers, by scheduler.",
     "apus_scheduler_actions_total": "Actions finished, by scheduler and outcome.",
     "apus_scheduler_actions_retried_total": "Actions queued again after their worker was lost, by scheduler.",
+    "apus_scheduler_executions_rejected_total": "Executes refused by scheduler and reason (queue_full: the instance had max_queued_actions queued).",
     "apus_scheduler_queue_wait_seconds": "Time from queued to handed to a worker, by scheduler.",
     "apus_scheduler_execution_seconds": "Time from handed to a worker to finished, by scheduler.",
     "apus_scheduler_workers": "Workers connected, by scheduler.",
