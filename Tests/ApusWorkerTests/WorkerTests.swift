@@ -175,4 +175,36 @@ struct WorkerTests {
     }
     await server.shutdown(grace: .seconds(1))
   }
+
+  @Test("a broken stream leaves the running action running; the worker moves to the next scheduler URL and reports it there")
+  func survivesABrokenStream() async throws {
+    let (first, url1) = try await startServer()
+    let (second, url2) = try await startServer()  // the same Scheduler behind a second listener
+    var config = WorkerConfig(
+      scheduler: url1, cas: url2, workDirectory: "\(scratch)/work", cacheDirectory: "\(scratch)/cache",
+      cacheMaxBytes: 1 << 30, maxConcurrentActions: 1, platformCommands: [:])
+    config.schedulers = [url1, url2]
+    let worker = Worker(config: config, logger: Logger(label: "test"))
+    try await testGracefulShutdown { trigger in
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await worker.run() }
+        #expect(await eventually { worker.status.registered && worker.status.scheduler == url1 })
+        let pidFile = "\(scratch)/through.pid"
+        let through = try await submit(try await ShellAction("echo $$ >> \(pidFile); sleep 2; echo through", in: cas))
+        let pid = try #require(await waitForPID(at: pidFile))
+        await first.shutdown(grace: .zero)  // the stream breaks; the scheduler requeues the action
+        #expect(await eventually { worker.status.registered && worker.status.scheduler == url2 })
+        #expect(!processIsGone(pid), "the action was stopped by the broken stream")
+        // Given back to the same worker after it registered again: not run twice, reported once.
+        let result = try await outcome(through)
+        #expect(result.status?.code == 0, "\(String(describing: result.status))")
+        #expect(try await blob(result.result?.stdoutDigest, in: cas) == "through\n")
+        let ran = try String(contentsOfFile: pidFile, encoding: .utf8)
+        #expect(ran.split(separator: "\n").count == 1)
+        trigger.triggerGracefulShutdown()
+        try await group.next()
+      }
+    }
+    await second.shutdown(grace: .seconds(1))
+  }
 }
