@@ -203,7 +203,8 @@ def test_worker_reloads_its_client_certificate_on_sighup(tmp_path):
                                  "client_ca": str(ca.cert), "client_auth": "require"},
                          "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
             "auth": {"instances": {"*": {"ci": ["read", "write", "execute"],
-                                         "worker-old": ["read", "write"], "worker-new": ["read", "write"]}},
+                                         "worker-old": ["read", "write", "write_ac"],
+                                         "worker-new": ["read", "write", "write_ac"]}},
                      "schedulers": {"main": {name: ["worker"] for name in workers}}},
             "global": {"shutdown_grace_seconds": 2},
         }

@@ -40,7 +40,7 @@ struct PendingResultsTests {
     #expect(p.names == ["b", "c"])
     _ = p.add(result("d"))
     p.restore([result("x"), result("y")])
-    #expect(p.names == ["y", "c", "d"])  // still bounded: the oldest dropped
+    #expect(p.names == ["b", "c", "d"])  // still bounded: the oldest (the restored ones) dropped
   }
 
   @Test("after a broken stream, results sent within the window are owed again, once each")
