@@ -222,6 +222,7 @@ public final class Worker: Service {
       throw RPCError(.internal, "the scheduler did not acknowledge registration")
     }
     registered = true
+    runner.metrics?.registrations.increment()
     logger.info(
       "registered with scheduler",
       metadata: [
@@ -374,6 +375,7 @@ public final class Worker: Service {
     // and the result right after, which the scheduler accepts as a late one.
     actions.finish(start.operationName)
     if let dropped = mailbox.post(finished) {
+      runner.metrics?.resultsDropped.increment()
       logger.warning(
         "too many unreported results; dropping the oldest (the scheduler runs it again)",
         metadata: ["worker": "\(id)", "operation": "\(dropped.operationName)"])
