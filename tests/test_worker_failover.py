@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from conftest import ApusProcess, free_port
-from execution import Action, worker_config
+from execution import Action, response_of, worker_config
+from buildgrid._protos.google.longrunning import operations_pb2, operations_pb2_grpc
 from reapi import re_grpc, re_pb2
 from tlscerts import CertificateAuthority
 
@@ -173,6 +174,51 @@ def test_running_action_survives_a_broken_stream(tmp_path):
             assert response.result.stdout_digest.size_bytes == len(b"slept\n")
         assert registrations(worker) >= 2, worker.read_log()
         assert marker.read_text() == "x\n", "the action ran more than once"
+    finally:
+        worker.stop()
+        proxy.kill()
+        scheduler.stop()
+        cas.stop()
+
+
+def process_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].startswith("Z")
+
+
+def test_kill_reaches_an_action_that_ran_through_a_reconnect(tmp_path):
+    """The stream breaks while `sleep 300` runs; after the worker registers again,
+    CancelOperation still kills the action's process and the client sees CANCELLED."""
+    cas = cas_process(tmp_path)
+    cas_url = f"grpc://{cas.address}"
+    scheduler = scheduler_process(tmp_path, "s", cas_url).start()
+    proxy = HAProxy(tmp_path / "haproxy", scheduler.port).start()
+    worker = worker_process(tmp_path, f"grpc://127.0.0.1:{proxy.port}", cas_url)
+    try:
+        worker.start_worker()
+        pidfile = tmp_path / "action.pid"
+        with grpc.insecure_channel(cas.address) as cas_channel, grpc.insecure_channel(scheduler.address) as ch:
+            action = Action(cas_channel, ["/bin/sh", "-c", f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 300"],
+                            do_not_cache=True)
+            stream = re_grpc.ExecutionStub(ch).Execute(re_pb2.ExecuteRequest(action_digest=action.digest), timeout=120)
+            first = next(stream)
+            wait_for(pidfile.exists, 30, worker.read_log)
+            pid = int(pidfile.read_text())
+            proxy.kill()
+            time.sleep(0.3)
+            proxy.start()
+            wait_for(lambda: registrations(worker) >= 2, 20, worker.read_log)
+            time.sleep(0.5)  # the scheduler gives the action back to this worker as it registers
+            assert not process_gone(pid), "the broken stream stopped the action"
+            operations_pb2_grpc.OperationsStub(ch).CancelOperation(operations_pb2.CancelOperationRequest(name=first.name))
+            response = response_of(list(stream)[-1])
+            assert response.status.code == grpc.StatusCode.CANCELLED.value[0], response
+            wait_for(lambda: process_gone(pid), 30, lambda: f"the cancelled action's process {pid} still runs")
+        assert pidfile.read_text().strip() == str(pid), "the action ran again"
     finally:
         worker.stop()
         proxy.kill()
