@@ -189,8 +189,12 @@ public final class Worker: Service {
         logger.warning("the scheduler ended the stream; reconnecting", metadata: ["scheduler": "\(endpoint)", "in": "\(pause)"])
       }
       rotation.advance()
-      // Shutdown does not cut the pause short: running actions still need a scheduler.
-      try? await Task.sleep(for: pause)
+      if actions.count == 0 && mailbox.isEmpty {
+        _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+      } else {
+        // Shutdown does not cut the pause short: running actions still need a scheduler.
+        try? await Task.sleep(for: pause)
+      }
     }
   }
 
