@@ -291,9 +291,9 @@ def test_worker_reloads_its_client_certificate_on_sighup(tmp_path):
         assert registrations(worker) >= 2
 
         # The proof of which certificate is presented: a scheduler that admits only the new one.
+        before = registrations(worker)
         scheduler.stop()
         strict.start(port=scheduler.port)
-        before = registrations(worker)
         wait_for(lambda: registrations(worker) > before, 20, worker.read_log)
         assert "worker refused" not in strict.read_log(since_launch=True)
         assert worker.proc.poll() is None
