@@ -29,12 +29,21 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
   public var maxTimeoutSeconds: Int
   /// Finished operations stay visible to WaitExecution and GetOperation this long.
   public var completedOperationSeconds: Int
+  /// Key `max_queued_actions`: queued (not yet running) actions allowed per instance
+  /// name; an Execute that would queue one more fails RESOURCE_EXHAUSTED. Merged actions
+  /// and retries are not counted against it.
+  public var maxQueuedActions: Int
+  /// Key `worker_reconnect_grace_seconds`: a worker whose stream ended keeps its running
+  /// actions this long; registering again with the same id within it keeps them (0:
+  /// requeued at once).
+  public var workerReconnectGraceSeconds: Int
 
   public init(
     platformProperties: [String: PropertyRule] = Self.defaultProperties, maxJobRetries: Int = 3,
     workerTimeoutSeconds: Int = 30, keepAliveSeconds: Int = 5, unsatisfiableGraceSeconds: Int = 10,
     defaultTimeoutSeconds: Int = 900, maxTimeoutSeconds: Int = 3600,
-    completedOperationSeconds: Int = 600
+    completedOperationSeconds: Int = 600, maxQueuedActions: Int = 200_000,
+    workerReconnectGraceSeconds: Int = 10
   ) {
     self.platformProperties = platformProperties
     self.maxJobRetries = maxJobRetries
@@ -44,6 +53,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     self.defaultTimeoutSeconds = defaultTimeoutSeconds
     self.maxTimeoutSeconds = maxTimeoutSeconds
     self.completedOperationSeconds = completedOperationSeconds
+    self.maxQueuedActions = maxQueuedActions
+    self.workerReconnectGraceSeconds = workerReconnectGraceSeconds
   }
 
   public static let defaultProperties: [String: PropertyRule] = [
@@ -56,7 +67,7 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
       allowedKeys: [
         "platform_properties", "max_job_retries", "worker_timeout_seconds", "keep_alive_seconds",
         "unsatisfiable_grace_seconds", "default_timeout_seconds", "max_timeout_seconds",
-        "completed_operation_seconds",
+        "completed_operation_seconds", "max_queued_actions", "worker_reconnect_grace_seconds",
       ])
     let d = SchedulerConfig()
     if let raw = try o.decode([String: String].self, "platform_properties") {
@@ -88,16 +99,25 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     }
     completedOperationSeconds = Int(
       try o.integer("completed_operation_seconds") ?? Int64(d.completedOperationSeconds))
+    maxQueuedActions = Int(try o.integer("max_queued_actions") ?? Int64(d.maxQueuedActions))
+    workerReconnectGraceSeconds = Int(
+      try o.integer("worker_reconnect_grace_seconds", positive: false) ?? Int64(d.workerReconnectGraceSeconds))
   }
 }
 
 /// A worker run by this process: it connects to a scheduler and a CAS by URL.
 public struct WorkerConfig: Sendable, Equatable, Decodable {
-  /// `grpc://host:port` (or `grpcs://`) of the scheduler's WorkerAPI.
-  public var scheduler: String
+  /// Key `scheduler`: one `grpc://host:port` (or `grpcs://`) URL of a scheduler's WorkerAPI, or
+  /// a list of them. The worker registers with one at a time and moves to the next when its
+  /// stream breaks; a host name with several addresses counts as one endpoint per address.
+  public var schedulers: [String]
+  /// The scheduler URLs, for display.
+  public var scheduler: String { schedulers.joined(separator: ", ") }
   /// `grpc://host:port` (or `grpcs://`) of the CAS and action cache the actions use.
   public var cas: String
-  /// For `grpcs://` URLs: trust roots, client certificate, server name (both connections).
+  /// For `grpcs://` URLs: trust roots, client certificate, server name (both connections). Its
+  /// files are read again when they change (checked every 2 s) or on SIGHUP; new connections
+  /// use them, open ones and running actions keep going.
   public var tls: ClientTLSConfig?
   /// The user (and group) actions run as when the worker runs as root (key `run_as`:
   /// `{"user": "nobody", "group": "nogroup"}`; the group defaults to the user's).
@@ -124,7 +144,8 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
   /// Prepended to every command (a sandbox wrapper, `nice`, …).
   public var entrypoint: [String]
   /// Key `token_file`: a file holding the bearer token sent to the scheduler and the CAS
-  /// (`authorization: Bearer …`), read at start; nil: none sent.
+  /// (`authorization: Bearer …`), read at start and again when it changes (checked every 2 s)
+  /// or on SIGHUP, for new calls; nil: none sent.
   public var tokenFile: String?
 
   public init(
@@ -134,7 +155,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = [],
     tokenFile: String? = nil
   ) {
-    self.scheduler = scheduler
+    self.schedulers = [scheduler]
     self.cas = cas
     self.workDirectory = workDirectory
     self.cacheDirectory = cacheDirectory
@@ -155,13 +176,25 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
         "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "tls", "run_as", "hide_paths",
         "token_file",
       ])
-    scheduler = try o.requiredString("scheduler")
+    // A string, or a list of strings (each path named in errors).
+    if !o.has("scheduler") { throw o.error("scheduler", "is required") }
+    var urls: [(path: String, url: String)]
+    if (try? o.decode([String].self, "scheduler")) != nil, let list = try o.strings("scheduler") {
+      guard !list.isEmpty else { throw o.error("scheduler", "expected at least one grpc:// or grpcs:// url") }
+      urls = list.enumerated().map { (o.path("scheduler") + "[\($0)]", $1) }
+    } else if let one = try? o.string("scheduler") {
+      urls = [(o.path("scheduler"), one)]
+    } else {
+      throw o.error("scheduler", "expected a grpc(s):// url or a list of them")
+    }
+    schedulers = urls.map(\.url)
     cas = try o.requiredString("cas")
+    urls.append((o.path("cas"), cas))
     tls = try o.decode(ClientTLSConfig.self, "tls")
     var anyTLS = false
-    for (key, url) in [("scheduler", scheduler), ("cas", cas)] {
+    for (path, url) in urls {
       let (valid, grpcs) = GRPCURL.check(url)
-      guard valid else { throw o.error(key, "expected grpc://host:port or grpcs://host:port, got \"\(url)\"") }
+      guard valid else { throw ConfigError(path: path, "expected grpc://host:port or grpcs://host:port, got \"\(url)\"") }
       anyTLS = anyTLS || grpcs
     }
     if tls != nil && !anyTLS { throw o.error("tls", "is only used with grpcs:// urls") }
