@@ -26,6 +26,9 @@ class HTTP2Connection {
   /// The channel asked for a read while this connection held too much.
   private var readDeferred = false
   private var housekeeping: RepeatedTask?
+  /// A flush is queued on the event loop: the responses that become ready in one loop turn
+  /// go out in one write.
+  private var flushQueued = false
   let openedAt = NIODeadline.now()
   /// Server: the client preface and a first frame have arrived.
   private(set) var prefaceReceived = false
@@ -610,7 +613,19 @@ class HTTP2Connection {
     } else {
       startOutbound(stream)
     }
-    flush()
+    queueFlush()
+  }
+
+  /// Flushes once after the tasks already queued on the loop have run, so every call that
+  /// finishes in this turn shares one `nghttp2_session_mem_send` pass and one socket write.
+  private func queueFlush() {
+    guard !flushQueued else { return }
+    flushQueued = true
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    eventLoop.execute {
+      bound.value.flushQueued = false
+      bound.value.flush()
+    }
   }
 
   /// Server: submit response headers (or trailers-only). Client streams start at creation.
