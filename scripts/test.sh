@@ -14,6 +14,12 @@ scripts/setup.sh --test
 
 swift build --build-tests
 .venv/bin/python scripts/reapi-descriptors.py .build/reapi-descriptors.bin
+# The scheduler's PostgreSQL state is tested against a real server (tests/postgres.py):
+# started here for the Swift tests, stopped by PID when this script ends.
+pgdir="$(mktemp -d)"
+trap '.venv/bin/python tests/postgres.py stop "$pgdir"; rm -rf "$pgdir"' EXIT
+APUS_TEST_POSTGRES_URL="$(.venv/bin/python tests/postgres.py start "$pgdir")"
+export APUS_TEST_POSTGRES_URL
 APUS_REAPI_DESCRIPTORS="$PWD/.build/reapi-descriptors.bin" swift test --skip-build
 
 Fuzz/run.sh --smoke

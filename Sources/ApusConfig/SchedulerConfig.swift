@@ -29,6 +29,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
   public var maxTimeoutSeconds: Int
   /// Finished operations stay visible to WaitExecution and GetOperation this long.
   public var completedOperationSeconds: Int
+  /// Where operations, queue and worker leases live (key `state`; default `"memory"`).
+  public var state: SchedulerStateConfig = .memory
 
   public init(
     platformProperties: [String: PropertyRule] = Self.defaultProperties, maxJobRetries: Int = 3,
@@ -56,7 +58,7 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
       allowedKeys: [
         "platform_properties", "max_job_retries", "worker_timeout_seconds", "keep_alive_seconds",
         "unsatisfiable_grace_seconds", "default_timeout_seconds", "max_timeout_seconds",
-        "completed_operation_seconds",
+        "completed_operation_seconds", "state",
       ])
     let d = SchedulerConfig()
     if let raw = try o.decode([String: String].self, "platform_properties") {
@@ -88,6 +90,7 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     }
     completedOperationSeconds = Int(
       try o.integer("completed_operation_seconds") ?? Int64(d.completedOperationSeconds))
+    state = try o.decode(SchedulerStateConfig.self, "state") ?? .memory
   }
 }
 
