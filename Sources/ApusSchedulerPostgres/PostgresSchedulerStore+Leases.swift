@@ -21,6 +21,35 @@ extension PostgresSchedulerStore {
     }
   }
 
+  /// For a worker registering (again): of the actions assigned to it, those it lists as
+  /// still running stay its own and are returned with their platform keys; the others are
+  /// queued again at once (an attempt counted, failed past `max_job_retries`).
+  public func adoptRunning(worker: String, listed: [String]) async throws(SchedulerError) -> [(String, String)] {
+    let (scheduler, max) = (self.scheduler, maxJobRetries)
+    let failure = Self.bytes(
+      Self.failure(.unavailable, "the action's worker was lost more than max_job_retries (\(max)) times; giving up"))
+    return try await perform("adopting a worker's running actions") { [client, logger] in
+      try await client.query(
+        """
+        UPDATE apus_operations o SET attempts = o.attempts + 1,
+          stage = CASE WHEN o.attempts + 1 > \(max) THEN 4 ELSE 2 END,
+          response = CASE WHEN o.attempts + 1 > \(max) THEN \(failure) END,
+          completed_at = CASE WHEN o.attempts + 1 > \(max) THEN now() END,
+          worker = NULL, assigned_at = NULL, execute_deadline = NULL
+        WHERE o.scheduler = \(scheduler) AND o.stage = 3 AND o.worker = \(worker) AND NOT (o.name = ANY(\(listed)))
+        """, logger: logger)
+      var kept: [(String, String)] = []
+      for try await (name, key) in try await client.query(
+        """
+        SELECT name, platform_key FROM apus_operations WHERE scheduler = \(scheduler) AND stage = 3 AND worker = \(worker)
+        """, logger: logger
+      ).decode((String, String).self) {
+        kept.append((name, key))
+      }
+      return kept
+    }
+  }
+
   /// Extends the leases of the workers connected to this process (one statement for all).
   public func renewLeases(_ workers: [String]) async throws(SchedulerError) {
     guard !workers.isEmpty else { return }

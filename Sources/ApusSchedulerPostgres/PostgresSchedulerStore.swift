@@ -159,6 +159,52 @@ public final class PostgresSchedulerStore: Sendable {
     }
   }
 
+  /// One page of an instance's operations in creation order after the page token
+  /// `after` (the last one's sequence number); the next token, nil after the last page.
+  public func list(instance: String, pageSize: Int, after: UInt64?) async throws(SchedulerError) -> (
+    operations: [StoredOperation], next: UInt64?
+  ) {
+    let (scheduler, from, limit) = (self.scheduler, Int64(clamping: after ?? 0), pageSize + 1)
+    return try await perform("listing operations") { [client, logger] in
+      var out: [(StoredOperation, Int64)] = []
+      for try await (name, digest, stage, response, worker, seq) in try await client.query(
+        """
+        SELECT name, action_digest, stage, response, worker, seq FROM apus_operations
+        WHERE scheduler = \(scheduler) AND instance = \(instance) AND seq > \(from) ORDER BY seq LIMIT \(limit)
+        """, logger: logger
+      ).decode((String, String, Int16, ByteBuffer?, String?, Int64).self) {
+        out.append(
+          (StoredOperation(
+            name: name, instanceName: instance, actionDigest: Self.digest(digest),
+            stage: ExecutionStage(rawValue: Int32(stage)),
+            response: try response.map { try ExecuteResponse(serializedBytes: Array($0.readableBytesView)) },
+            worker: worker), seq))
+      }
+      let page = Array(out.prefix(pageSize))
+      return (page.map(\.0), out.count > pageSize ? page.last.map { UInt64($0.1) } : nil)
+    }
+  }
+
+  /// Forgets a finished operation: NOT_FOUND if unknown, FAILED_PRECONDITION if unfinished.
+  public func delete(_ name: String) async throws(SchedulerError) {
+    let scheduler = self.scheduler
+    try await perform("deleting an operation") { [client, logger] in
+      for try await stage in try await client.query(
+        """
+        WITH old AS (SELECT name, stage FROM apus_operations WHERE scheduler = \(scheduler) AND name = \(name)),
+        gone AS (DELETE FROM apus_operations o USING old WHERE o.name = old.name AND old.stage = 4)
+        SELECT stage FROM old
+        """, logger: logger
+      ).decode(Int16.self) {
+        guard stage == 4 else {
+          throw SchedulerError(.failedPrecondition, "operation \"\(name)\" has not finished; cancel it before deleting it")
+        }
+        return
+      }
+      throw SchedulerError(.notFound, "operation \"\(name)\" is not known (or has expired)")
+    }
+  }
+
   // MARK: - Queue
 
   /// Every platform key with work ever queued for this scheduler (a short list).
@@ -235,15 +281,16 @@ public final class PostgresSchedulerStore: Sendable {
   // MARK: - Results
 
   /// Records the result of `name` reported by `worker`. Accepted while the operation is
-  /// assigned to that worker, or queued again after that worker's lease ran out (a late
-  /// result is still the action's result). Returns whether it was accepted.
+  /// unfinished, whoever runs it now: a late result from a worker whose lease ran out is
+  /// still the action's result (the copy running elsewhere is then stopped by its
+  /// scheduler, which hears of the change). Returns whether it was accepted.
   public func finish(_ name: String, worker: String, _ response: ExecuteResponse) async throws(SchedulerError) -> Bool {
     let (scheduler, result) = (self.scheduler, Self.bytes(response))
     return try await perform("recording a result") { [client, logger] in
       try await !client.query(
         """
         UPDATE apus_operations SET stage = 4, response = \(result), completed_at = now(), worker = NULL
-        WHERE scheduler = \(scheduler) AND name = \(name) AND ((stage = 3 AND worker = \(worker)) OR stage = 2)
+        WHERE scheduler = \(scheduler) AND name = \(name) AND stage <> 4
         RETURNING name
         """, logger: logger
       ).collect().isEmpty
