@@ -13,11 +13,13 @@ import statistics
 
 import grpc
 
-from common import Figure, fmt, frame, h2load, h2load_counts, h2load_seconds, percentile, re_pb2, start_apus, start_buildgrid
+from common import Figure, Server, fmt, frame, free_port, h2load, h2load_counts, h2load_seconds, percentile, re_pb2, start_apus, start_buildgrid
 
 CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 AC = "/build.bazel.remote.execution.v2.ActionCache/"
 # The RPCs the small-RPC targets are about (FindMissingBlobs of 1,000 digests is a big request).
+# The RPCs whose server CPU is compared with nghttpd's (issue 15's targets).
+FLOOR_RPCS = ["GetActionResult", "FindMissingBlobs, 10 digests"]
 SINGLE_DIGEST = ["GetActionResult", "FindMissingBlobs, 1 digest", "BatchUpdateBlobs, 4 KiB",
                  "BatchReadBlobs, 4 KiB"]
 
@@ -57,6 +59,9 @@ def prepare(ch):
         "FindMissingBlobs, 1 digest": (CAS + "FindMissingBlobs",
                                        re_pb2.FindMissingBlobsRequest(blob_digests=[digest(read_blob)]),
                                        none_missing),
+        "FindMissingBlobs, 10 digests": (CAS + "FindMissingBlobs",
+                                         re_pb2.FindMissingBlobsRequest(blob_digests=[digest(b) for b in small[:10]]),
+                                         none_missing),
         "FindMissingBlobs, 1,000 digests": (CAS + "FindMissingBlobs",
                                             re_pb2.FindMissingBlobsRequest(blob_digests=[digest(b) for b in small]),
                                             none_missing),
@@ -68,7 +73,8 @@ def prepare(ch):
 
 
 def load(ctx, server, label, path, request, check, streams, base=None, channel=None):
-    """One h2load run; returns (requests/s per window, p50 ms, p99 ms, server CPU, client CPU).
+    """One h2load run; returns (requests/s per window, p50 ms, p99 ms, server CPU, client CPU,
+    server CPU µs per request).
     `base` is h2load's scheme and authority (default http://127.0.0.1:PORT) and `channel()` the
     grpcio channel for the check (default plaintext to server.port): TLS passes https:// and a
     secure channel to the same listener."""
@@ -111,9 +117,38 @@ def load(ctx, server, label, path, request, check, streams, base=None, channel=N
         windows[(s - t0) // 1_000_000] = windows.get((s - t0) // 1_000_000, 0) + 1
     whole = int(seconds)
     rates = [windows.get(w, 0) for w in range(whole)] if whole >= 1 else [len(starts) / seconds]
-    # CPU was counted over the warm-up too; h2load's own time covers the measured part only.
-    duration = h2load_seconds(out) + warm_up
-    return rates, percentile(latencies, 0.5), percentile(latencies, 0.99), server_cpu / duration, client_cpu / duration
+    # CPU was counted over the warm-up too; h2load's own time covers the measured part only, so
+    # the requests of the warm-up are estimated at the measured rate.
+    measured = h2load_seconds(out)
+    duration = measured + warm_up
+    per_request_us = server_cpu / (counts["done"] * duration / measured) * 1e6
+    return (rates, percentile(latencies, 0.5), percentile(latencies, 0.99), server_cpu / duration,
+            client_cpu / duration, per_request_us, 5 + len(response))
+
+
+def nghttpd_reference(ctx, size, streams):
+    """nghttpd, nghttp2's own C server, answering the same h2load POSTs with a static body of
+    the response's size: (requests/s, server CPU µs per request). The floor of the HTTP/2 layer
+    Apus is built on, measured on the same machine in the same run."""
+    root = os.path.join(ctx.work, "nghttpd-rpc")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "reply"), "wb") as f:
+        f.write(os.urandom(size))
+    body = os.path.join(ctx.work, "rpc.body")
+    port = free_port()
+    with Server("nghttpd-rpc", ["nghttpd", "-a", "127.0.0.1", "-d", root, "--no-tls", str(port)],
+                port, ctx.work) as server:
+        conns = min(streams, 4)
+        warm_up = 0.5 if ctx.rpc_seconds >= 1 else 0.1
+        cpu0 = server.cpu_seconds()
+        out, _ = h2load(f"http://127.0.0.1:{port}/reply", body, "-D", f"{int(ctx.rpc_seconds * 1000)}ms",
+                        "--warm-up-time", f"{int(warm_up * 1000)}ms", "-t", "1", "-c", str(conns),
+                        "-m", str(streams // conns))
+        server_cpu = server.cpu_seconds() - cpu0
+    counts, measured = h2load_counts(out), h2load_seconds(out)
+    if counts["done"] == 0 or counts["failed"] or counts["errored"]:
+        raise RuntimeError(f"nghttpd reference: {counts}\n{out[-1500:]}")
+    return counts["done"] / measured, server_cpu / (counts["done"] * (measured + warm_up) / measured) * 1e6
 
 
 def measure(ctx, server):
@@ -134,31 +169,46 @@ def run(ctx):
         with start_buildgrid(ctx.work) as server:
             peer = measure(ctx, server)
 
+    # The HTTP/2 floor: nghttpd answering the same client with a body of each target RPC's size.
+    top = max(ctx.rpc_streams)
+    floor = {label: nghttpd_reference(ctx, apus[label, top][6], top) for label in FLOOR_RPCS}
+
     rows, notes = [], []
-    for (label, streams), (rates, p50, p99, server_cpu, client_cpu) in apus.items():
+    for (label, streams), (rates, p50, p99, server_cpu, client_cpu, cpu_us, _) in apus.items():
         fig = ctx.add(Figure("small RPCs", f"{label}, {streams} streams", "req/s", rates,
                              f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"))
         ctx.add(Figure("small RPCs", f"{label}, {streams} streams, p99", "ms", [p99]))
+        ctx.add(Figure("small RPCs", f"{label}, {streams} streams, server CPU per request", "µs", [cpu_us]))
         row = [label, streams, f"{fmt(fig.min)} / **{fmt(fig.median)}** / {fmt(fig.max)}", fmt(p50), fmt(p99),
-               f"{server_cpu:.2f}", f"{client_cpu:.2f}"]
+               f"{server_cpu:.2f}", f"{client_cpu:.2f}", f"{cpu_us:.1f}"]
         if peer:
-            prates, pp50, pp99, _, _ = peer[label, streams]
+            prates, pp50, pp99 = peer[label, streams][:3]
             pfig = ctx.add(Figure("small RPCs", f"BuildGrid {label}, {streams} streams", "req/s", prates,
                                   f"p50 {pp50:.3f} ms, p99 {pp99:.3f} ms"))
             ctx.ratio(f"{label}, {streams} streams: apus / BuildGrid req/s", fig.median / pfig.median)
             row += [fmt(pfig.median), fmt(pp99), f"{fig.median / pfig.median:.1f}×"]
         rows.append(row)
     headers = ["RPC", "streams", "apus req/s min / median / max", "p50 ms", "p99 ms", "apus CPU cores",
-               "h2load CPU cores"]
+               "h2load CPU cores", "apus µs CPU / req"]
     if peer:
         headers += ["BuildGrid req/s", "BuildGrid p99 ms", "apus / BuildGrid"]
     notes.append("CPU cores = CPU seconds used during the run / wall seconds; h2load is the client, on "
                  "the same 2 cores, so the two columns together show how the machine was shared.")
+    for label, (rate, floor_us) in floor.items():
+        apus_us = apus[label, top][5]
+        ctx.add(Figure("small RPCs", f"nghttpd, {label}-sized reply, {top} streams, server CPU per request",
+                       "µs", [floor_us], f"{fmt(rate)} req/s"))
+        ctx.ratio(f"{label}, {top} streams: apus / nghttpd server CPU per request", apus_us / floor_us)
+        notes.append(f"{label} at {top} streams: apus {apus_us:.1f} µs of server CPU per request, nghttpd "
+                     f"{floor_us:.2f} µs ({fmt(rate)} req/s) answering the same client with a static "
+                     f"{apus[label, top][6]}-byte body: **{apus_us / floor_us:.1f}×**")
     ctx.table(f"Small RPCs: h2load, {ctx.rpc_seconds} s per row, in-memory stores", headers, rows, notes)
 
-    top = max(ctx.rpc_streams)
     worst = min(SINGLE_DIGEST, key=lambda k: statistics.median(apus[k, top][0]))
     slowest = max(SINGLE_DIGEST, key=lambda k: apus[k, top][2])
+    for label, (_, floor_us) in floor.items():
+        ctx.target(f"server CPU per {label} at {top} streams ≤ 3× nghttpd's", apus[label, top][5] / floor_us,
+                   3, "×", f"{apus[label, top][5]:.1f} µs vs {floor_us:.2f} µs", higher_is_better=False)
     ctx.target(f"≥ 20,000 small RPCs/s at {top} streams (slowest of the single-digest RPCs)",
                statistics.median(apus[worst, top][0]), 20000, " req/s", worst)
     ctx.target(f"p99 < 5 ms at {top} streams (worst of the single-digest RPCs)",

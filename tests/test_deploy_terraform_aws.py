@@ -31,6 +31,7 @@ DEPLOY_PY = ROOT / ".venv-deploy" / "bin" / "python"
 CHECKOV = ROOT / ".venv-deploy" / "bin" / "checkov"
 PUBLISHER = AWS / "publisher" / "apus-desired-workers.py"
 HELPER = AWS / "cloud-init" / "apus-aws-helper.py"
+LIFECYCLE = AWS / "lifecycle" / "apus-lifecycle.py"
 
 
 def need(path):
@@ -163,7 +164,10 @@ def worker_values():
     return {"release_url": "s3://releases/apus.tar.gz", "release_sha256": "0" * 64, "scheduler_ip": "10.40.128.10",
             "server_name": "scheduler.apus.internal", "ca_cert_pem": SAMPLE_PEM,
             "token_parameter": "/apus/tokens/worker", "slots": 8, "cache_bytes": 53687091200,
-            "aws_helper": HELPER.read_text()}
+            "aws_helper": HELPER.read_text(), "lifecycle_script": LIFECYCLE.read_text(),
+            "lifecycle_service": (AWS / "lifecycle" / "apus-lifecycle.service").read_text(),
+            "autoscaling_group": "apus-workers", "lifecycle_hook": "apus-worker-drain",
+            "drain_timeout_seconds": 3600, "region": "eu-west-1"}
 
 
 @pytest.fixture(scope="module")
@@ -235,27 +239,33 @@ def test_cloud_init_shell_commands_pass_shellcheck(rendered, tmp_path):
         assert out.returncode == 0, out.stdout
 
 
-def test_publisher_units_pass_systemd_analyze(tmp_path):
+@pytest.mark.parametrize("directory,units", [
+    ("publisher", ("apus-desired-workers.service", "apus-desired-workers.timer")),
+    ("lifecycle", ("apus-lifecycle.service",)),
+])
+def test_units_pass_systemd_analyze(tmp_path, directory, units):
+    """The publisher's (scheduler host) and the scale-in drain service's (workers)."""
     analyze = shutil.which("systemd-analyze")
     if not analyze:
         pytest.skip("systemd-analyze is not installed")
-    for name in ("apus-desired-workers.service", "apus-desired-workers.timer"):
-        text = (AWS / "publisher" / name).read_text()
+    for name in units:
+        text = (AWS / directory / name).read_text()
         # verify wants ExecStart's binary and the environment file to exist on this machine.
         text = text.replace("/usr/local/libexec/apus/apus-desired-workers", "/usr/bin/true").replace(
+            "/usr/bin/python3 /usr/local/libexec/apus/apus-lifecycle", "/usr/bin/true").replace(
             "EnvironmentFile=/", "EnvironmentFile=-/")
         (tmp_path / name).write_text(text)
-    units = [str(tmp_path / "apus-desired-workers.service"), str(tmp_path / "apus-desired-workers.timer")]
-    out = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=60)
+    paths = [str(tmp_path / name) for name in units]
+    out = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
-    out = subprocess.run([analyze, "security", "--offline=yes", units[0]], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([analyze, "security", "--offline=yes", paths[0]], capture_output=True, text=True, timeout=60)
     score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout).group(1))
-    print(f"systemd-analyze security apus-desired-workers.service: {score}")
+    print(f"systemd-analyze security {units[0]}: {score}")
     assert score <= 2.5
 
 
 def test_python_scripts_compile():
-    for path in (PUBLISHER, HELPER, TF / "inspect.py", TF / "tables.py"):
+    for path in (PUBLISHER, HELPER, LIFECYCLE, TF / "inspect.py", TF / "tables.py"):
         compile(path.read_text(), str(path), "exec")
 
 

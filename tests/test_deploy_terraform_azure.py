@@ -284,3 +284,23 @@ def test_publisher_fails_without_metrics_url():
     out = subprocess.run([sys.executable, str(PUBLISHER)], env={"PATH": os.environ["PATH"]},
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "AZURE_METRICS_URL" in out.stderr
+
+
+def test_scale_in_drain_script_compiles_and_its_unit_passes_systemd_analyze(tmp_path):
+    """lifecycle/: apus-scheduled-events.py (exercised in test_deploy_scale_in.py) and its
+    unit: verify clean, security exposure <= 2.5 (a dynamic user with the token as a credential)."""
+    script = AZ / "lifecycle" / "apus-scheduled-events.py"
+    compile(script.read_text(), str(script), "exec")
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze is not installed")
+    unit = tmp_path / "apus-scheduled-events.service"
+    # verify wants ExecStart's program to exist on this machine.
+    unit.write_text((AZ / "lifecycle" / unit.name).read_text().replace(
+        "/usr/bin/python3 /usr/local/libexec/apus-scheduled-events", "/usr/bin/true"))
+    out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+    out = subprocess.run([analyze, "security", "--offline=yes", str(unit)], capture_output=True, text=True, timeout=60)
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout).group(1))
+    print(f"systemd-analyze security apus-scheduled-events.service: {score}")
+    assert score <= 2.5

@@ -2,7 +2,8 @@
 # - scheduler (CAS + action cache + scheduler): Get/Put/Delete on cas/* and ac/* of the cache
 #   bucket, List of the bucket limited to those prefixes, the KMS key for SSE-KMS, its own
 #   TLS key parameter, PutMetricData in the Apus namespace only, and SSM Session Manager.
-# - workers: no S3 at all (blobs go through the CAS), their token parameter, and SSM.
+# - workers: no S3 at all (blobs go through the CAS), their token parameter, completing and
+#   heartbeating lifecycle actions of their own group (scale-in draining), and SSM.
 # Both may read the release tarball when it is an s3:// object.
 
 data "aws_iam_policy_document" "ec2_assume" {
@@ -89,6 +90,15 @@ data "aws_iam_policy_document" "worker" {
       variable = "kms:ViaService"
       values   = ["ssm.${var.region}.amazonaws.com"]
     }
+  }
+
+  # apus-lifecycle: the worker completes its own termination once drained. Only these two
+  # actions, only on the worker group (they support resource ARNs). A worker could complete
+  # another worker's lifecycle action early (same group); the cost is that one's drain.
+  statement {
+    sid       = "ScaleInDrain"
+    actions   = ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"]
+    resources = [aws_autoscaling_group.workers.arn]
   }
 
   dynamic "statement" {

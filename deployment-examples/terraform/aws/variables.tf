@@ -190,6 +190,17 @@ variable "scale_in_delay_seconds" {
   default     = 600
 }
 
+variable "worker_drain_timeout_seconds" {
+  description = "How long a worker leaving the group (scale-in, instance refresh) may take to finish its running actions after it stops taking new ones: size it to your longest action. The termination lifecycle hook's heartbeat timeout (capped at AWS's 7200; the worker sends heartbeats beyond that). Actions still running after it are run again on another worker."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.worker_drain_timeout_seconds >= 60 && var.worker_drain_timeout_seconds <= 172800
+    error_message = "worker_drain_timeout_seconds: 60 to 172800 (48 hours, the longest a lifecycle hook may hold an instance)."
+  }
+}
+
 variable "cache_expiry_days" {
   description = "Objects in the cache bucket are deleted this many days after they were written (S3 lifecycle); Bazel uploads them again when needed."
   type        = number

@@ -1,8 +1,15 @@
 # Workers: a launch template (Debian, IMDSv2 only, encrypted gp3, no public IP, the worker
-# role) and an Auto Scaling Group across the private subnets, sized by autoscaling.tf.
+# role) and an Auto Scaling Group across the private subnets, sized by autoscaling.tf, with a
+# termination lifecycle hook that lets each worker drain before it goes.
 
 locals {
   worker_group_name = "${var.name}-workers"
+  worker_drain_hook = "${var.name}-worker-drain"
+
+  lifecycle_files = {
+    script  = file("${path.module}/lifecycle/apus-lifecycle.py")
+    service = file("${path.module}/lifecycle/apus-lifecycle.service")
+  }
 
   worker_user_data = templatefile("${path.module}/cloud-init/worker.yaml.tftpl", {
     release_url     = var.apus_release_url
@@ -14,6 +21,14 @@ locals {
     slots           = var.worker_slots
     cache_bytes     = floor(var.worker_disk_gb * 0.5 * 1024 * 1024 * 1024)
     aws_helper      = file("${path.module}/cloud-init/apus-aws-helper.py")
+
+    # Scale-in draining (apus-lifecycle.service).
+    lifecycle_script      = local.lifecycle_files.script
+    lifecycle_service     = local.lifecycle_files.service
+    autoscaling_group     = local.worker_group_name
+    lifecycle_hook        = local.worker_drain_hook
+    drain_timeout_seconds = var.worker_drain_timeout_seconds
+    region                = var.region
   })
 }
 
@@ -74,8 +89,8 @@ resource "aws_autoscaling_group" "workers" {
   health_check_type         = "EC2"
   health_check_grace_period = 300
   default_instance_warmup   = 120
-  # Scale-in terminates a worker at once: its running actions are re-queued by the
-  # scheduler (max_job_retries). The publisher's scale-in delay keeps this rare.
+  # A worker leaving (scale-in, instance refresh, health replacement) first drains: the
+  # lifecycle hook below holds it in Terminating:Wait until apus-lifecycle completes it.
   termination_policies = ["OldestLaunchTemplate", "ClosestToNextInstanceHour"]
 
   launch_template {
@@ -99,4 +114,19 @@ resource "aws_autoscaling_group" "workers" {
   lifecycle {
     ignore_changes = [desired_capacity]
   }
+}
+
+# Scale-in waits for running actions. The group holds a terminating worker in
+# Terminating:Wait; apus-lifecycle on the worker sees target-lifecycle-state = Terminated,
+# POSTs /drain, waits until nothing runs (heartbeats every minute, at most
+# worker_drain_timeout_seconds) and completes the action with CONTINUE. The heartbeat timeout
+# is the drain timeout (AWS caps it at 2 hours; heartbeats carry longer drains): if the
+# service dies, the worker, already drained, still gets that long to finish. default_result
+# CONTINUE: whatever happens, the instance is terminated in the end.
+resource "aws_autoscaling_lifecycle_hook" "worker_drain" {
+  name                   = local.worker_drain_hook
+  autoscaling_group_name = aws_autoscaling_group.workers.name
+  lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
+  default_result         = "CONTINUE"
+  heartbeat_timeout      = min(var.worker_drain_timeout_seconds, 7200)
 }

@@ -110,6 +110,17 @@ variable "workers_default" {
   default     = 1
 }
 
+variable "worker_drain_timeout_minutes" {
+  description = "How long a worker VM leaving the scale set may take to finish its running actions after it stops taking new ones (the termination notification's timeout; Azure allows 5 to 15). Actions still running after it are run again on another worker."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.worker_drain_timeout_minutes >= 5 && var.worker_drain_timeout_minutes <= 15
+    error_message = "worker_drain_timeout_minutes: 5 to 15 (Azure's range for termination notifications)."
+  }
+}
+
 variable "scale_out_step" {
   description = "Worker VMs added per scale-out action while desired_workers exceeds the connected workers."
   type        = number

@@ -33,7 +33,9 @@ resource "azurerm_linux_virtual_machine_scale_set" "workers" {
       cas_max_bytes = var.cas_max_bytes
       worker_slots  = var.worker_slots
     }))
-    bootstrap_sh = filebase64("${path.module}/scripts/bootstrap.sh")
+    bootstrap_sh             = filebase64("${path.module}/scripts/bootstrap.sh")
+    scheduled_events_py      = filebase64("${path.module}/lifecycle/apus-scheduled-events.py")
+    scheduled_events_service = filebase64("${path.module}/lifecycle/apus-scheduled-events.service")
   }))
 
   admin_ssh_key {
@@ -69,15 +71,20 @@ resource "azurerm_linux_virtual_machine_scale_set" "workers" {
     }
   }
 
-  # Scale-in: Azure tells the VM (Scheduled Events) and waits; a worker given this time
-  # finishes most running actions (the scheduler retries the rest on another worker).
+  # Scale-in drains: Azure posts a Terminate scheduled event naming the VM and waits up to
+  # this timeout; apus-scheduled-events on the VM drains the worker, waits until nothing
+  # runs and approves the event, so an idle worker goes at once. Actions still running at
+  # the timeout are run again by the scheduler on another worker.
   termination_notification {
     enabled = true
-    timeout = "PT10M"
+    timeout = "PT${var.worker_drain_timeout_minutes}M"
   }
 
+  # NewestVM: the youngest workers go first, keeping the warm input caches of the older
+  # ones. force_deletion_enabled stays false: a forced delete skips the notification.
   scale_in {
-    rule = "NewestVM"
+    rule                   = "NewestVM"
+    force_deletion_enabled = false
   }
 
   lifecycle {
