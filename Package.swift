@@ -103,7 +103,7 @@ let package = Package(
     .target(
       name: "ApusServer",
       dependencies: [
-        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig", "ApusScheduler",
+        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig", "ApusScheduler", "ApusSchedulerPostgres",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -300,3 +300,5 @@ public actor SharedScheduler {
     PostgresSchedulerStore.failure(code, message)
   }
 }
+
+extension SharedScheduler: ExecutionScheduler {}

@@ -23,7 +23,7 @@ struct ExecutionService {
       Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, writer, _ in
-      guard let stream = await Self.watch(table, request.name) else {
+      guard let stream = try await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
       for await op in stream { try await writer.write(op.serializedBytes()) }
@@ -33,7 +33,7 @@ struct ExecutionService {
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
       for scheduler in table.schedulers {
-        if let op = await scheduler.operation(request.name) { return op.serializedBytes() }
+        if let op = try await scheduler.operation(request.name) { return op.serializedBytes() }
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
@@ -41,7 +41,7 @@ struct ExecutionService {
       Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
-      guard let stream = await Self.watch(table, request.name) else {
+      guard let stream = try await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
       var last: Operation?
@@ -52,24 +52,25 @@ struct ExecutionService {
       Self.operations + "CancelOperation", CancelOperationRequest.self, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
-      for scheduler in table.schedulers where await scheduler.cancel(request.name) {
+      for scheduler in table.schedulers where try await scheduler.cancel(request.name) {
         return EmptyMessage().serializedBytes()
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
   }
 
-  /// The instance an operation was started on; nil if no scheduler knows it.
+  /// The instance an operation was started on; nil if no scheduler knows it (or the one
+  /// that might cannot be asked now: the call then goes on to fail with its reason).
   static func instanceName(_ table: InstanceTable, _ operation: String) async -> String? {
     for scheduler in table.schedulers {
-      if let name = await scheduler.instanceName(ofOperation: operation) { return name }
+      if let name = try? await scheduler.instanceName(ofOperation: operation) { return name }
     }
     return nil
   }
 
-  static func watch(_ table: InstanceTable, _ name: String) async -> AsyncStream<Operation>? {
+  static func watch(_ table: InstanceTable, _ name: String) async throws -> AsyncStream<Operation>? {
     for scheduler in table.schedulers {
-      if let stream = await scheduler.watch(name) { return stream }
+      if let stream = try await scheduler.watch(name) { return stream }
     }
     return nil
   }
@@ -120,12 +121,12 @@ struct ExecutionService {
       response.cachedResult = true
       response.status = .ok
       ActionCacheLookups.shared.counts(request.instanceName).record(hit: true)
-      try await writer.write(await scheduler.recordCompleted(job, response).serializedBytes())
+      try await writer.write(try await scheduler.recordCompleted(job, response).serializedBytes())
       return
     }
 
     let name = try await scheduler.submit(job)
-    guard let stream = await scheduler.watch(name) else {
+    guard let stream = try await scheduler.watch(name) else {
       throw RPCError(.internal, "operation \(name) vanished")
     }
     for await op in stream { try await writer.write(op.serializedBytes()) }

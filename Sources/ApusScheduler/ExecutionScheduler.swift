@@ -1,0 +1,45 @@
+import ApusProto
+
+/// What the Execution, Operations and WorkerAPI services need from a scheduler, whichever
+/// way it keeps its state: `Scheduler` (in this process) or the PostgreSQL-backed
+/// `SharedScheduler` (ApusSchedulerPostgres). Calls that may reach a database are `async`
+/// and throw `SchedulerError` (UNAVAILABLE while it does not answer).
+public protocol ExecutionScheduler: Actor {
+  nonisolated var name: String { get }
+  /// How often workers must ping; fixed by the config, so readable before registering.
+  nonisolated var keepAliveSeconds: Int { get }
+  /// Why the scheduler cannot work now (its database does not answer); nil while it can.
+  nonisolated var unavailableReason: String? { get }
+  nonisolated func effectiveTimeout(_ action: Action) throws(SchedulerError) -> Duration
+
+  func submit(_ job: ExecutionJob) async throws(SchedulerError) -> String
+  func recordCompleted(_ job: ExecutionJob, _ response: ExecuteResponse) async throws(SchedulerError) -> Operation
+  func watch(_ name: String) async throws(SchedulerError) -> AsyncStream<Operation>?
+  func instanceName(ofOperation name: String) async throws(SchedulerError) -> String?
+  func operation(_ name: String) async throws(SchedulerError) -> Operation?
+  func cancel(_ name: String) async throws(SchedulerError) -> Bool
+
+  func registerWorker(
+    id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String],
+    send: @escaping @Sendable (SchedulerMessage) -> Void
+  ) async throws(SchedulerError)
+  func keepAlive(_ id: String) async
+  func drain(_ id: String) async
+  func finished(_ id: String, _ message: ActionFinished) async
+  func workerGone(_ id: String) async
+  func snapshot() async -> SchedulerSnapshot
+  /// Once a second: evicts silent workers (and, in memory, does all the timed upkeep).
+  func tick() async
+}
+
+extension Scheduler: ExecutionScheduler {
+  /// Never: its state is in this process.
+  public nonisolated var unavailableReason: String? { nil }
+
+  public func registerWorker(
+    id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String],
+    send: @escaping @Sendable (SchedulerMessage) -> Void
+  ) throws(SchedulerError) {
+    try registerWorker(id: id, properties: properties, capacity: capacity, send: send)
+  }
+}
