@@ -226,7 +226,7 @@ FILES = {
       ("finished", "msg:ActionFinished", 3), ("goingAway", "msg:EmptyMessage", 4)]),
     ("WorkerRegister", "apus.worker.v1.Register",
      [("workerID", "string", 1), ("properties", "[msg:Platform.Property]", 2),
-      ("maxConcurrentActions", "int32", 3)]),
+      ("maxConcurrentActions", "int32", 3), ("runningOperations", "[string]", 4)]),
     ("ActionFinished", "apus.worker.v1.ActionFinished",
      [("operationName", "string", 1), ("response", "msg:ExecuteResponse", 2),
       ("handedBack", "bool", 3)]),

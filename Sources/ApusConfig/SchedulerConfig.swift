@@ -29,6 +29,14 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
   public var maxTimeoutSeconds: Int
   /// Finished operations stay visible to WaitExecution and GetOperation this long.
   public var completedOperationSeconds: Int
+  /// Key `max_queued_actions`: queued (not yet running) actions allowed per instance
+  /// name; an Execute that would queue one more fails RESOURCE_EXHAUSTED. Merged actions
+  /// and retries are not counted against it.
+  public var maxQueuedActions: Int
+  /// Key `worker_reconnect_grace_seconds`: a worker whose stream ended keeps its running
+  /// actions this long; registering again with the same id within it keeps them (0:
+  /// requeued at once).
+  public var workerReconnectGraceSeconds: Int
   /// Where operations, queue and worker leases live (key `state`; default `"memory"`).
   public var state: SchedulerStateConfig = .memory
 
@@ -36,7 +44,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     platformProperties: [String: PropertyRule] = Self.defaultProperties, maxJobRetries: Int = 3,
     workerTimeoutSeconds: Int = 30, keepAliveSeconds: Int = 5, unsatisfiableGraceSeconds: Int = 10,
     defaultTimeoutSeconds: Int = 900, maxTimeoutSeconds: Int = 3600,
-    completedOperationSeconds: Int = 600
+    completedOperationSeconds: Int = 600, maxQueuedActions: Int = 200_000,
+    workerReconnectGraceSeconds: Int = 10
   ) {
     self.platformProperties = platformProperties
     self.maxJobRetries = maxJobRetries
@@ -46,6 +55,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     self.defaultTimeoutSeconds = defaultTimeoutSeconds
     self.maxTimeoutSeconds = maxTimeoutSeconds
     self.completedOperationSeconds = completedOperationSeconds
+    self.maxQueuedActions = maxQueuedActions
+    self.workerReconnectGraceSeconds = workerReconnectGraceSeconds
   }
 
   public static let defaultProperties: [String: PropertyRule] = [
@@ -58,7 +69,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
       allowedKeys: [
         "platform_properties", "max_job_retries", "worker_timeout_seconds", "keep_alive_seconds",
         "unsatisfiable_grace_seconds", "default_timeout_seconds", "max_timeout_seconds",
-        "completed_operation_seconds", "state",
+        "completed_operation_seconds", "max_queued_actions", "worker_reconnect_grace_seconds",
+        "state",
       ])
     let d = SchedulerConfig()
     if let raw = try o.decode([String: String].self, "platform_properties") {
@@ -90,6 +102,9 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     }
     completedOperationSeconds = Int(
       try o.integer("completed_operation_seconds") ?? Int64(d.completedOperationSeconds))
+    maxQueuedActions = Int(try o.integer("max_queued_actions") ?? Int64(d.maxQueuedActions))
+    workerReconnectGraceSeconds = Int(
+      try o.integer("worker_reconnect_grace_seconds", positive: false) ?? Int64(d.workerReconnectGraceSeconds))
     state = try o.decode(SchedulerStateConfig.self, "state") ?? .memory
   }
 }

@@ -18,6 +18,13 @@ public protocol ExecutionScheduler: Actor {
   func instanceName(ofOperation name: String) async throws(SchedulerError) -> String?
   func operation(_ name: String) async throws(SchedulerError) -> Operation?
   func cancel(_ name: String) async throws(SchedulerError) -> Bool
+  /// One page of an instance's operations in creation order after the page token `after`;
+  /// the next token, nil after the last page.
+  func listOperations(instance: String, pageSize: Int, after: UInt64?) async throws(SchedulerError) -> (
+    operations: [Operation], next: UInt64?
+  )
+  /// Forgets a finished operation (NOT_FOUND if unknown, FAILED_PRECONDITION if unfinished).
+  func deleteOperation(_ name: String) async throws(SchedulerError)
 
   func registerWorker(
     id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String],
@@ -35,11 +42,4 @@ public protocol ExecutionScheduler: Actor {
 extension Scheduler: ExecutionScheduler {
   /// Never: its state is in this process.
   public nonisolated var unavailableReason: String? { nil }
-
-  public func registerWorker(
-    id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String],
-    send: @escaping @Sendable (SchedulerMessage) -> Void
-  ) throws(SchedulerError) {
-    try registerWorker(id: id, properties: properties, capacity: capacity, send: send)
-  }
 }

@@ -22,15 +22,22 @@ struct PlatformMatcher: Sendable {
 
   /// Whether `worker` could run the action, given what it has reserved already.
   func matches(_ properties: [Platform.Property], _ worker: WorkerRecord, ignoringLoad: Bool) -> Bool {
+    matches(properties, offered: worker.properties, reserved: ignoringLoad ? [:] : worker.reserved)
+  }
+
+  /// Whether a worker offering `offered`, with `reserved` held by its running actions,
+  /// could run the action.
+  func matches(
+    _ properties: [Platform.Property], offered: [String: [String]], reserved: [String: Double] = [:]
+  ) -> Bool {
     for p in properties {
       switch rules[p.name] {
       case .exact:
-        guard worker.properties[p.name, default: []].contains(p.value) else { return false }
+        guard offered[p.name, default: []].contains(p.value) else { return false }
       case .minimum:
         let need = Double(p.value) ?? 0
-        let have = worker.properties[p.name]?.compactMap(Double.init).max() ?? 0
-        let reserved = ignoringLoad ? 0 : worker.reserved[p.name, default: 0]
-        guard have - reserved >= need else { return false }
+        let have = offered[p.name]?.compactMap(Double.init).max() ?? 0
+        guard have - reserved[p.name, default: 0] >= need else { return false }
       case .priority, .ignore, nil:
         continue
       }

@@ -5,6 +5,8 @@ import Metrics
 /// once per scheduler. Its gauges are set from a snapshot when `/metrics` is scraped.
 struct SchedulerMetrics: Sendable {
   let completed, failed, timedOut, cancelled, retried: Counter
+  /// Executes refused because the instance's queue was at `max_queued_actions`.
+  let rejectedQueueFull: Counter
   let queueWait, execution: Timer
 
   init(scheduler: String) {
@@ -17,6 +19,8 @@ struct SchedulerMetrics: Sendable {
     timedOut = outcome("timed_out")
     cancelled = outcome("cancelled")
     retried = Counter(label: "apus_scheduler_actions_retried_total", dimensions: labels)
+    rejectedQueueFull = Counter(
+      label: "apus_scheduler_executions_rejected_total", dimensions: labels + [("reason", "queue_full")])
     queueWait = Timer(label: "apus_scheduler_queue_wait_seconds", dimensions: labels)
     execution = Timer(label: "apus_scheduler_execution_seconds", dimensions: labels)
   }

@@ -237,7 +237,7 @@ public actor SharedScheduler {
     guard let worker = workers.removeValue(forKey: id) else { return }
     for name in worker.running.keys where runningOn[name] == id { runningOn[name] = nil }
     logger.info("worker gone", metadata: ["worker": "\(id)", "running": "\(worker.running.count)"])
-    try? await store.releaseWorker(id, graceSeconds: config.workerTimeoutSeconds)
+    try? await store.releaseWorker(id, graceSeconds: config.workerReconnectGraceSeconds)
   }
 
   public var workerCount: Int { workers.count }

@@ -4,12 +4,14 @@ import ApusScheduler
 import ApusStore
 
 /// `build.bazel.remote.execution.v2.Execution` and the `google.longrunning.Operations`
-/// calls a client needs to look up, wait for or cancel an operation.
+/// calls a client needs to list, look up, wait for, cancel or delete operations.
 struct ExecutionService {
   let table: InstanceTable
   static let prefix = "/build.bazel.remote.execution.v2.Execution/"
   static let operations = "/google.longrunning.Operations/"
   static let maxActionBytes = 4 << 20
+  /// ListOperations' page size when the request sets none, and the most it may ask for.
+  static let defaultPageSize = 100, maxPageSize = 1000
 
   func register(on router: inout RPCRouter) {
     let table = self.table
@@ -57,6 +59,48 @@ struct ExecutionService {
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
+    router.unary(
+      Self.operations + "ListOperations", ListOperationsRequest.self, auth: table.authorizer,
+      instance: { $0.name }
+    ) { request, _ in
+      try await Self.list(table, request).serializedBytes()
+    }
+    router.unary(
+      Self.operations + "DeleteOperation", DeleteOperationRequest.self, auth: table.authorizer,
+      instance: { await Self.instanceName(table, $0.name) }
+    ) { request, _ in
+      for scheduler in table.schedulers where try await scheduler.instanceName(ofOperation: request.name) != nil {
+        try await scheduler.deleteOperation(request.name)
+        return EmptyMessage().serializedBytes()
+      }
+      throw RPCError(.notFound, "no operation named \"\(request.name)\"")
+    }
+  }
+
+  /// ListOperations: `name` is the instance name; `filter` must be empty (none is
+  /// supported); pages follow creation order, the token being the last one's sequence.
+  static func list(_ table: InstanceTable, _ request: ListOperationsRequest) async throws -> ListOperationsResponse {
+    guard request.filter.isEmpty else {
+      throw RPCError.invalidArgument("ListOperations filters are not supported; send an empty filter")
+    }
+    guard request.pageSize >= 0 else {
+      throw RPCError.invalidArgument("page_size must not be negative, got \(request.pageSize)")
+    }
+    var after: UInt64?
+    if !request.pageToken.isEmpty {
+      guard let token = UInt64(request.pageToken) else {
+        throw RPCError.invalidArgument("page_token \"\(request.pageToken)\" was not returned by ListOperations")
+      }
+      after = token
+    }
+    let instance = try table.instance(request.name)
+    var response = ListOperationsResponse()
+    guard let scheduler = instance.scheduler else { return response }
+    let size = request.pageSize == 0 ? defaultPageSize : min(Int(request.pageSize), maxPageSize)
+    let page = try await scheduler.listOperations(instance: request.name, pageSize: size, after: after)
+    response.operations = page.operations
+    response.nextPageToken = page.next.map { String($0) } ?? ""
+    return response
   }
 
   /// The instance an operation was started on; nil if no scheduler knows it (or the one

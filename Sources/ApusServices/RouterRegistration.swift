@@ -22,6 +22,8 @@ enum MethodPermissions {
     "/google.longrunning.Operations/GetOperation": .execute,
     "/google.longrunning.Operations/WaitOperation": .execute,
     "/google.longrunning.Operations/CancelOperation": .execute,
+    "/google.longrunning.Operations/ListOperations": .execute,
+    "/google.longrunning.Operations/DeleteOperation": .execute,
   ]
 
   static func required(_ path: String) -> Permission {

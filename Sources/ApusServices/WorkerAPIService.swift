@@ -50,7 +50,7 @@ public struct WorkerAPIService: Sendable {
       continuation.yield(first)
       try await scheduler.registerWorker(
         id: id, properties: register.properties,
-        capacity: Int(register.maxConcurrentActions), runningOperations: [], send: { continuation.yield($0) })
+        capacity: Int(register.maxConcurrentActions), runningOperations: register.runningOperations, send: { continuation.yield($0) })
       let rest = iterator
       do {
         try await withThrowingTaskGroup(of: Void.self) { group in

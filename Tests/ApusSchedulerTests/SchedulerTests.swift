@@ -129,7 +129,7 @@ struct SchedulerTests {
 
   @Test("a lost worker's action is retried elsewhere, then given up")
   func retries() async throws {
-    let s = scheduler(SchedulerConfig(maxJobRetries: 1))
+    let s = scheduler(SchedulerConfig(maxJobRetries: 1, workerReconnectGraceSeconds: 0))
     let name = try await s.submit(job(7))
     let first = Inbox(), second = Inbox(), third = Inbox()
     try await s.registerWorker(id: "1", properties: [], capacity: 1, send: first.send)
@@ -197,5 +197,134 @@ struct SchedulerTests {
     try await s.registerWorker(id: "w", properties: [], capacity: 1, send: inbox.send)
     #expect(inbox.started == [high])
     _ = low
+  }
+
+  @Test("the lane with the best head goes first, across platforms")
+  func priorityAcrossLanes() async throws {
+    let s = scheduler()
+    _ = try await s.submit(job(20, priority: 5))
+    let urgent = try await s.submit(job(21, platform: [("OSFamily", "linux")], priority: 0))
+    let inbox = Inbox()
+    try await s.registerWorker(id: "w", properties: props([("OSFamily", "linux")]), capacity: 1, send: inbox.send)
+    #expect(inbox.started == [urgent])
+  }
+
+  @Test("beyond max_queued_actions an instance's Execute is RESOURCE_EXHAUSTED; merges and other instances pass")
+  func queueCap() async throws {
+    let s = scheduler(SchedulerConfig(maxQueuedActions: 2))
+    _ = try await s.submit(job(30))
+    _ = try await s.submit(job(31))
+    await #expect(
+      throws: SchedulerError(
+        .resourceExhausted,
+        "2 actions are queued for instance \"\", the scheduler's max_queued_actions; retry later")
+    ) {
+      try await s.submit(job(32))
+    }
+    _ = try await s.submit(job(30))  // merged with the queued one
+    var other = job(32)
+    other.instanceName = "other"
+    _ = try await s.submit(other)
+    #expect(await s.queueLength == 3)
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, send: Inbox().send)
+    _ = try await s.submit(job(33))  // one left the queue for the worker
+  }
+
+  @Test("a worker reconnecting within the grace keeps what it lists; the rest is requeued at once")
+  func reconnectGrace() async throws {
+    let s = scheduler(SchedulerConfig(workerReconnectGraceSeconds: 60))
+    let a = try await s.submit(job(40))
+    let b = try await s.submit(job(41))
+    let first = Inbox(), other = Inbox(), again = Inbox()
+    try await s.registerWorker(id: "w", properties: [], capacity: 2, send: first.send)
+    #expect(Set(first.started) == [a, b])
+    await s.workerGone("w")
+    try await s.registerWorker(id: "x", properties: [], capacity: 2, send: other.send)
+    #expect(other.started.isEmpty)  // still w's during the grace
+    try await s.registerWorker(id: "w", properties: [], capacity: 2, runningOperations: [a], send: again.send)
+    #expect(other.started == [b])
+    #expect(again.started.isEmpty)
+    var f = done()
+    f.operationName = a
+    await s.finished("w", f)
+    #expect(try #require(await s.operation(a)).done)
+  }
+
+  @Test("after the grace a vanished worker's actions are requeued, counting an attempt")
+  func graceExpiry() async throws {
+    let s = scheduler(SchedulerConfig(maxJobRetries: 0, workerReconnectGraceSeconds: 1))
+    let a = try await s.submit(job(42))
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, send: Inbox().send)
+    await s.workerGone("w")
+    await s.tick()
+    #expect(try #require(await s.operation(a)).done == false)
+    try await Task.sleep(for: .milliseconds(1100))
+    await s.tick()
+    let op = try #require(await s.operation(a))
+    #expect(op.done)  // max_job_retries 0: the one attempt was the last
+    #expect(try ExecuteResponse(serializedBytes: try #require(op.response).value).status?.statusCode == .unavailable)
+  }
+
+  @Test("a late result from the worker that lost an action wins; the copy running is killed")
+  func lateResult() async throws {
+    let s = scheduler(SchedulerConfig(workerReconnectGraceSeconds: 0))
+    let a = try await s.submit(job(43))
+    let w1 = Inbox(), w2 = Inbox()
+    try await s.registerWorker(id: "1", properties: [], capacity: 1, send: w1.send)
+    await s.workerGone("1")
+    try await s.registerWorker(id: "2", properties: [], capacity: 1, send: w2.send)
+    #expect(w2.started == [a])
+    var response = ExecuteResponse()
+    response.message = "from 1"
+    var late = done(response)
+    late.operationName = a
+    await s.finished("1", late)
+    #expect(w2.killed == [a])
+    var second = ExecuteResponse()
+    second.message = "from 2"
+    var ignored = done(second)
+    ignored.operationName = a
+    await s.finished("2", ignored)
+    var unknown = done()
+    unknown.operationName = "operations/nope"
+    await s.finished("2", unknown)
+    let op = try #require(await s.operation(a))
+    #expect(try ExecuteResponse(serializedBytes: try #require(op.response).value).message == "from 1")
+    // Worker 2's slot is free again.
+    let b = try await s.submit(job(44))
+    #expect(w2.started == [a, b])
+  }
+
+  @Test("operations list by instance in creation order, in pages; only finished ones delete")
+  func listAndDelete() async throws {
+    let s = scheduler()
+    let a = try await s.submit(job(50))
+    var elsewhere = job(51)
+    elsewhere.instanceName = "other"
+    _ = try await s.submit(elsewhere)
+    let b = try await s.submit(job(52))
+    let c = try await s.submit(job(53))
+    let first = await s.listOperations(instance: "", pageSize: 2, after: nil)
+    #expect(first.operations.map(\.name) == [a, b])
+    let token = try #require(first.next)
+    let second = await s.listOperations(instance: "", pageSize: 2, after: token)
+    #expect(second.operations.map(\.name) == [c])
+    #expect(second.next == nil)
+    await #expect(throws: SchedulerError.self) { try await s.deleteOperation(a) }
+    do {
+      try await s.deleteOperation(a)
+    } catch {
+      #expect(error.code == .failedPrecondition)
+    }
+    #expect(await s.cancel(a))
+    try await s.deleteOperation(a)
+    #expect(await s.operation(a) == nil)
+    do {
+      try await s.deleteOperation(a)
+      Issue.record("deleting twice succeeded")
+    } catch {
+      #expect(error.code == .notFound)
+    }
+    #expect(await s.listOperations(instance: "", pageSize: 10, after: nil).operations.map(\.name) == [b, c])
   }
 }

@@ -34,6 +34,7 @@ public struct WorkerRegister: ProtoMessage {
   public var workerID: String = ""
   public var properties: [Platform.Property] = []
   public var maxConcurrentActions: Int32 = 0
+  public var runningOperations: [String] = []
 
   public init() {}
 
@@ -43,6 +44,7 @@ public struct WorkerRegister: ProtoMessage {
       case 1: workerID = try reader.string(tag)
       case 2: properties.append(try reader.message(tag, as: Platform.Property.self))
       case 3: maxConcurrentActions = try reader.int32(tag)
+      case 4: runningOperations.append(try reader.string(tag))
       default: try reader.skip(tag)
       }
     }
@@ -52,6 +54,7 @@ public struct WorkerRegister: ProtoMessage {
     writer.string(1, workerID)
     writer.messages(2, properties)
     writer.int32(3, maxConcurrentActions)
+    writer.strings(4, runningOperations)
   }
 }
 
