@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,8 +39,12 @@ class PostgresServer:
 
     def __init__(self, directory, port=None):
         self.directory = Path(directory)
-        self.data = self.directory / "data"
-        self.socket_dir = self.directory / "socket"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # As root, the cluster lives where the `postgres` user can reach it: a directory of
+        # its own under /tmp (pytest's are private to root), removed by `cleanup()`.
+        self.home = Path(tempfile.mkdtemp(prefix="apus-pg-")) if os.geteuid() == 0 else self.directory
+        self.data = self.home / "data"
+        self.socket_dir = self.home / "socket"
         self.port = port
         self.proc = None
         self.bindir = _bindir()
@@ -57,13 +62,12 @@ class PostgresServer:
         return subprocess.run(list(args), check=True, capture_output=True, text=True, **self._as_postgres(), **kw)
 
     def init(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres")
+            shutil.chown(self.home, "postgres")
             shutil.chown(self.socket_dir, "postgres")
-            os.chmod(self.directory, 0o755)
-        pwfile = self.directory / "pw"
+            os.chmod(self.home, 0o755)
+        pwfile = self.home / "pw"
         pwfile.write_text("apus\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres")
@@ -123,6 +127,12 @@ class PostgresServer:
                 self.proc.wait()
         self.proc = None
 
+    def cleanup(self):
+        """Stops the server and removes the cluster."""
+        self.stop()
+        if self.home != self.directory:
+            shutil.rmtree(self.home, ignore_errors=True)
+
 
 def _main(argv):
     if len(argv) != 3 or argv[1] not in ("start", "stop"):
@@ -131,6 +141,7 @@ def _main(argv):
     if argv[1] == "start":
         server = PostgresServer(directory).start()
         (directory / "pid").write_text(str(server.proc.pid))
+        (directory / "home").write_text(str(server.home))
         print(server.url)
     else:
         pidfile = directory / "pid"
@@ -144,6 +155,11 @@ def _main(argv):
             except ProcessLookupError:
                 pass
             pidfile.unlink()
+        home = directory / "home"
+        if home.exists():
+            if Path(home.read_text()) != directory:
+                shutil.rmtree(home.read_text(), ignore_errors=True)
+            home.unlink()
 
 
 if __name__ == "__main__":

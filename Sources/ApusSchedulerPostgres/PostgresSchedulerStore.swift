@@ -283,14 +283,16 @@ public final class PostgresSchedulerStore: Sendable {
   /// Records the result of `name` reported by `worker`. Accepted while the operation is
   /// unfinished, whoever runs it now: a late result from a worker whose lease ran out is
   /// still the action's result (the copy running elsewhere is then stopped by its
-  /// scheduler, which hears of the change). Returns whether it was accepted.
+  /// scheduler, which hears of the change). A CANCELLED report (a killed copy) counts only
+  /// from the worker the operation is assigned to. Returns whether it was accepted.
   public func finish(_ name: String, worker: String, _ response: ExecuteResponse) async throws(SchedulerError) -> Bool {
     let (scheduler, result) = (self.scheduler, Self.bytes(response))
+    let late = response.status?.code != RPCStatusCode.cancelled.rawValue
     return try await perform("recording a result") { [client, logger] in
       try await !client.query(
         """
         UPDATE apus_operations SET stage = 4, response = \(result), completed_at = now(), worker = NULL
-        WHERE scheduler = \(scheduler) AND name = \(name) AND stage <> 4
+        WHERE scheduler = \(scheduler) AND name = \(name) AND stage <> 4 AND (worker = \(worker) OR \(late))
         RETURNING name
         """, logger: logger
       ).collect().isEmpty

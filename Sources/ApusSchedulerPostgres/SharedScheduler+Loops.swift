@@ -103,6 +103,8 @@ extension SharedScheduler {
     for (k, v) in key.reservations(rules) { worker.reserved[k, default: 0] += v }
     workers[id] = worker
     runningOn[name] = id
+    assignments += 1
+    assignedAt[name] = assignments
     var message = SchedulerMessage()
     message.start = action.start
     worker.send(message)
@@ -114,6 +116,7 @@ extension SharedScheduler {
     guard !dirty.isEmpty else { return }
     let names = Array(dirty)
     dirty = []
+    let readAfter = assignments
     let found: [StoredOperation]
     do {
       found = try await store.operations(names)
@@ -124,16 +127,18 @@ extension SharedScheduler {
     var missing = Set(names)
     for op in found {
       missing.remove(op.name)
-      apply(op)
+      apply(op, readAfter: readAfter)
     }
     // Deleted or expired meanwhile: watchers end, a local copy is stopped.
     for name in missing {
       for id in watchers[name]?.continuations.keys.map({ $0 }) ?? [] { drop(watcher: id, of: name) }
-      stop(name, reason: "the operation no longer exists")
+      if assignedAt[name].map({ $0 <= readAfter }) ?? false { stop(name, reason: "the operation no longer exists") }
     }
   }
 
-  private func apply(_ op: StoredOperation) {
+  /// `readAfter`: the assignments made before the read began; a local assignment made
+  /// since is newer than what was read, so it is left alone.
+  private func apply(_ op: StoredOperation, readAfter: UInt64) {
     if var watcher = watchers[op.name], watcher.lastStage != op.stage || op.response != nil {
       let operation = op.operation
       for (id, continuation) in watcher.continuations {
@@ -147,7 +152,9 @@ extension SharedScheduler {
         watchers[op.name] = nil
       }
     }
-    if let id = runningOn[op.name], op.stage != .executing || op.worker != id {
+    if let id = runningOn[op.name], assignedAt[op.name].map({ $0 <= readAfter }) ?? false,
+      op.stage != .executing || op.worker != id
+    {
       stop(op.name, reason: op.stage == .completed ? "finished elsewhere (cancelled or a late result)" : "reassigned")
     }
   }

@@ -49,6 +49,13 @@ public actor SharedScheduler {
   var dirty: Set<String> = []
   /// Results the database could not take yet; retried by the sweeper, so none is lost.
   var pendingResults: [(name: String, worker: String, response: ExecuteResponse)] = []
+  /// Operations told to stop on a local worker: the CANCELLED result that follows is not
+  /// the action's.
+  var killed: Set<String> = []
+  /// Counts local assignments, so a refresh never acts on a read older than an assignment.
+  var assignments: UInt64 = 0
+  /// When each locally running operation was assigned (a value of `assignments`).
+  var assignedAt: [String: UInt64] = [:]
   var dispatching = false
   var dispatchAgain = false
 
@@ -214,6 +221,10 @@ public actor SharedScheduler {
     workers[id]?.lastSeen = .now
     let name = message.operationName
     release(name, from: id)
+    if killed.remove(name) != nil && !message.handedBack {
+      dispatchWake.yield()
+      return
+    }
     do {
       if message.handedBack {
         _ = try await store.handBack(name, worker: id)
@@ -235,7 +246,11 @@ public actor SharedScheduler {
   /// `worker_reconnect_grace_seconds` unless it registers again (here or elsewhere) first.
   public func workerGone(_ id: String) async {
     guard let worker = workers.removeValue(forKey: id) else { return }
-    for name in worker.running.keys where runningOn[name] == id { runningOn[name] = nil }
+    for name in worker.running.keys where runningOn[name] == id {
+      runningOn[name] = nil
+      assignedAt[name] = nil
+    }
+    for name in worker.running.keys { killed.remove(name) }
     logger.info("worker gone", metadata: ["worker": "\(id)", "running": "\(worker.running.count)"])
     try? await store.releaseWorker(id, graceSeconds: config.workerReconnectGraceSeconds)
   }
@@ -252,6 +267,7 @@ public actor SharedScheduler {
     var message = SchedulerMessage()
     message.kill = kill
     workers[id]?.send(message)
+    killed.insert(name)
     logger.info("told a worker to stop an action", metadata: ["worker": "\(id)", "operation": "\(name)", "reason": "\(reason)"])
     release(name, from: id)
     dispatchWake.yield()
@@ -260,6 +276,7 @@ public actor SharedScheduler {
   func release(_ name: String, from id: String) {
     guard runningOn[name] == id else { return }
     runningOn[name] = nil
+    assignedAt[name] = nil
     guard var worker = workers[id], let key = worker.running.removeValue(forKey: name) else { return }
     for (k, v) in key.reservations(rules) { worker.reserved[k, default: 0] -= v }
     workers[id] = worker
