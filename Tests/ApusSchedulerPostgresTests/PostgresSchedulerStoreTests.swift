@@ -98,7 +98,10 @@ struct PostgresSchedulerStoreTests {
       #expect(claimed.map(\.start.operationName) == [name])
       #expect(claimed.first?.start.timeout?.seconds == 60)
       #expect(try await store.operation(name)?.stage == .executing)
-      #expect(try await store.finish(name, worker: "w2", result(7)) == false)
+      // A killed copy elsewhere reports CANCELLED: that is not the action's result.
+      var cancelled = ExecuteResponse()
+      cancelled.status = RPCStatusMessage(.cancelled, "the action was cancelled")
+      #expect(try await store.finish(name, worker: "w2", cancelled) == false)
       #expect(try await store.finish(name, worker: "w1", result(7)))
       op = try #require(await store.operation(name))
       #expect(op.stage == .completed && op.response?.result?.exitCode == 7 && op.operation.done)
