@@ -31,6 +31,9 @@ if $fast; then
   done
 fi
 APUS_BIN="$PWD/.build/debug/apus" .venv/bin/python -m pytest -q tests "${heavy[@]}"
+# The execution tests again, with the scheduler's state in PostgreSQL (lease 3 s).
+APUS_TEST_SCHEDULER_STATE="{\"postgres\": {\"url\": \"$APUS_TEST_POSTGRES_URL\", \"lease_seconds\": 3, \"poll_interval_milliseconds\": 500}}" \
+  APUS_BIN="$PWD/.build/debug/apus" .venv/bin/python -m pytest -q tests/test_execution_interop.py
 
 $fast && exit 0
 Benchmarks/run --smoke --apus .build/debug/apus --json .build/benchmarks-smoke.json \

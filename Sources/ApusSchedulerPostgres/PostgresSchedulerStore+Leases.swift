@@ -1,5 +1,6 @@
 import ApusProto
 import ApusScheduler
+import NIOCore
 import PostgresNIO
 
 /// Worker leases: a worker's actions stay assigned while its lease lives. The scheduler
@@ -9,15 +10,67 @@ import PostgresNIO
 extension PostgresSchedulerStore {
   /// Takes (or takes over) the lease of `worker` for this process: a worker reconnecting to
   /// another scheduler keeps its running actions.
-  public func registerWorker(_ worker: String) async throws(SchedulerError) {
+  /// Its properties are kept with the lease, so every process can tell whether any live
+  /// worker could run a queued platform.
+  public func registerWorker(_ worker: String, properties: [Platform.Property] = []) async throws(SchedulerError) {
     let (scheduler, owner, lease) = (self.scheduler, self.owner, config.leaseSeconds)
+    let offered = Self.platformBytes(properties)
     try await perform("registering a worker") { [client, logger] in
       try await client.query(
         """
-        INSERT INTO apus_workers (scheduler, id, owner, expires)
-        VALUES (\(scheduler), \(worker), \(owner), now() + make_interval(secs => \(lease)))
-        ON CONFLICT (scheduler, id) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires
+        INSERT INTO apus_workers (scheduler, id, owner, expires, properties)
+        VALUES (\(scheduler), \(worker), \(owner), now() + make_interval(secs => \(lease)), \(offered))
+        ON CONFLICT (scheduler, id) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires,
+          properties = EXCLUDED.properties
         """, logger: logger)
+    }
+  }
+
+  /// What every worker with a live lease offers (any process's).
+  public func liveWorkers() async throws(SchedulerError) -> [[String: [String]]] {
+    let scheduler = self.scheduler
+    return try await perform("reading the fleet") { [client, logger] in
+      var out: [[String: [String]]] = []
+      for try await bytes in try await client.query(
+        "SELECT properties FROM apus_workers WHERE scheduler = \(scheduler) AND expires > now()", logger: logger
+      ).decode(ByteBuffer.self) {
+        let platform = try Platform(serializedBytes: Array(bytes.readableBytesView))
+        out.append(platform.properties.reduce(into: [:]) { $0[$1.name, default: []].append($1.value) })
+      }
+      return out
+    }
+  }
+
+  /// Fails the actions of `key` queued for longer than `seconds` (no live worker can run
+  /// them); returns how many.
+  public func failQueued(key: String, olderThan seconds: Int, _ response: ExecuteResponse) async throws(SchedulerError)
+    -> Int
+  {
+    let (scheduler, result) = (self.scheduler, Self.bytes(response))
+    return try await perform("failing unrunnable actions") { [client, logger] in
+      try await client.query(
+        """
+        UPDATE apus_operations SET stage = 4, response = \(result), completed_at = now()
+        WHERE scheduler = \(scheduler) AND stage = 2 AND platform_key = \(key)
+          AND queued_at < now() - make_interval(secs => \(seconds))
+        RETURNING name
+        """, logger: logger
+      ).collect().count
+    }
+  }
+
+  /// Queued actions per instance (for `max_queued_actions`).
+  public func queuedPerInstance() async throws(SchedulerError) -> [String: Int] {
+    let scheduler = self.scheduler
+    return try await perform("counting queued actions") { [client, logger] in
+      var out: [String: Int] = [:]
+      for try await (instance, count) in try await client.query(
+        "SELECT instance, count(*) FROM apus_operations WHERE scheduler = \(scheduler) AND stage = 2 GROUP BY instance",
+        logger: logger
+      ).decode((String, Int).self) {
+        out[instance] = count
+      }
+      return out
     }
   }
 

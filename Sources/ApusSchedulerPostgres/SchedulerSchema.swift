@@ -61,6 +61,7 @@ public enum SchedulerSchema {
         id text NOT NULL,
         owner text NOT NULL,
         expires timestamptz NOT NULL,
+        properties bytea NOT NULL,
         PRIMARY KEY (scheduler, id)
       )
       """,

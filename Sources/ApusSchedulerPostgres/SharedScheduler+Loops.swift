@@ -105,6 +105,8 @@ extension SharedScheduler {
     runningOn[name] = id
     assignments += 1
     assignedAt[name] = assignments
+    startedAt[name] = .now
+    metrics.queueWait.record(duration: action.queueWait)
     var message = SchedulerMessage()
     message.start = action.start
     worker.send(message)
@@ -168,8 +170,39 @@ extension SharedScheduler {
       dirty.formUnion(watchers.keys)
       dirty.formUnion(runningOn.keys)
       if let all = try? await store.platformKeys(rules: rules) { keys.formUnion(all) }
+      if let counts = try? await store.queuedPerInstance() { queuedPerInstance = counts }
+      await failUnsatisfiable()
       refreshWake.yield()
       dispatchWake.yield()
+    }
+  }
+
+  /// Fails queued actions no live worker (on any process) could ever run, once that has
+  /// held for `unsatisfiable_grace_seconds`. With no live worker at all, actions wait.
+  private func failUnsatisfiable() async {
+    guard let live = try? await store.liveWorkers(), !live.isEmpty, let loads = try? await store.load() else {
+      unsatisfiableSince = [:]
+      return
+    }
+    let now = ContinuousClock.now
+    let grace = config.unsatisfiableGraceSeconds
+    for load in loads where load.queued > 0 {
+      let properties = Self.properties(load.key)
+      let key = PlatformKey(properties, rules: rules)
+      if live.contains(where: { key.isSatisfied(by: $0, reserved: [:], rules: rules) }) {
+        unsatisfiableSince[load.key] = nil
+        continue
+      }
+      let since = unsatisfiableSince[load.key] ?? now
+      unsatisfiableSince[load.key] = since
+      guard now - since >= .seconds(grace) else { continue }
+      let wanted = properties.map { "\($0.name)=\($0.value)" }.joined(separator: ", ")
+      let failure = Self.failure(
+        .failedPrecondition,
+        "no connected worker can run this action (platform: \(wanted.isEmpty ? "none" : wanted); \(live.count) worker(s) connected)")
+      if let failed = try? await store.failQueued(key: load.key, olderThan: grace, failure), failed > 0 {
+        for _ in 0..<failed { metrics.record(failure) }
+      }
     }
   }
 
@@ -184,6 +217,11 @@ extension SharedScheduler {
         try await store.ping()
         try await store.renewLeases(Array(workers.keys))
         for (name, failed) in try await store.requeueOrphans() {
+          if failed {
+            metrics.failed.increment()
+          } else {
+            metrics.retried.increment()
+          }
           logger.warning(
             failed ? "action failed: its worker was lost too often" : "action queued again: its worker's lease ran out",
             metadata: ["operation": "\(name)"])

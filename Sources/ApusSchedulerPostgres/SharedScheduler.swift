@@ -17,7 +17,9 @@ public actor SharedScheduler {
   public nonisolated let store: PostgresSchedulerStore
   public nonisolated var keepAliveSeconds: Int { config.keepAliveSeconds }
   let rules: [String: SchedulerConfig.PropertyRule]
+  let matcher: PlatformMatcher
   let logger: Logger
+  let metrics: SchedulerMetrics
 
   struct LocalWorker {
     let id: String
@@ -56,6 +58,13 @@ public actor SharedScheduler {
   var assignments: UInt64 = 0
   /// When each locally running operation was assigned (a value of `assignments`).
   var assignedAt: [String: UInt64] = [:]
+  /// When each locally running operation was handed to its worker, for the execution time.
+  var startedAt: [String: ContinuousClock.Instant] = [:]
+  /// Queued actions per instance as last counted (each poll), for `max_queued_actions`:
+  /// approximate across processes, by at most what was queued since the count.
+  var queuedPerInstance: [String: Int] = [:]
+  /// Since when no live worker (of any process) could run a queued platform key.
+  var unsatisfiableSince: [String: ContinuousClock.Instant] = [:]
   var dispatching = false
   var dispatchAgain = false
 
@@ -68,7 +77,9 @@ public actor SharedScheduler {
     self.name = name
     self.config = config
     self.rules = config.platformProperties
+    self.matcher = PlatformMatcher(rules: config.platformProperties)
     self.logger = logger
+    self.metrics = SchedulerMetrics(scheduler: name)
     self.store = try PostgresSchedulerStore(
       scheduler: name, config: postgres, maxJobRetries: config.maxJobRetries, logger: logger)
     (dispatchSignals, dispatchWake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -97,11 +108,18 @@ public actor SharedScheduler {
   /// Queues `job` in the database, or joins the identical one in flight on any process.
   /// Returns once committed.
   public func submit(_ job: ExecutionJob) async throws(SchedulerError) -> String {
-    try validate(job.platform)
+    try matcher.validate(job.platform)
     let timeout = try effectiveTimeout(job.action)
+    guard queuedPerInstance[job.instanceName, default: 0] < config.maxQueuedActions else {
+      metrics.rejectedQueueFull.increment()
+      throw SchedulerError(
+        .resourceExhausted,
+        "\(config.maxQueuedActions) actions are queued for instance \"\(job.instanceName)\", the scheduler's max_queued_actions; retry later")
+    }
     let key = PlatformKey(job.platform, rules: rules)
     let seconds = timeout.components.seconds + (timeout.components.attoseconds > 0 ? 1 : 0)
-    let (name, _) = try await store.submit(job, key: key, timeoutSeconds: seconds)
+    let (name, merged) = try await store.submit(job, key: key, timeoutSeconds: seconds)
+    if !merged { queuedPerInstance[job.instanceName, default: 0] += 1 }
     if keys.insert(key).inserted || workers.values.contains(where: { $0.freeSlots > 0 }) {
       dispatchWake.yield()
     }
@@ -184,7 +202,7 @@ public actor SharedScheduler {
     guard workers[id] == nil else {
       throw SchedulerError(.alreadyExists, "a worker named \"\(id)\" is already connected")
     }
-    try await store.registerWorker(id)
+    try await store.registerWorker(id, properties: properties)
     let kept = try await store.adoptRunning(worker: id, listed: runningOperations)
     guard workers[id] == nil else {
       throw SchedulerError(.alreadyExists, "a worker named \"\(id)\" is already connected")
@@ -230,7 +248,9 @@ public actor SharedScheduler {
         _ = try await store.handBack(name, worker: id)
       } else {
         let response = message.response ?? Self.failure(.internal, "the worker sent no result")
-        if try await !store.finish(name, worker: id, response) {
+        if try await store.finish(name, worker: id, response) {
+          metrics.record(response)
+        } else {
           logger.debug("result for a finished or unknown operation ignored", metadata: ["worker": "\(id)", "operation": "\(name)"])
         }
       }
@@ -277,6 +297,7 @@ public actor SharedScheduler {
     guard runningOn[name] == id else { return }
     runningOn[name] = nil
     assignedAt[name] = nil
+    if let started = startedAt.removeValue(forKey: name) { metrics.execution.record(duration: .now - started) }
     guard var worker = workers[id], let key = worker.running.removeValue(forKey: name) else { return }
     for (k, v) in key.reservations(rules) { worker.reserved[k, default: 0] -= v }
     workers[id] = worker
@@ -286,20 +307,6 @@ public actor SharedScheduler {
     watchers[name]?.continuations[id]?.finish()
     watchers[name]?.continuations[id] = nil
     if watchers[name]?.continuations.isEmpty == true { watchers[name] = nil }
-  }
-
-  /// Rejects properties the scheduler does not know (REAPI: unknown names SHOULD fail).
-  func validate(_ properties: [Platform.Property]) throws(SchedulerError) {
-    for p in properties {
-      guard let rule = rules[p.name] else {
-        throw SchedulerError(
-          .invalidArgument,
-          "platform property \"\(p.name)\" is not known to this scheduler; known: \(rules.keys.sorted().joined(separator: ", "))")
-      }
-      if rule == .minimum && Double(p.value) == nil {
-        throw SchedulerError(.invalidArgument, "platform property \"\(p.name)\" must be a number, got \"\(p.value)\"")
-      }
-    }
   }
 
   /// The properties a raw platform key stands for.
