@@ -226,34 +226,43 @@ public final class PostgresSchedulerStore: Sendable {
   /// priority first, skipping rows another scheduler is claiming (`FOR UPDATE SKIP LOCKED`).
   /// Claimed actions are executing, assigned to `worker`, when this returns.
   public func claim(worker: String, keys: [PlatformKey], limit: Int) async throws(SchedulerError) -> [ClaimedAction] {
-    guard !keys.isEmpty, limit > 0 else { return [] }
-    let (scheduler, lease) = (self.scheduler, config.leaseSeconds)
+    try await claim(slots: Array(repeating: worker, count: max(0, limit)), keys: keys)
+  }
+
+  /// One statement for a group of workers offering the same thing: up to `slots.count`
+  /// queued actions of `keys` (per key a `LATERAL` sub-select in queue order, `FOR UPDATE
+  /// SKIP LOCKED`, the best of them overall), the i-th going to the worker `slots[i]`.
+  public func claim(slots: [String], keys: [PlatformKey]) async throws(SchedulerError) -> [ClaimedAction] {
+    guard !keys.isEmpty, !slots.isEmpty else { return [] }
+    let (scheduler, lease, limit) = (self.scheduler, config.leaseSeconds, slots.count)
     let raw = keys.map(\.rawValue)
     return try await perform("claiming queued actions") { [client, logger] in
       var out: [ClaimedAction] = []
-      for try await (name, start, platform, key, waited, attempts) in try await client.query(
+      for try await (name, worker, start, platform, key, waited, attempts) in try await client.query(
         """
-        WITH picked AS (
-          SELECT c.name FROM unnest(\(raw)::text[]) AS k(key)
+        WITH candidates AS (
+          SELECT c.name, c.priority, c.seq FROM unnest(\(raw)::text[]) AS k(key)
           CROSS JOIN LATERAL (
             SELECT name, priority, seq FROM apus_operations
             WHERE scheduler = \(scheduler) AND stage = 2 AND platform_key = k.key
             ORDER BY priority, seq LIMIT \(limit) FOR UPDATE SKIP LOCKED) c
-          ORDER BY c.priority, c.seq LIMIT \(limit))
-        UPDATE apus_operations o SET stage = 3, worker = \(worker), assigned_at = now(),
+          ORDER BY c.priority, c.seq LIMIT \(limit)),
+        picked AS (SELECT name, row_number() OVER (ORDER BY priority, seq) AS i FROM candidates),
+        slots AS (SELECT id, i FROM unnest(\(slots)::text[]) WITH ORDINALITY AS s(id, i))
+        UPDATE apus_operations o SET stage = 3, worker = slots.id, assigned_at = now(),
           execute_deadline = now() + make_interval(secs => o.timeout_seconds + \(lease))
-        FROM picked WHERE o.name = picked.name
-        RETURNING o.name, o.start, o.platform, o.platform_key, extract(epoch FROM now() - o.queued_at)::float8,
-          o.attempts
+        FROM picked JOIN slots USING (i) WHERE o.name = picked.name
+        RETURNING o.name, o.worker, o.start, o.platform, o.platform_key,
+          extract(epoch FROM now() - o.queued_at)::float8, o.attempts
         """, logger: logger
-      ).decode((String, ByteBuffer, ByteBuffer, String, Double, Int).self) {
+      ).decode((String, String, ByteBuffer, ByteBuffer, String, Double, Int).self) {
         var message = try StartAction(serializedBytes: Array(start.readableBytesView))
         message.operationName = name
         let properties = try Platform(serializedBytes: Array(platform.readableBytesView)).properties
         out.append(
           ClaimedAction(
-            start: message, platform: properties, platformKey: key, queueWait: .milliseconds(Int64(waited * 1000)),
-            attempts: attempts))
+            start: message, worker: worker, platform: properties, platformKey: key,
+            queueWait: .milliseconds(Int64(waited * 1000)), attempts: attempts))
       }
       return out
     }
@@ -355,6 +364,9 @@ public final class PostgresSchedulerStore: Sendable {
     } catch let error as SchedulerError where error.code != .unavailable {
       health.succeeded()
       throw error
+    } catch where error is CancellationError || Task.isCancelled {
+      // The caller went away (a client hung up, shutdown): says nothing about the database.
+      throw SchedulerError(.cancelled, "cancelled while \(what)")
     } catch {
       let reason = Self.describe(error)
       if health.failed(reason) {

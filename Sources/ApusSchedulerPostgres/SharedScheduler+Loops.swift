@@ -59,8 +59,11 @@ extension SharedScheduler {
     }
   }
 
-  /// Claims queued work for every local worker with free slots until none is left that
-  /// fits. One pass at a time; a wake during a pass runs another.
+  /// Claims queued work for the local workers with free slots until none is left that
+  /// fits. Workers offering the same (properties and reservations) claim together in one
+  /// statement, a slot list spread over them least-loaded first, so a pass costs one query
+  /// per kind of worker, not one per worker. One pass at a time; a wake during a pass runs
+  /// another.
   func dispatch() async {
     guard !dispatching else {
       dispatchAgain = true
@@ -70,28 +73,56 @@ extension SharedScheduler {
     defer { dispatching = false }
     repeat {
       dispatchAgain = false
+      var exhausted: Set<[PlatformKey]> = []
       var progress = true
       while progress {
         progress = false
-        let free = workers.values.filter { $0.freeSlots > 0 }.sorted { $0.running.count < $1.running.count }
-        for worker in free {
-          let fits = keys.filter { $0.isSatisfied(by: worker.properties, reserved: worker.reserved, rules: rules) }
-          guard !fits.isEmpty else { continue }
-          let limit = fits.contains { $0.reserves(rules) } ? 1 : worker.freeSlots
+        for group in freeGroups() {
+          let fits = keys.filter { $0.isSatisfied(by: group.offered, reserved: group.reserved, rules: rules) }
+            .sorted { $0.rawValue < $1.rawValue }
+          guard !fits.isEmpty, !exhausted.contains(fits) else { continue }
+          // Keys with a `minimum` property change what fits with every claim: one at a time.
+          let slots = fits.contains { $0.reserves(rules) } ? Array(group.slots.prefix(1)) : group.slots
           let claimed: [ClaimedAction]
           do {
-            claimed = try await store.claim(worker: worker.id, keys: Array(fits), limit: limit)
+            claimed = try await store.claim(slots: slots, keys: fits)
           } catch {
             return  // the outage is logged and reported once; polling dispatches again
           }
-          for action in claimed where !assign(action, to: worker.id) {
+          for action in claimed where !assign(action, to: action.worker) {
             // The worker left while the claim was in flight: the action goes back unrun.
-            _ = try? await store.handBack(action.start.operationName, worker: worker.id)
+            _ = try? await store.handBack(action.start.operationName, worker: action.worker)
           }
-          if claimed.count == limit { progress = true }
+          if claimed.count < slots.count {
+            exhausted.insert(fits)  // nothing more queued for these keys in this pass
+          }
+          if !claimed.isEmpty { progress = true }
         }
       }
     } while dispatchAgain
+  }
+
+  /// Free local workers grouped by what they offer and hold: each group's slots, one entry
+  /// per free slot, least-loaded workers first and round-robin.
+  private func freeGroups() -> [(offered: [String: [String]], reserved: [String: Double], slots: [String])] {
+    struct Signature: Hashable {
+      let offered: [String: [String]]
+      let reserved: [String: Double]
+    }
+    var groups: [Signature: [LocalWorker]] = [:]
+    for worker in workers.values where worker.freeSlots > 0 {
+      groups[Signature(offered: worker.properties, reserved: worker.reserved.filter { $0.value != 0 }), default: []]
+        .append(worker)
+    }
+    return groups.map { signature, members in
+      var slots: [String] = []
+      var free = members.sorted { $0.running.count < $1.running.count }.map { ($0.id, $0.freeSlots) }
+      while !free.isEmpty {
+        for i in free.indices { slots.append(free[i].0); free[i].1 -= 1 }
+        free.removeAll { $0.1 == 0 }
+      }
+      return (signature.offered, signature.reserved, slots)
+    }
   }
 
   /// Sends a claimed action to its local worker; false if that worker is gone.

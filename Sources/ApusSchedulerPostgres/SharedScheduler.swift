@@ -157,6 +157,8 @@ public actor SharedScheduler {
     continuation.yield(found.operation)
     if found.response != nil {
       drop(watcher: id, of: name)
+    } else if watchers[name]?.lastStage == nil {
+      watchers[name]?.lastStage = found.stage
     }
     return stream
   }

@@ -30,6 +30,8 @@ public struct StoredOperation: Sendable, Equatable {
 /// scheduler needs to account for it.
 public struct ClaimedAction: Sendable {
   public var start: StartAction
+  /// The worker it was claimed for.
+  public var worker: String
   public var platform: [Platform.Property]
   public var platformKey: String
   public var queueWait: Duration
