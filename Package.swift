@@ -27,6 +27,7 @@ let package = Package(
       name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
     .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
     // Two C helpers Swift's Glibc module cannot reach: mallopt and posix_spawn's
     // addchdir_np / process-group attributes.
     .target(name: "CApusSystem"),
@@ -38,7 +39,7 @@ let package = Package(
     .target(
       name: "ApusRPC",
       dependencies: [
-        "ApusProto", "CNGHTTP2", "CZlib", "CApusSystem",
+        "ApusProto", "CNGHTTP2", "CZlib", "CZstd", "CApusSystem",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -97,6 +98,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         .product(name: "Metrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),

@@ -19,7 +19,8 @@ import traceback
 import common
 from common import fmt
 
-SCENARIOS = ["large_blobs", "small_rpcs", "metrics", "tls", "bazel_e2e", "remote_execution", "footprint"]
+SCENARIOS = ["large_blobs", "compression", "small_rpcs", "metrics", "tls", "bazel_e2e", "remote_execution", "footprint",
+             "fleet"]
 
 # Sizes per mode. quick stays under 5 minutes on a 2-core machine; smoke runs each scenario once
 # at tiny sizes so CI notices when the suite rots, and its figures mean nothing.

@@ -6,7 +6,7 @@
 #                               -runs=), however long that takes; run it under `nice`
 # Prints each target's executed-input count and findings (crash, leak, timeout, OOM); a
 # finding fails the script and leaves the input in Fuzz/out/. The targets named in
-# FUZZ_TARGETS (space-separated) run instead of all four.
+# FUZZ_TARGETS (space-separated) run instead of all five.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=60
@@ -47,9 +47,14 @@ build proto ApusProto "${proto[@]}" Fuzz/targets/ProtoDecoderFuzzer.swift
 build framing ApusRPC "${rpc_pure[@]}" Fuzz/targets/GRPCFramingFuzzer.swift
 build resource ApusProto "${proto[@]}" Sources/ApusServices/ResourceName.swift Fuzz/targets/ResourceNameFuzzer.swift
 build config ApusConfig Sources/ApusConfig/*.swift Fuzz/targets/ConfigFuzzer.swift
+# The zstd upload path with libzstd and OpenSSL through the repository's module maps.
+zstd_flags=(-I Sources/CZstd -I Sources/COpenSSL -lzstd -lcrypto)
+flags+=("${zstd_flags[@]}")
+build zstd ApusRPC Sources/ApusRPC/Zstd*.swift Sources/ApusRPC/RPCError.swift \
+  Sources/ApusProto/RPCStatusCode.swift Fuzz/targets/ZstdUploadFuzzer.swift
 
 status=0
-for target in ${FUZZ_TARGETS:-proto framing resource config}; do
+for target in ${FUZZ_TARGETS:-proto framing resource config zstd}; do
   corpus=$(mktemp -d)
   cp Fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
   log=$(mktemp)

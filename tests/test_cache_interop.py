@@ -228,7 +228,7 @@ def test_bytestream_read_missing_is_not_found(channel):
     "things/" + "a" * 64 + "/3",
     "/blobs/" + "a" * 64 + "/3",
     "blobs/" + "a" * 64 + "/3/extra",
-    "compressed-blobs/zstd/" + "a" * 64 + "/3",
+    "compressed-blobs/lz4/" + "a" * 64 + "/3",
 ])
 def test_bytestream_read_bad_resource_names(channel, name):
     with pytest.raises(grpc.RpcError) as e:

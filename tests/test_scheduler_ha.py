@@ -175,9 +175,13 @@ def stdout(cluster, response):
 
 
 def start_worker(tmp_path, cluster, i, scheduler_address, slots=2):
+    """A worker process; `scheduler_address` may be a list (it moves to the next when its
+    stream breaks)."""
     d = tmp_path / f"worker{i}"
     d.mkdir()
-    cfg = dict(worker_config(tmp_path, i, url=f"grpc://{scheduler_address}"), max_concurrent_actions=slots)
+    cfg = dict(worker_config(tmp_path, i), max_concurrent_actions=slots)
+    addresses = scheduler_address if isinstance(scheduler_address, list) else [scheduler_address]
+    cfg["scheduler"] = [f"grpc://{a}" for a in addresses]
     cfg["cas"] = f"grpc://{cluster['cas'].address}"
     w = ApusProcess({"workers": [cfg]}, d).start_worker()
     cluster["workers"].append(w)
@@ -187,11 +191,12 @@ def start_worker(tmp_path, cluster, i, scheduler_address, slots=2):
 def test_kill_9_of_a_scheduler_mid_action_loses_nothing_and_runs_nothing_too_often(tmp_path, cluster):
     s0, s1 = cluster["schedulers"]
     # Two workers through HAProxy (they land on either scheduler and reconnect through it
-    # to the survivor) and one on each scheduler directly.
+    # to the survivor) and two configured with both schedulers' URLs (each starting on a
+    # different one, moving to the other when its stream breaks).
     start_worker(tmp_path, cluster, 0, cluster["proxy"].address)
     start_worker(tmp_path, cluster, 1, cluster["proxy"].address)
-    start_worker(tmp_path, cluster, 2, s0.address)
-    start_worker(tmp_path, cluster, 3, s1.address)
+    start_worker(tmp_path, cluster, 2, [s0.address, s1.address])
+    start_worker(tmp_path, cluster, 3, [s1.address, s0.address])
     marks = tmp_path / "marks"
     marks.mkdir()
     count = 16

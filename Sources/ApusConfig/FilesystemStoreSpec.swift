@@ -11,6 +11,9 @@
 /// - `content` (`auto`): how entries are laid out, see `Content`.
 /// - `verify_on_start` (false): hash every file found at start, in the background.
 /// - `verify_reads` (false): hash every file as it is read.
+/// - `compression` (`none`) and `compression_level` (3): see `StoreCompression`; with
+///   `zstd` each blob is a `<hash>-<size>.zst` file (a zstd frame and a trailer with the
+///   content's length and SHA-256), and `max_bytes` counts the compressed files.
 public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
   /// When data reaches the disk, traded against write throughput.
   public enum Sync: String, Sendable, Equatable, CaseIterable {
@@ -36,10 +39,12 @@ public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
   public var content: Content
   public var verifyOnStart: Bool
   public var verifyReads: Bool
+  public var compression: StoreCompression
 
   public init(
     path: String, maxBytes: Int64? = nil, minFreeBytes: Int64 = 0, sync: Sync = .data,
-    content: Content = .auto, verifyOnStart: Bool = false, verifyReads: Bool = false
+    content: Content = .auto, verifyOnStart: Bool = false, verifyReads: Bool = false,
+    compression: StoreCompression = .none
   ) {
     self.path = path
     self.maxBytes = maxBytes
@@ -48,14 +53,15 @@ public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
     self.content = content
     self.verifyOnStart = verifyOnStart
     self.verifyReads = verifyReads
+    self.compression = compression
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
       decoder,
-      allowedKeys: [
+      allowedKeys: Set([
         "path", "max_bytes", "min_free_bytes", "sync", "content", "verify_on_start", "verify_reads",
-      ])
+      ]).union(StoreCompression.keys))
     path = try o.requiredString("path")
     guard !path.isEmpty else { throw o.error("path", "must not be empty") }
     maxBytes = try o.integer("max_bytes")
@@ -64,5 +70,6 @@ public struct FilesystemStoreSpec: Sendable, Equatable, Decodable {
     content = try o.choice("content") ?? .auto
     verifyOnStart = try o.bool("verify_on_start") ?? false
     verifyReads = try o.bool("verify_reads") ?? false
+    compression = try StoreCompression(o)
   }
 }

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Keys: `url` (required, `postgres://user:password@host:port/database?sslmode=…`; a
 /// password in it must be percent-encoded), `password` (optional, taken as written, overrides
-/// the URL's: `"password": "${PGPASSWORD}"` keeps it out of the file), `max_connections`
+/// the URL's unless empty: `"password": "${PGPASSWORD}"` keeps it out of the file), `max_connections`
 /// (default 10, per process), `lease_seconds` (default 30: how long a worker's actions stay
 /// assigned after its scheduler stops renewing them, e.g. when that process died),
 /// `poll_interval_milliseconds` (default 1000: the fallback for missed notifications), and
@@ -61,7 +61,7 @@ public struct PostgresStateConfig: Sendable, Equatable, Decodable {
     case .success(let parsed): self = parsed
     case .failure(let e): throw o.error("url", e.message)
     }
-    if let password = try o.string("password") { self.password = password }
+    if let password = try o.string("password"), !password.isEmpty { self.password = password }
     maxConnections = Int(try o.integer("max_connections") ?? 10)
     leaseSeconds = Int(try o.integer("lease_seconds") ?? 30)
     pollIntervalMilliseconds = Int(try o.integer("poll_interval_milliseconds") ?? 1000)

@@ -111,11 +111,17 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
 
 /// A worker run by this process: it connects to a scheduler and a CAS by URL.
 public struct WorkerConfig: Sendable, Equatable, Decodable {
-  /// `grpc://host:port` (or `grpcs://`) of the scheduler's WorkerAPI.
-  public var scheduler: String
+  /// Key `scheduler`: one `grpc://host:port` (or `grpcs://`) URL of a scheduler's WorkerAPI, or
+  /// a list of them. The worker registers with one at a time and moves to the next when its
+  /// stream breaks; a host name with several addresses counts as one endpoint per address.
+  public var schedulers: [String]
+  /// The scheduler URLs, for display.
+  public var scheduler: String { schedulers.joined(separator: ", ") }
   /// `grpc://host:port` (or `grpcs://`) of the CAS and action cache the actions use.
   public var cas: String
-  /// For `grpcs://` URLs: trust roots, client certificate, server name (both connections).
+  /// For `grpcs://` URLs: trust roots, client certificate, server name (both connections). Its
+  /// files are read again when they change (checked every 2 s) or on SIGHUP; new connections
+  /// use them, open ones and running actions keep going.
   public var tls: ClientTLSConfig?
   /// The user (and group) actions run as when the worker runs as root (key `run_as`:
   /// `{"user": "nobody", "group": "nogroup"}`; the group defaults to the user's).
@@ -142,7 +148,8 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
   /// Prepended to every command (a sandbox wrapper, `nice`, …).
   public var entrypoint: [String]
   /// Key `token_file`: a file holding the bearer token sent to the scheduler and the CAS
-  /// (`authorization: Bearer …`), read at start; nil: none sent.
+  /// (`authorization: Bearer …`), read at start and again when it changes (checked every 2 s)
+  /// or on SIGHUP, for new calls; nil: none sent.
   public var tokenFile: String?
 
   public init(
@@ -152,7 +159,7 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
     platformCommands: [String: [String]] = ["cpu_count": ["nproc"]], entrypoint: [String] = [],
     tokenFile: String? = nil
   ) {
-    self.scheduler = scheduler
+    self.schedulers = [scheduler]
     self.cas = cas
     self.workDirectory = workDirectory
     self.cacheDirectory = cacheDirectory
@@ -173,13 +180,25 @@ public struct WorkerConfig: Sendable, Equatable, Decodable {
         "max_concurrent_actions", "platform", "platform_commands", "entrypoint", "tls", "run_as", "hide_paths",
         "token_file",
       ])
-    scheduler = try o.requiredString("scheduler")
+    // A string, or a list of strings (each path named in errors).
+    if !o.has("scheduler") { throw o.error("scheduler", "is required") }
+    var urls: [(path: String, url: String)]
+    if (try? o.decode([String].self, "scheduler")) != nil, let list = try o.strings("scheduler") {
+      guard !list.isEmpty else { throw o.error("scheduler", "expected at least one grpc:// or grpcs:// url") }
+      urls = list.enumerated().map { (o.path("scheduler") + "[\($0)]", $1) }
+    } else if let one = try? o.string("scheduler") {
+      urls = [(o.path("scheduler"), one)]
+    } else {
+      throw o.error("scheduler", "expected a grpc(s):// url or a list of them")
+    }
+    schedulers = urls.map(\.url)
     cas = try o.requiredString("cas")
+    urls.append((o.path("cas"), cas))
     tls = try o.decode(ClientTLSConfig.self, "tls")
     var anyTLS = false
-    for (key, url) in [("scheduler", scheduler), ("cas", cas)] {
+    for (path, url) in urls {
       let (valid, grpcs) = GRPCURL.check(url)
-      guard valid else { throw o.error(key, "expected grpc://host:port or grpcs://host:port, got \"\(url)\"") }
+      guard valid else { throw ConfigError(path: path, "expected grpc://host:port or grpcs://host:port, got \"\(url)\"") }
       anyTLS = anyTLS || grpcs
     }
     if tls != nil && !anyTLS { throw o.error("tls", "is only used with grpcs:// urls") }

@@ -12,13 +12,16 @@ public struct ServerConfig: Sendable, Equatable, Decodable {
   public var limits: ConnectionLimitsConfig
   /// TLS (and client certificates); absent: plaintext h2c.
   public var tls: ListenerTLSConfig?
+  /// Compression of response messages; absent: off.
+  public var responseCompression: ResponseCompressionConfig?
 
   public static let defaultMaxMessageBytes = 4 * 1024 * 1024
 
   public init(
     listen: String, maxMessageBytes: Int = Self.defaultMaxMessageBytes,
     instances: [String: InstanceConfig], workerAPI: String? = nil,
-    limits: ConnectionLimitsConfig = .init(), tls: ListenerTLSConfig? = nil
+    limits: ConnectionLimitsConfig = .init(), tls: ListenerTLSConfig? = nil,
+    responseCompression: ResponseCompressionConfig? = nil
   ) {
     self.listen = listen
     self.maxMessageBytes = maxMessageBytes
@@ -26,11 +29,17 @@ public struct ServerConfig: Sendable, Equatable, Decodable {
     self.workerAPI = workerAPI
     self.limits = limits
     self.tls = tls
+    self.responseCompression = responseCompression
   }
 
   public init(from decoder: any Decoder) throws {
     let o = try ConfigObject(
-      decoder, allowedKeys: ["listen", "max_message_bytes", "instances", "worker_api", "limits", "tls"])
+      decoder,
+      allowedKeys: [
+        "listen", "max_message_bytes", "instances", "worker_api", "limits", "tls",
+        "response_compression",
+      ])
+    responseCompression = try o.decode(ResponseCompressionConfig.self, "response_compression")
     workerAPI = try o.string("worker_api")
     tls = try o.decode(ListenerTLSConfig.self, "tls")
     limits = try o.decode(ConnectionLimitsConfig.self, "limits") ?? .init()

@@ -14,6 +14,8 @@ final class CallStream {
   var deadlineTimer: Scheduled<Void>?
   /// DATA bytes received but not yet reported to nghttp2 as consumed.
   var unconsumed = 0
+  /// Server: the `grpc-encoding` of the responses, when the call compresses them.
+  var responseEncoding: MessageEncoding?
   /// Server: response HEADERS submitted. Client: request submitted.
   var started = false
   /// Further DATA is ignored (request rejected, or the stream failed).

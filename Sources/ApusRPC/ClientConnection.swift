@@ -35,7 +35,7 @@ final class ClientConnection: HTTP2Connection {
     let stream = CallStream(id: id, maxMessageBytes: options.maxReceiveMessageBytes)
     stream.started = true
     streams[id] = stream
-    let (inbound, outbound) = makeQueues(stream, compressed: false)
+    let (inbound, outbound) = makeQueues(stream, encoding: .identity)
     if let timeout {
       let bound = NIOLoopBound(self, eventLoop: eventLoop)
       stream.deadlineTimer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {

@@ -4,7 +4,8 @@ import Synchronization
 final class ConnectionActivity: Sendable {
   private struct State {
     var streams = 0
-    var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    var idleWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    var nextWaiter = 0
   }
   private let state = Mutex(State())
 
@@ -14,23 +15,32 @@ final class ConnectionActivity: Sendable {
     let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
       s.streams -= 1
       guard s.streams == 0 else { return [] }
-      defer { s.idleWaiters = [] }
-      return s.idleWaiters
+      defer { s.idleWaiters = [:] }
+      return Array(s.idleWaiters.values)
     }
     for w in waiters { w.resume() }
   }
 
   var openStreams: Int { state.withLock { $0.streams } }
 
-  /// Returns when no call is open.
+  /// Returns when no call is open, or when the task is cancelled (shutdown's grace ran out
+  /// while a long-lived call, such as a remote worker's stream, was still open).
   func waitUntilIdle() async {
-    await withCheckedContinuation { c in
-      let idle = state.withLock { s -> Bool in
-        if s.streams == 0 { return true }
-        s.idleWaiters.append(c)
-        return false
+    let id = state.withLock { s in
+      defer { s.nextWaiter += 1 }
+      return s.nextWaiter
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { c in
+        let now = state.withLock { s -> Bool in
+          if s.streams == 0 || Task.isCancelled { return true }
+          s.idleWaiters[id] = c
+          return false
+        }
+        if now { c.resume() }
       }
-      if idle { c.resume() }
+    } onCancel: {
+      state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.resume()
     }
   }
 }

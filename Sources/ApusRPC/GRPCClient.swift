@@ -10,7 +10,9 @@ public final class GRPCClient: Sendable {
   public let host: String
   public let port: Int
   private let group: any EventLoopGroup
-  private let options: GRPCServerOptions
+  /// Replaced by ``replaceOptions(_:)`` (rotated credentials).
+  private let currentOptions: Mutex<GRPCServerOptions>
+  private var options: GRPCServerOptions { currentOptions.withLock { $0 } }
   private let logger: Logger
   private let state = Mutex<EventLoopFuture<NIOLoopBound<HTTP2ChannelHandler<ClientConnection>>>?>(nil)
 
@@ -21,8 +23,14 @@ public final class GRPCClient: Sendable {
     self.host = host
     self.port = port
     self.group = group
-    self.options = options
+    self.currentOptions = Mutex(options)
     self.logger = logger
+  }
+
+  /// Options for what comes next: connections made from now on use the new TLS settings and
+  /// calls started from now on the new metadata; the open connection and its calls go on.
+  public func replaceOptions(_ options: GRPCServerOptions) {
+    currentOptions.withLock { $0 = options }
   }
 
   static func isIPAddress(_ host: String) -> Bool {
@@ -115,7 +123,8 @@ public final class GRPCClient: Sendable {
       guard let connection = bound.value.connection else {
         return loop.makeFailedFuture(RPCError(.unavailable, "connection to \(self.host):\(self.port) is closed"))
       }
-      return loop.makeCompletedFuture { try connection.openCall(path: path, metadata: self.options.callMetadata + metadata, timeout: timeout) }
+      let credentials = self.options.callMetadata
+      return loop.makeCompletedFuture { try connection.openCall(path: path, metadata: credentials + metadata, timeout: timeout) }
     }.get()
   }
 

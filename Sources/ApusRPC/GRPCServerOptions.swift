@@ -51,6 +51,9 @@ public struct GRPCServerOptions: Sendable {
   /// The gRPC layer knows no protobuf, so the services layer supplies it.
   public var callLogFields: (@Sendable (Metadata) -> Logger.Metadata)?
 
+  /// Server: compression of response messages the client accepts; nil: none.
+  public var responseCompression: ResponseCompression?
+
   public init() {}
 
   /// How often a connection checks its timers: a quarter of the shortest timeout, within

@@ -37,22 +37,35 @@ public enum Gzip {
   }
 
   public static func compress(_ input: [UInt8]) -> [UInt8] {
+    compress(input[...], level: Z_DEFAULT_COMPRESSION, smallerThan: nil) ?? []
+  }
+
+  /// Deflates `input` into a gzip member at `level` (1 fastest … 9 smallest). With
+  /// `smallerThan`, the output is bounded to fewer bytes than that and nil says it did not fit
+  /// (a message not worth compressing costs no larger buffer than itself).
+  static func compress(_ input: ArraySlice<UInt8>, level: Int32, smallerThan: Int?) -> [UInt8]? {
     var stream = z_stream()
-    guard apus_deflateInit2(&stream, Z_DEFAULT_COMPRESSION, 15 + 16) == Z_OK else { return [] }
+    guard apus_deflateInit2(&stream, level, 15 + 16) == Z_OK else { return nil }
     defer { deflateEnd(&stream) }
-    var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))) + 32)
-    var input = input
+    let bound = Int(deflateBound(&stream, uLong(input.count))) + 32
+    let capacity = smallerThan.map { min(bound, max($0 - 1, 0)) } ?? bound
+    guard capacity > 0 else { return nil }
+    var output = [UInt8](repeating: 0, count: capacity)
+    var status: Int32 = Z_OK
     var produced = 0
-    input.withUnsafeMutableBufferPointer { inBuf in
+    input.withUnsafeBufferPointer { inBuf in
       output.withUnsafeMutableBufferPointer { outBuf in
-        stream.next_in = inBuf.baseAddress
+        // zlib never writes through next_in; its C prototype just is not const.
+        stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
         stream.avail_in = uInt(inBuf.count)
         stream.next_out = outBuf.baseAddress
         stream.avail_out = uInt(outBuf.count)
-        _ = deflate(&stream, Z_FINISH)
+        status = deflate(&stream, Z_FINISH)
         produced = outBuf.count - Int(stream.avail_out)
       }
     }
-    return Array(output[0..<produced])
+    guard status == Z_STREAM_END else { return nil }
+    output.removeSubrange(produced...)
+    return output
   }
 }

@@ -586,13 +586,13 @@ class HTTP2Connection {
   }
 
   /// Queues for a new call on `stream`, waking this connection from any thread.
-  func makeQueues(_ stream: CallStream, compressed: Bool) -> (InboundMessageQueue, OutboundQueue) {
+  func makeQueues(_ stream: CallStream, encoding: MessageEncoding) -> (InboundMessageQueue, OutboundQueue) {
     let id = stream.id
     let bound = NIOLoopBound(self, eventLoop: eventLoop)
     let loop = eventLoop
     let inbound = InboundMessageQueue(
       highWater: options.streamWindowBytes, decompressLimit: options.maxReceiveMessageBytes,
-      compressed: compressed, account: account,
+      encoding: encoding, account: account,
       onDrained: { loop.execute { bound.value.resumeInbound(id) } })
     let outbound = OutboundQueue(
       highWater: options.streamWindowBytes,

@@ -47,20 +47,21 @@ final class InboundMessageQueue: Sendable {
   let highWater: Int
   let lowWater: Int
   let decompressLimit: Int
-  let compressed: Bool
+  /// The call's `grpc-encoding`: how messages flagged compressed are inflated.
+  let encoding: MessageEncoding
   /// Called (off the event loop) when a paused queue drains below `lowWater`.
   private let onDrained: @Sendable () -> Void
   /// Where queued bytes are counted until the handler takes them.
   private let account: BufferAccount?
 
   init(
-    highWater: Int, decompressLimit: Int, compressed: Bool, account: BufferAccount? = nil,
+    highWater: Int, decompressLimit: Int, encoding: MessageEncoding = .identity, account: BufferAccount? = nil,
     onDrained: @escaping @Sendable () -> Void
   ) {
     self.highWater = highWater
     self.lowWater = highWater / 4
     self.decompressLimit = decompressLimit
-    self.compressed = compressed
+    self.encoding = encoding
     self.account = account
     self.onDrained = onDrained
   }
@@ -134,10 +135,7 @@ final class InboundMessageQueue: Sendable {
   func next() async throws -> [UInt8]? {
     guard let message = try await nextFramed() else { return nil }
     guard message.compressed else { return message.payload }
-    guard compressed else {
-      throw RPCError(.internal, "compressed message without a grpc-encoding header")
-    }
-    return try Gzip.decompress(message.payload, limit: decompressLimit)
+    return try encoding.decompress(message.payload, limit: decompressLimit)
   }
 
   private func nextFramed() async throws -> GRPCMessageDeframer.Message? {

@@ -8,15 +8,31 @@ import Synchronization
 /// download is streamed, never held whole.
 public struct RPCMessageWriter: Sendable {
   let queue: OutboundQueue
+  /// Compresses large responses in the encoding the client accepts; nil: none.
+  let compressor: ResponseCompressor?
+
+  init(queue: OutboundQueue, compressor: ResponseCompressor? = nil) {
+    self.queue = queue
+    self.compressor = compressor
+  }
+
+  /// This writer without response compression, for messages that are compressed already
+  /// (ByteStream reads of `compressed-blobs`): compressing them again costs CPU and saves
+  /// nothing.
+  public var uncompressed: RPCMessageWriter { RPCMessageWriter(queue: queue) }
 
   public func write(_ message: [UInt8]) async throws {
-    try await queue.write([grpcMessagePrefix(length: message.count)[...], message[...]])
+    try await write(parts: [message[...]])
   }
 
   /// Writes one message given as consecutive parts, e.g. an encoded field header and a
   /// payload slice still shared with the store: the payload is first copied when nghttp2
-  /// takes it for a DATA frame, not on its way through the call.
+  /// takes it for a DATA frame, not on its way through the call (unless it is compressed).
   public func write(parts: [ArraySlice<UInt8>]) async throws {
+    if let compressor {
+      // On the handler's task, never the event loop.
+      return try await queue.write(compressor.frame(parts))
+    }
     let length = parts.reduce(0) { $0 + $1.count }
     try await queue.write([grpcMessagePrefix(length: length)[...]] + parts)
   }

@@ -89,6 +89,7 @@ final class ServerConnection: HTTP2Connection {
 
   private func startCall(_ stream: CallStream) {
     var method = "", path = "", contentType = "", encoding = "identity", timeout: String?
+    var acceptEncoding: String?
     var metadata: [(name: String, value: String)] = []
     for (name, value) in stream.headers {
       switch name {
@@ -97,7 +98,8 @@ final class ServerConnection: HTTP2Connection {
       case "content-type": contentType = value
       case "grpc-encoding": encoding = value
       case "grpc-timeout": timeout = value
-      case "te", "grpc-accept-encoding", "user-agent": break
+      case "grpc-accept-encoding": acceptEncoding = value
+      case "te", "user-agent": break
       default: if !name.hasPrefix(":") { metadata.append((name, value)) }
       }
     }
@@ -108,10 +110,12 @@ final class ServerConnection: HTTP2Connection {
     guard contentType.hasPrefix("application/grpc") else {
       return reject(stream, httpStatus: "415")
     }
-    guard encoding == "identity" || encoding == "gzip" else {
+    guard let requestEncoding = MessageEncoding(rawValue: encoding) else {
       return reject(
         stream,
-        RPCError(.unimplemented, "grpc-encoding \"\(encoding)\" is not supported"))
+        RPCError(
+          .unimplemented,
+          "grpc-encoding \"\(encoding)\" is not supported (\(MessageEncoding.acceptHeader))"))
     }
     guard let route = router.route(for: path) else {
       return reject(stream, RPCError(.unimplemented, "unknown method \(path)"))
@@ -133,7 +137,9 @@ final class ServerConnection: HTTP2Connection {
       }
     }
 
-    let (inbound, outbound) = makeQueues(stream, compressed: encoding == "gzip")
+    let (inbound, outbound) = makeQueues(stream, encoding: requestEncoding)
+    let compressor = options.responseCompression?.compressor(acceptEncoding: acceptEncoding)
+    stream.responseEncoding = compressor?.encoding
     let context = ServerContext(
       path: path, metadata: Metadata(metadata), deadline: deadline, peer: peer,
       clientCertificate: clientCertificate)
@@ -147,7 +153,7 @@ final class ServerConnection: HTTP2Connection {
       var status = CallStatus(error: nil)
       do {
         try await CallDeadline.$current.withValue(deadline) {
-          try await handler(RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound), context)
+          try await handler(RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound, compressor: compressor), context)
         }
       } catch {
         let rpcError = RPCError(from: error)
@@ -207,7 +213,7 @@ final class ServerConnection: HTTP2Connection {
 
   private static let responseHeaders = [
     (":status", "200"), ("content-type", "application/grpc"),
-    ("grpc-accept-encoding", "identity,gzip"),
+    ("grpc-accept-encoding", MessageEncoding.acceptHeader),
   ]
 
   private static func trailers(_ error: RPCError?) -> [(String, String)] {
@@ -235,7 +241,9 @@ final class ServerConnection: HTTP2Connection {
       submitTrailersOnly(stream.id, status.error)
     } else {
       var provider = Self.dataProvider
-      withHeaderList(Self.responseHeaders) { nv, count in
+      var headers = Self.responseHeaders
+      if let encoding = stream.responseEncoding { headers.append(("grpc-encoding", encoding.rawValue)) }
+      withHeaderList(headers) { nv, count in
         _ = nghttp2_submit_response(session, stream.id, nv, count, &provider)
       }
     }

@@ -144,12 +144,12 @@ public struct ClientTLS: Sendable {
 
 /// Identifies a file's version: a rename onto it (how cert-manager and certbot rotate)
 /// changes the inode, an edit in place the size or modification time.
-struct FileStamp: Equatable, Sendable {
+public struct FileStamp: Equatable, Sendable {
   var inode: UInt64
   var size: Int64
   var modified: Int64
 
-  init?(path: String) {
+  public init?(path: String) {
     var st = stat()
     guard stat(path, &st) == 0 else { return nil }
     inode = UInt64(st.st_ino)

@@ -15,6 +15,9 @@ public protocol ExecutionScheduler: Actor {
   func submit(_ job: ExecutionJob) async throws(SchedulerError) -> String
   func recordCompleted(_ job: ExecutionJob, _ response: ExecuteResponse) async throws(SchedulerError) -> Operation
   func watch(_ name: String) async throws(SchedulerError) -> AsyncStream<Operation>?
+  /// A watch its caller ends with `unsubscribe` when it stops reading.
+  func subscribe(_ name: String) async throws(SchedulerError) -> Scheduler.Subscription?
+  func unsubscribe(_ name: String, _ id: Int) async
   func instanceName(ofOperation name: String) async throws(SchedulerError) -> String?
   func operation(_ name: String) async throws(SchedulerError) -> Operation?
   func cancel(_ name: String) async throws(SchedulerError) -> Bool
@@ -37,6 +40,14 @@ public protocol ExecutionScheduler: Actor {
   func snapshot() async -> SchedulerSnapshot
   /// Once a second: evicts silent workers (and, in memory, does all the timed upkeep).
   func tick() async
+}
+
+extension Scheduler.Subscription {
+  /// For other backends (the memberwise one is internal).
+  public init(_ stream: AsyncStream<Operation>, id: Int) {
+    self.stream = stream
+    self.id = id
+  }
 }
 
 extension Scheduler: ExecutionScheduler {

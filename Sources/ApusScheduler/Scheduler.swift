@@ -125,20 +125,38 @@ public actor Scheduler {
 
   /// Current state, then every change until done. `nil` if unknown or expired.
   public func watch(_ name: String) -> AsyncStream<Operation>? {
+    subscribe(name)?.stream
+  }
+
+  /// A watch that its caller ends with `unsubscribe` when it stops reading (a client that
+  /// dropped its Execute stream), so a queued operation holds no dead watcher.
+  public struct Subscription: Sendable {
+    public let stream: AsyncStream<Operation>
+    public let id: Int
+  }
+
+  public func subscribe(_ name: String) -> Subscription? {
     guard var record = operations[name] else { return nil }
     let (stream, continuation) = AsyncStream<Operation>.makeStream()
     continuation.yield(Self.operation(record))
+    nextWatcher += 1
+    let id = nextWatcher
     if record.response != nil {
       continuation.finish()
     } else {
-      nextWatcher += 1
-      let id = nextWatcher
-      // A watcher that went away is dropped at the next change (see `notify`), so no task
-      // is needed to hop back into the actor from the stream's termination callback.
+      // A watcher that went away without unsubscribing is dropped at the next change (see
+      // `notify`), so no task is needed to hop back into the actor from the stream's
+      // termination callback.
       record.watchers[id] = continuation
       operations[name] = record
     }
-    return stream
+    return Subscription(stream: stream, id: id)
+  }
+
+  public func unsubscribe(_ name: String, _ id: Int) {
+    guard operations[name]?.watchers[id] != nil else { return }
+    operations[name]?.watchers[id]?.finish()
+    operations[name]?.watchers[id] = nil
   }
 
   /// The instance the operation was started on; nil if unknown or expired.

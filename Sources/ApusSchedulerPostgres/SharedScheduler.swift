@@ -137,6 +137,16 @@ public actor SharedScheduler {
 
   /// Current state, then every change until done; nil if unknown or expired.
   public func watch(_ name: String) async throws(SchedulerError) -> AsyncStream<Operation>? {
+    try await subscribe(name)?.stream
+  }
+
+  /// Ends a watch whose reader went away.
+  public func unsubscribe(_ name: String, _ id: Int) {
+    drop(watcher: id, of: name)
+  }
+
+  /// A watch its caller ends with `unsubscribe`; nil if unknown or expired.
+  public func subscribe(_ name: String) async throws(SchedulerError) -> Scheduler.Subscription? {
     // Registered before the read, so a change committed meanwhile is not missed: it marks
     // the operation dirty and is read again.
     let (stream, continuation) = AsyncStream<Operation>.makeStream()
@@ -160,7 +170,7 @@ public actor SharedScheduler {
     } else if watchers[name]?.lastStage == nil {
       watchers[name]?.lastStage = found.stage
     }
-    return stream
+    return Scheduler.Subscription(stream, id: id)
   }
 
   public func operation(_ name: String) async throws(SchedulerError) -> Operation? {

@@ -229,6 +229,10 @@ public final class ApusServer: Service {
     options.defaultDeadline = limits.defaultDeadlineSeconds.map { .seconds($0) }
     options.tls = tls
     options.callLogFields = RequestMetadataLog.fields
+    options.responseCompression = server.responseCompression.map { rc in
+      ResponseCompression(
+        minBytes: rc.minBytes, encodings: rc.encodings.compactMap { MessageEncoding(rawValue: $0.rawValue) })
+    }
     let slow = config.global.slowRequestSeconds
     options.slowCallThreshold = slow > 0 ? .seconds(slow) : nil
     options.uploadIdleTimeout =

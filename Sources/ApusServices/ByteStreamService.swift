@@ -4,7 +4,9 @@ import ApusStore
 import Synchronization
 
 /// `google.bytestream.ByteStream` over the CAS: streamed reads with offset and limit,
-/// streamed verified writes, and write status for resuming clients.
+/// streamed verified writes, and write status for resuming clients; the same for REAPI's
+/// `compressed-blobs/zstd` names, compressed or decompressed as the bytes stream (stores
+/// only ever see uncompressed chunks).
 ///
 /// Partial uploads are not kept: a failed Write leaves nothing, QueryWriteStatus reports
 /// `committed_size` 0 for it, and the client restarts from offset 0.
@@ -12,6 +14,10 @@ struct ByteStreamService {
   let table: InstanceTable
   let uploads: UploadTable
   static let prefix = "/google.bytestream.ByteStream/"
+  /// The one compressor of `compressed-blobs` names.
+  static let zstd = "zstd"
+  /// Largest data chunk per ReadResponse / handed to a store when compressing or inflating.
+  static let chunkBytes = 1 << 20
 
   func register(on router: inout RPCRouter) {
     let table = self.table
@@ -38,9 +44,13 @@ struct ByteStreamService {
   static func resource(_ name: String, _ kind: ResourceName.Kind) throws -> ResourceName {
     switch ResourceName.parse(name, kind: kind) {
     case .success(let r):
-      if let compressor = r.compressor {
+      if let compressor = r.compressor, compressor != zstd {
         throw RPCError.invalidArgument(
-          "compressed-blobs/\(compressor) is not supported; this server advertises no compressors")
+          "compressed-blobs/\(compressor) is not supported; this server supports zstd")
+      }
+      if let function = r.digestFunction, function != "sha256" {
+        throw RPCError.invalidArgument(
+          "digest function \"\(function)\" in the resource name is not supported; only sha256 is")
       }
       return r
     case .failure(let e): throw RPCError.invalidArgument(e.description)
@@ -59,6 +69,14 @@ struct ByteStreamService {
     guard request.readLimit >= 0 else {
       throw RPCError.invalidArgument("read_limit \(request.readLimit) is negative")
     }
+    if name.compressor != nil {
+      guard request.readLimit == 0 else {
+        throw RPCError.invalidArgument(
+          "read_limit must be 0 for compressed-blobs reads (REAPI), got \(request.readLimit)")
+      }
+      try await readCompressed(cas, name.digest, offset: request.readOffset, writer)
+      return
+    }
     if name.digest.isEmpty { return }
     let limit = request.readLimit == 0 ? nil : request.readLimit
     let found = try await cas.read(name.digest, offset: request.readOffset, limit: limit) { chunk in
@@ -67,7 +85,46 @@ struct ByteStreamService {
     guard found else { throw RPCError(.notFound, "blob \(name.digest) not found") }
   }
 
-  /// Returns the committed size.
+  /// Streams the blob from `offset` as one zstd frame: from offset 0 the frame a store keeps
+  /// (`BlobStore.readCompressed`), else compressed anew at level 1 (the fastest) as each
+  /// store chunk arrives. Reading from
+  /// the end, or the empty blob, gives a frame holding nothing.
+  static func readCompressed(
+    _ cas: any BlobStore, _ digest: BlobDigest, offset: Int64, _ writer: RPCMessageWriter
+  ) async throws {
+    // The data is a zstd frame: gRPC message compression of it would cost CPU for nothing.
+    let writer = writer.uncompressed
+    // A `compression: zstd` store hands out the frame it keeps: nothing is compressed here.
+    if offset == 0, !digest.isEmpty {
+      let stored = try await cas.readCompressed(digest) { chunk in
+        CompressionMetrics.downloadCompressed.increment(by: Int64(chunk.count))
+        try await writer.write(parts: [ReadResponse.encodedHeader(dataCount: chunk.count)[...], chunk])
+      }
+      if stored {
+        CompressionMetrics.downloadUncompressed.increment(by: digest.sizeBytes)
+        return
+      }
+    }
+    let compressor = try ZstdCompressor(level: 1, pledgedSize: Int(digest.sizeBytes - offset))
+    func send(_ data: [UInt8]) async throws {
+      CompressionMetrics.downloadCompressed.increment(by: Int64(data.count))
+      try await writer.write(parts: [ReadResponse.encodedHeader(dataCount: data.count)[...], data[...]])
+    }
+    if !digest.isEmpty {
+      let found = try await cas.read(digest, offset: offset, limit: nil) { chunk in
+        CompressionMetrics.downloadUncompressed.increment(by: Int64(chunk.count))
+        compressor.push(chunk)
+        while let out = try compressor.next(maxBytes: chunkBytes) { try await send(out) }
+      }
+      guard found else { throw RPCError(.notFound, "blob \(digest) not found") }
+    }
+    compressor.finish()
+    while let out = try compressor.next(maxBytes: chunkBytes) { try await send(out) }
+  }
+
+  /// Returns the committed size: the digest's size, or for a compressed upload the
+  /// compressed bytes received (what the client's offsets count), or −1 when the blob was
+  /// already present (REAPI: a compressed upload cannot know the size to expect).
   static func write(
     _ table: InstanceTable, _ uploads: UploadTable, _ requests: RPCMessageStream,
     _ access: CallAccess
@@ -89,12 +146,21 @@ struct ByteStreamService {
         "write_offset \(first.writeOffset): this server keeps no partial uploads; start at 0")
     }
     uploads.started(first.resourceName)
-    // An existing blob ends the call at once with its full size, as REAPI allows.
-    if try await exists(cas, name.digest) { return size }
+    // An existing blob ends the call at once, as REAPI allows.
+    if try await exists(cas, name.digest) { return name.compressor == nil ? size : -1 }
+    guard name.compressor != nil else {
+      let chunks = WriteChunks(
+        first: first, rest: iterator, resourceName: first.resourceName, maxBytes: size)
+      try await cas.write(name.digest, from: chunks)
+      return size
+    }
+    // Compressed: offsets after the first (0) count compressed bytes, so WriteChunks' offset
+    // rule is unchanged; the decoder bounds the compressed and the decompressed sizes.
+    let decoder = try ZstdUploadDecoder(expectedSize: size)
     let chunks = WriteChunks(
-      first: first, rest: iterator, resourceName: first.resourceName, expectedSize: size)
-    try await cas.write(name.digest, from: chunks)
-    return size
+      first: first, rest: iterator, resourceName: first.resourceName, maxBytes: .max)
+    try await cas.write(name.digest, from: ZstdUploadChunks(source: chunks, decoder: decoder))
+    return decoder.compressedBytes
   }
 
   static func exists(_ cas: any BlobStore, _ digest: BlobDigest) async throws -> Bool {
@@ -121,18 +187,19 @@ struct ByteStreamService {
 }
 
 /// The data of a Write call as chunks, checking offsets and `finish_write` on the way.
+/// `maxBytes` is the digest's size (compressed uploads leave the bound to their decoder).
 struct WriteChunks: AsyncSequence {
   typealias Element = [UInt8]
   let first: WriteRequest
   let rest: RPCMessageStream.AsyncIterator
   let resourceName: String
-  let expectedSize: Int64
+  let maxBytes: Int64
 
   struct AsyncIterator: AsyncIteratorProtocol {
     var pending: WriteRequest?
     var rest: RPCMessageStream.AsyncIterator
     let resourceName: String
-    let expectedSize: Int64
+    let maxBytes: Int64
     var offset: Int64 = 0
     var finished = false
 
@@ -163,8 +230,8 @@ struct WriteChunks: AsyncSequence {
             "write_offset \(request.writeOffset) does not continue at \(offset)")
         }
         offset += Int64(request.data.count)
-        guard offset <= expectedSize else {
-          throw RPCError.invalidArgument("Write sent more than the \(expectedSize) bytes of the digest")
+        guard offset <= maxBytes else {
+          throw RPCError.invalidArgument("Write sent more than the \(maxBytes) bytes of the digest")
         }
         finished = request.finishWrite
         if !request.data.isEmpty { return request.data }
@@ -173,7 +240,42 @@ struct WriteChunks: AsyncSequence {
   }
 
   func makeAsyncIterator() -> AsyncIterator {
-    AsyncIterator(pending: first, rest: rest, resourceName: resourceName, expectedSize: expectedSize)
+    AsyncIterator(pending: first, rest: rest, resourceName: resourceName, maxBytes: maxBytes)
+  }
+}
+
+/// A compressed Write's data, decompressed: what the store is given. Throws (so nothing is
+/// stored) on bad zstd data, more output than the digest's size, or a short stream.
+struct ZstdUploadChunks: AsyncSequence {
+  typealias Element = [UInt8]
+  let source: WriteChunks
+  let decoder: ZstdUploadDecoder
+
+  struct AsyncIterator: AsyncIteratorProtocol {
+    var source: WriteChunks.AsyncIterator
+    let decoder: ZstdUploadDecoder
+    var ended = false
+
+    mutating func next() async throws -> [UInt8]? {
+      while true {
+        if let out = try decoder.next(maxBytes: ByteStreamService.chunkBytes) {
+          CompressionMetrics.uploadUncompressed.increment(by: Int64(out.count))
+          return out
+        }
+        if ended { return nil }
+        guard let compressed = try await source.next() else {
+          try decoder.finish()
+          ended = true
+          return nil
+        }
+        CompressionMetrics.uploadCompressed.increment(by: Int64(compressed.count))
+        try decoder.push(compressed)
+      }
+    }
+  }
+
+  func makeAsyncIterator() -> AsyncIterator {
+    AsyncIterator(source: source.makeAsyncIterator(), decoder: decoder)
   }
 }
 

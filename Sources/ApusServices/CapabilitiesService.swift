@@ -28,6 +28,8 @@ struct CapabilitiesService {
     if instance.cas != nil || instance.actionCache != nil {
       var cache = CacheCapabilities()
       cache.digestFunctions = [.sha256]
+      cache.supportedCompressors = [.zstd]
+      cache.supportedBatchUpdateCompressors = [.zstd]
       var update = ActionCacheUpdateCapabilities()
       update.updateEnabled = instance.actionCache != nil && instance.actionCacheUpdates
       cache.actionCacheUpdateCapabilities = update

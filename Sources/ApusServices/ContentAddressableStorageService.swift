@@ -8,6 +8,9 @@ struct ContentAddressableStorageService {
   static let prefix = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
   /// GetTree pages hold at most this many directories unless the client asks for fewer.
   static let maxTreePage = 1000
+  /// BatchReadBlobs compresses blobs from this size when the client accepts zstd: below it a
+  /// frame's header and the work cost more than they save.
+  static let minCompressedBatchBlob = 512
 
   func register(on router: inout RPCRouter) {
     let table = self.table
@@ -63,6 +66,15 @@ struct ContentAddressableStorageService {
       throw RPCError.invalidArgument(
         "batch carries \(total) bytes, over the limit of \(table.maxBatchTotalBytes)")
     }
+    // Compressed blobs are inflated in memory, so what they decompress to (their digests'
+    // sizes) is held to the same limit: a small batch cannot claim gigabytes.
+    let inflated = request.requests.reduce(Int64(0)) {
+      $0 + ($1.compressor == .identity ? Int64($1.data.count) : max(0, $1.digest?.sizeBytes ?? 0))
+    }
+    guard inflated <= table.maxBatchTotalBytes else {
+      throw RPCError.invalidArgument(
+        "batch decompresses to \(inflated) bytes, over the limit of \(table.maxBatchTotalBytes)")
+    }
     // Up to 16 blobs are written at once: with a remote slow tier each write is a round
     // trip, and one blob waiting on a timeout must not hold up the rest.
     func store(_ i: Int, _ item: BatchUpdateBlobsRequest.Request) async -> BatchUpdateBlobsResponse.Response {
@@ -70,14 +82,23 @@ struct ContentAddressableStorageService {
       entry.digest = item.digest
       do {
         let digest = try DigestCheck.validate(item.digest, "requests[\(i)].digest")
-        guard item.compressor == .identity else {
-          throw RPCError.invalidArgument("compressor \(item.compressor.rawValue) is not supported")
-        }
-        guard Int64(item.data.count) == digest.sizeBytes else {
+        var data = item.data
+        switch item.compressor {
+        case .identity: break
+        case .zstd:
+          CompressionMetrics.uploadCompressed.increment(by: Int64(data.count))
+          data = try ZstdUploadDecoder.decodeAll(data, expectedSize: digest.sizeBytes)
+          CompressionMetrics.uploadUncompressed.increment(by: Int64(data.count))
+        default:
           throw RPCError.invalidArgument(
-            "requests[\(i)] has \(item.data.count) bytes, the digest says \(digest.sizeBytes)")
+            "requests[\(i)].compressor \(item.compressor.rawValue) is not supported; "
+              + "this server accepts IDENTITY (0) and ZSTD (1)")
         }
-        if !digest.isEmpty { try await cas.writeAll(digest, item.data) }
+        guard Int64(data.count) == digest.sizeBytes else {
+          throw RPCError.invalidArgument(
+            "requests[\(i)] has \(data.count) bytes, the digest says \(digest.sizeBytes)")
+        }
+        if !digest.isEmpty { try await cas.writeAll(digest, data) }
         entry.status = .ok
       } catch {
         entry.status = RPCError(from: error).statusMessage
@@ -122,21 +143,58 @@ struct ContentAddressableStorageService {
       throw RPCError.invalidArgument(
         "batch asks for \(total) bytes, over the limit of \(table.maxBatchTotalBytes)")
     }
+    let zstdAccepted = request.acceptableCompressors.contains(.zstd)
     var response = BatchReadBlobsResponse()
     for (digest, original) in zip(digests, request.digests) {
       var entry = BatchReadBlobsResponse.Response()
       entry.digest = original
       if digest.isEmpty {
         entry.status = .ok
+      } else if zstdAccepted, digest.sizeBytes >= minCompressedBatchBlob,
+        let frame = try await storedFrame(cas, digest)
+      {
+        // What a `compression: zstd` store keeps, as it is: nothing compressed here.
+        CompressionMetrics.downloadUncompressed.increment(by: digest.sizeBytes)
+        CompressionMetrics.downloadCompressed.increment(by: Int64(frame.count))
+        entry.data = frame
+        entry.compressor = .zstd
+        entry.status = .ok
       } else if let data = try await cas.readAll(digest, maxBytes: Int(digest.sizeBytes)) {
         entry.data = data
         entry.status = .ok
+        if zstdAccepted && data.count >= minCompressedBatchBlob {
+          // Level 1, and only when it gains: IDENTITY is always acceptable to the client.
+          let compressed = try ZstdCompressor.compress(data, level: 1)
+          if compressed.count < data.count {
+            CompressionMetrics.downloadUncompressed.increment(by: Int64(data.count))
+            CompressionMetrics.downloadCompressed.increment(by: Int64(compressed.count))
+            entry.data = compressed
+            entry.compressor = .zstd
+          }
+        }
       } else {
         entry.status = RPCError(.notFound, "blob \(digest) not found").statusMessage
       }
       response.responses.append(entry)
     }
     return response
+  }
+
+  /// The zstd frame the store keeps for `digest` (`BlobStore.readCompressed`) when it is
+  /// smaller than the blob; nil otherwise (then the blob is read and compressed as usual),
+  /// reading no further than the blob's size.
+  static func storedFrame(_ cas: any BlobStore, _ digest: BlobDigest) async throws -> [UInt8]? {
+    struct NotSmaller: Error {}
+    var frame: [UInt8] = []
+    do {
+      let found = try await cas.readCompressed(digest) { chunk in
+        guard frame.count + chunk.count < digest.sizeBytes else { throw NotSmaller() }
+        frame += chunk
+      }
+      return found ? frame : nil
+    } catch is NotSmaller {
+      return nil
+    }
   }
 
   /// Breadth-first walk from the root. The page token is the number of directories already

@@ -170,10 +170,18 @@ struct ExecutionService {
     }
 
     let name = try await scheduler.submit(job)
-    guard let stream = try await scheduler.watch(name) else {
+    guard let watch = try await scheduler.subscribe(name) else {
       throw RPCError(.internal, "operation \(name) vanished")
     }
-    for await op in stream { try await writer.write(op.serializedBytes()) }
+    // A client that drops its stream (cancelled call, failed write) leaves no watcher in
+    // the queued operation.
+    do {
+      for await op in watch.stream { try await writer.write(op.serializedBytes()) }
+    } catch {
+      await scheduler.unsubscribe(name, watch.id)
+      throw error
+    }
+    await scheduler.unsubscribe(name, watch.id)
   }
 
   static func missing(_ digests: [BlobDigest], _ message: String) -> RPCError {

@@ -82,10 +82,16 @@ enum DigestCheck {
     return valid
   }
 
+  /// `digest_function` of a request: unset or SHA256, else INVALID_ARGUMENT naming it.
   static func checkFunction(_ function: DigestFunction) throws {
     guard function == .unknown || function == .sha256 else {
+      let names = [
+        2: "SHA1", 3: "MD5", 4: "VSO", 5: "SHA384", 6: "SHA512", 7: "MURMUR3", 8: "SHA256TREE",
+        9: "BLAKE3",
+      ]
+      let name = names[Int(function.rawValue)].map { "\($0) (\(function.rawValue))" } ?? "\(function.rawValue)"
       throw RPCError.invalidArgument(
-        "digest function \(function.rawValue) is not supported; this server uses SHA256")
+        "digest_function \(name) is not supported; only SHA256 is")
     }
   }
 }

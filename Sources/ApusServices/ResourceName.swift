@@ -5,7 +5,9 @@ import ApusProto
 /// Download: `{instance}/blobs/{hash}/{size}`; upload:
 /// `{instance}/uploads/{uuid}/blobs/{hash}/{size}{/optional_metadata}`; the instance part
 /// may be empty (no leading slash) or several segments. Compressed forms
-/// (`compressed-blobs/{compressor}/…`) are recognised so they can be refused clearly.
+/// (`compressed-blobs/{compressor}/…`) carry the compressor; REAPI 2.3's optional
+/// `{digest_function}/` segment before the hash is recognised by its name (lowercase
+/// `DigestFunction` value) so the service can refuse any but sha256 clearly.
 public struct ResourceName: Sendable, Equatable {
   public var instanceName: String
   public var digest: BlobDigest
@@ -13,6 +15,13 @@ public struct ResourceName: Sendable, Equatable {
   public var uploadID: String?
   /// The compressor segment of a `compressed-blobs` name.
   public var compressor: String?
+  /// The digest-function segment before the hash, when present (e.g. `blake3`).
+  public var digestFunction: String?
+
+  /// REAPI's `DigestFunction.Value` names in lowercase, as the segment spells them.
+  static let digestFunctionNames: Set<String> = [
+    "sha256", "sha1", "md5", "vso", "sha384", "sha512", "murmur3", "sha256tree", "blake3",
+  ]
 
   public enum Kind: Sendable { case read, write }
 
@@ -54,6 +63,11 @@ public struct ResourceName: Sendable, Equatable {
     } else {
       return fail("expected \"blobs\" or \"compressed-blobs\" after the upload id, got \"\(first)\"")
     }
+    var digestFunction: String?
+    if rest.count >= 3, digestFunctionNames.contains(rest[0]) {
+      digestFunction = rest[0]
+      rest.removeFirst()
+    }
     guard rest.count >= 2 else { return fail("expected {hash}/{size} after \"blobs\"") }
     // Reads end at the size; uploads may carry optional metadata segments after it.
     if kind == .read && rest.count != 2 { return fail("unexpected segments after the size") }
@@ -65,7 +79,9 @@ public struct ResourceName: Sendable, Equatable {
       return fail("hash \"\(rest[0])\" is not 64 lowercase hex digits (SHA-256)")
     }
     return .success(
-      ResourceName(instanceName: instance, digest: digest, uploadID: uploadID, compressor: compressor))
+      ResourceName(
+        instanceName: instance, digest: digest, uploadID: uploadID, compressor: compressor,
+        digestFunction: digestFunction))
   }
 }
 

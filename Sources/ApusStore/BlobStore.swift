@@ -17,6 +17,14 @@ public protocol BlobStore: Sendable {
     into sink: (ArraySlice<UInt8>) async throws -> Void
   ) async throws -> Bool
 
+  /// Streams the blob as the one zstd frame the store keeps it in (`compression: zstd`), so
+  /// a compressed ByteStream read is served without compressing again. Returns false,
+  /// without calling `sink`, when it is not kept compressed (or absent): the caller then
+  /// compresses what `read` gives. Optional: the default says "not available".
+  func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool
+
   /// Stores the concatenated chunks under `digest`.
   func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
@@ -33,6 +41,11 @@ extension BlobStore {
   /// fast_slow store (memory, remote stores), ignore pins. Wrappers forward them.
   public func pin(_ digest: BlobDigest) {}
   public func unpin(_ digest: BlobDigest) {}
+
+  /// Stores that keep blobs as they are: nothing stored compressed to hand out.
+  public func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool { false }
 
   public func contains(_ digest: BlobDigest) async throws -> Bool {
     try await findMissing([digest]).isEmpty

@@ -6,7 +6,7 @@ import ApusProto
 
 /// The start-up pass over a filesystem store: creates the layout, removes temp files, and
 /// lists the entries whose files can be whole, oldest first. A plain file whose size is not
-/// its name's size, or a sealed file without a valid trailer, is moved to `quarantine/`.
+/// its name's size, or a sealed or zstd file without a valid trailer, is moved to `quarantine/`.
 /// Blocking: run it on a thread pool.
 struct ContentScan: Sendable {
   struct Entry: Sendable {
@@ -48,10 +48,11 @@ struct ContentScan: Sendable {
     return scan
   }
 
-  /// An entry rewritten in the other layout (auto mode) may have left its older file
-  /// behind after a crash; the newer one wins.
+  /// An entry rewritten in another layout (auto mode, or after `compression` changed) may
+  /// have left its older file behind after a crash; the newer one wins.
   private mutating func dropOlderDuplicates(root: String) {
-    let sealed = Set(entries.lazy.filter { $0.layout == .sealed }.map(\.digest))
+    // Only a digest with a sealed or zstd file can have two.
+    let sealed = Set(entries.lazy.filter { $0.layout != .plain }.map(\.digest))
     guard !sealed.isEmpty else { return }
     var seen: Set<BlobDigest> = []
     var keep: [Entry] = []
@@ -69,7 +70,7 @@ struct ContentScan: Sendable {
     entries = keep.reversed()
   }
 
-  /// Appends the entries of `<hash>-<size>[.sealed]` files in `dir` and the names of damaged
+  /// Appends the entries of `<hash>-<size>[.sealed|.zst]` files in `dir` and the names of damaged
   /// ones. A million files take seconds, so names are parsed as bytes and `fstatat` resolves
   /// them relative to the open directory instead of walking a full path each time.
   private static func scanDirectory(
@@ -80,11 +81,11 @@ struct ContentScan: Sendable {
     }
     defer { closedir(handle) }
     let fd = dirfd(handle)
-    let suffix = Array(EntryLayout.sealedSuffix.utf8)
+    let suffixes: [(EntryLayout, [UInt8])] = [.sealed, .zstd].map { ($0, Array($0.suffix.utf8)) }
     while let entry = readdir(handle) {
       withUnsafeBytes(of: &entry.pointee.d_name) { raw in
         let name = raw.bindMemory(to: UInt8.self)
-        // `<64 hex>-<decimal size>[.sealed]\0`
+        // `<64 hex>-<decimal size>[.sealed|.zst]\0`
         guard name.count > 66, name[64] == UInt8(ascii: "-"), let base = name.baseAddress else {
           return
         }
@@ -100,10 +101,13 @@ struct ContentScan: Sendable {
         var end = i
         var layout = EntryLayout.plain
         if name[i] != 0 {
-          guard i + suffix.count < name.count,
-            name[i..<(i + suffix.count)].elementsEqual(suffix), name[i + suffix.count] == 0
+          guard
+            let (named, suffix) = suffixes.first(where: { _, suffix in
+              i + suffix.count < name.count && name[i..<(i + suffix.count)].elementsEqual(suffix)
+                && name[i + suffix.count] == 0
+            })
           else { return }
-          layout = .sealed
+          layout = named
           end = i + suffix.count
         }
         guard
@@ -118,7 +122,8 @@ struct ContentScan: Sendable {
           let whole =
             switch layout {
             case .plain: fileSize == size
-            case .sealed: hasValidTrailer(directory: fd, name: cName, fileSize: fileSize)
+            case .sealed, .zstd:
+              hasValidTrailer(layout, directory: fd, name: cName, fileSize: fileSize)
             }
           guard whole else {
             damaged.append(String(cString: cName))
@@ -132,15 +137,18 @@ struct ContentScan: Sendable {
   }
 
   private static func hasValidTrailer(
-    directory: Int32, name: UnsafePointer<CChar>, fileSize: Int64
+    _ layout: EntryLayout, directory: Int32, name: UnsafePointer<CChar>, fileSize: Int64
   ) -> Bool {
-    guard fileSize >= EntryTrailer.byteCount else { return false }
+    let count = layout == .zstd ? ZstdEntryTrailer.byteCount : EntryTrailer.byteCount
+    guard fileSize >= count else { return false }
     let fd = openat(directory, name, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return false }
     defer { close(fd) }
-    let tail = try? FileCalls.read(
-      fd, count: EntryTrailer.byteCount, at: fileSize - Int64(EntryTrailer.byteCount))
-    return tail.flatMap { EntryTrailer($0, fileSize: fileSize) } != nil
+    guard let tail = try? FileCalls.read(fd, count: count, at: fileSize - Int64(count)) else {
+      return false
+    }
+    return layout == .zstd
+      ? ZstdEntryTrailer(tail, fileSize: fileSize) != nil : EntryTrailer(tail, fileSize: fileSize) != nil
   }
 }
 

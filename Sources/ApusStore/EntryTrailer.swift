@@ -45,6 +45,19 @@ enum EntryLayout: Sendable, Equatable {
   case plain
   /// `<hash>-<size>.sealed`: the content, then an `EntryTrailer`.
   case sealed
+  /// `<hash>-<size>.zst`: the content as one zstd frame, then a `ZstdEntryTrailer`
+  /// (`compression: zstd`).
+  case zstd
 
   static let sealedSuffix = ".sealed"
+  static let zstdSuffix = ".zst"
+
+  /// What follows `<hash>-<size>` in the file name.
+  var suffix: String {
+    switch self {
+    case .plain: ""
+    case .sealed: Self.sealedSuffix
+    case .zstd: Self.zstdSuffix
+    }
+  }
 }

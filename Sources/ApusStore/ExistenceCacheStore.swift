@@ -46,6 +46,12 @@ public final class ExistenceCacheStore: BlobStore {
     return found
   }
 
+  public func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    try await backend.readCompressed(digest, into: sink)
+  }
+
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {

@@ -67,6 +67,14 @@ public struct FastSlowStore: BlobStore {
     }
   }
 
+  /// The fast tier's compressed copy only: a blob the fast tier does not keep compressed is
+  /// left to `read`, which also fills the fast tier from the slow one.
+  public func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    try await fast.readCompressed(digest, into: sink)
+  }
+
   /// Thrown by `readSlow` when the slow tier failed for want of availability before any
   /// byte reached the caller's sink, so the read can still answer "absent".
   private struct SlowTierOutage: Error {

@@ -27,6 +27,9 @@ extension FilesystemStore {
       throw failure(error, doing: "read a blob", path: path)
     }
     defer { close(fd) }
+    if layout == .zstd {
+      return try await readZstd(digest, fd: fd, path: path, offset: offset, limit: limit, into: sink)
+    }
 
     let (fileSize, tail): (Int64, [UInt8]?)
     do {
@@ -48,7 +51,7 @@ extension FilesystemStore {
       }
       length = fileSize
       expectedHash = options.verifyReads ? digest.hashBytes : nil
-    case .sealed:
+    case .sealed, .zstd:  // .zstd entries went to readZstd above
       guard let trailer = tail.flatMap({ EntryTrailer($0, fileSize: fileSize) }) else {
         throw await damaged(digest, layout, "has no valid length and checksum trailer")
       }

@@ -61,6 +61,15 @@ extension FilesystemStore {
     switch layout {
     case .plain:
       guard size == digest.sizeBytes else { return "is \(size) bytes on disk" }
+    case .zstd:
+      let at = size - Int64(ZstdEntryTrailer.byteCount)
+      guard at >= 0, let tail = try? FileCalls.read(fd, count: ZstdEntryTrailer.byteCount, at: at),
+        let trailer = ZstdEntryTrailer(tail, fileSize: size)
+      else { return "has no valid length and checksum trailer" }
+      switch decodeStored(fd, storedLength: trailer.storedLength, contentLength: trailer.contentLength) {
+      case .success(let hash): return hash == trailer.sha256 ? nil : "does not hash to its checksum"
+      case .failure(let problem): return problem.message
+      }
     case .sealed:
       let at = size - Int64(EntryTrailer.byteCount)
       guard at >= 0, let tail = try? FileCalls.read(fd, count: EntryTrailer.byteCount, at: at),

@@ -22,10 +22,12 @@ extension FilesystemStore {
   public func write(
     _ digest: BlobDigest, producer: ((ArraySlice<UInt8>) async throws -> Void) async throws -> Void
   ) async throws {
+    if options.compression.algorithm == .zstd {
+      return try await writeZstd(digest, producer: producer)
+    }
     var mayEvict = true
     if options.minFreeBytes > 0 { try await keepHeadroom(for: digest.sizeBytes) }
-    let n = tempCounter.wrappingAdd(1, ordering: .relaxed).newValue
-    let temp = "\(root)/tmp/\(tempPrefix)-\(n)"
+    let temp = newTempPath()
     let fd = try await createTemp(temp, expected: digest.sizeBytes, mayEvict: &mayEvict)
     var written: Int64 = 0
     var isOpen = true
@@ -72,8 +74,14 @@ extension FilesystemStore {
     }
   }
 
+  /// A fresh path under `tmp/` for a write in progress.
+  func newTempPath() -> String {
+    let n = tempCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    return "\(root)/tmp/\(tempPrefix)-\(n)"
+  }
+
   /// How a value of `written` bytes under `digest` is laid out, by the `content` option.
-  private func layout(for digest: BlobDigest, written: Int64) throws -> EntryLayout {
+  func layout(for digest: BlobDigest, written: Int64) throws -> EntryLayout {
     switch options.content {
     case .actionCache: return .sealed
     case .auto: return written == digest.sizeBytes ? .plain : .sealed
@@ -88,7 +96,7 @@ extension FilesystemStore {
     }
   }
 
-  private func createTemp(_ temp: String, expected: Int64, mayEvict: inout Bool) async throws
+  func createTemp(_ temp: String, expected: Int64, mayEvict: inout Bool) async throws
     -> Int32
   {
     while true {
@@ -106,7 +114,7 @@ extension FilesystemStore {
   }
 
   /// Writes `bytes`; on ENOSPC makes room for `rest` (what the blob still needs) and goes on.
-  private func append(
+  func append(
     _ bytes: ArraySlice<UInt8>, to fd: Int32, temp: String, rest: Int64, mayEvict: inout Bool
   ) async throws {
     var remaining = bytes
@@ -147,7 +155,7 @@ extension FilesystemStore {
 
   /// Makes the temp file durable (by `sync`), renames it into place, and makes the rename
   /// durable. The caller closes `fd`.
-  private func commit(_ fd: Int32, temp: String, digest: BlobDigest, layout: EntryLayout)
+  func commit(_ fd: Int32, temp: String, digest: BlobDigest, layout: EntryLayout)
     async throws
   {
     let final = path(digest, layout)
@@ -173,7 +181,7 @@ extension FilesystemStore {
 
   /// Indexes a committed entry, removes its file in the other layout if it had one, and
   /// evicts down to `maxBytes`.
-  private func index(_ digest: BlobDigest, _ layout: EntryLayout, fileSize: Int64) async throws {
+  func index(_ digest: BlobDigest, _ layout: EntryLayout, fileSize: Int64) async throws {
     let now = StoreClock.now()
     let maxBytes = self.maxBytes
     let evicted = index.withLock { idx in
@@ -189,7 +197,7 @@ extension FilesystemStore {
 
   /// Evicts least recently used entries until the filesystem would keep `minFreeBytes`
   /// free after a write of `size` bytes (as far as evicting can).
-  private func keepHeadroom(for size: Int64) async throws {
+  func keepHeadroom(for size: Int64) async throws {
     let available: Int64
     do {
       available = try await pool.runIfActive { [root] in try FileCalls.availableBytes(root) }

@@ -11,7 +11,7 @@ import Synchronization
   import Darwin
 #endif
 
-/// Content in files under a root directory: `content/ab/<hash>-<size>[.sealed]`.
+/// Content in files under a root directory: `content/ab/<hash>-<size>[.sealed|.zst]`.
 ///
 /// Writes go to `tmp/` and are renamed into place when complete (fsynced first, by the
 /// `sync` policy), so a reader never sees a partial file and a crash leaves only temp files
@@ -27,23 +27,27 @@ public final class FilesystemStore: BlobStore {
     public var content: FilesystemStoreSpec.Content
     public var verifyOnStart: Bool
     public var verifyReads: Bool
+    /// How new blobs are written; what is already stored is read either way.
+    public var compression: StoreCompression
 
     public init(
       minFreeBytes: Int64 = 0, sync: FilesystemStoreSpec.Sync = .data,
       content: FilesystemStoreSpec.Content = .auto, verifyOnStart: Bool = false,
-      verifyReads: Bool = false
+      verifyReads: Bool = false, compression: StoreCompression = .none
     ) {
       self.minFreeBytes = minFreeBytes
       self.sync = sync
       self.content = content
       self.verifyOnStart = verifyOnStart
       self.verifyReads = verifyReads
+      self.compression = compression
     }
 
     public init(_ spec: FilesystemStoreSpec) {
       self.init(
         minFreeBytes: spec.minFreeBytes, sync: spec.sync, content: spec.content,
-        verifyOnStart: spec.verifyOnStart, verifyReads: spec.verifyReads)
+        verifyOnStart: spec.verifyOnStart, verifyReads: spec.verifyReads,
+        compression: spec.compression)
     }
   }
 
@@ -136,8 +140,7 @@ public final class FilesystemStore: BlobStore {
   func directory(_ d: BlobDigest) -> String { "\(root)/content/\(d.hashHex.prefix(2))" }
 
   static func fileName(_ d: BlobDigest, _ layout: EntryLayout) -> String {
-    let base = "\(d.hashHex)-\(d.sizeBytes)"
-    return layout == .sealed ? base + EntryLayout.sealedSuffix : base
+    "\(d.hashHex)-\(d.sizeBytes)\(layout.suffix)"
   }
 
   public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {

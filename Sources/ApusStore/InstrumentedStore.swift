@@ -52,6 +52,32 @@ public struct InstrumentedStore: BlobStore {
     }
   }
 
+  /// Counted like `read`; the bytes are the compressed ones handed out.
+  public func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    var bytes = 0
+    var sinkFailed = false
+    defer { if bytes > 0 { metrics.readBytes.increment(by: bytes) } }
+    do {
+      let found = try await inner.readCompressed(digest) { chunk in
+        do {
+          try await sink(chunk)
+        } catch {
+          sinkFailed = true
+          throw error
+        }
+        bytes += chunk.count
+      }
+      // Not found here is not a miss: the caller reads the blob uncompressed next.
+      if found { metrics.hits.increment() }
+      return found
+    } catch {
+      if !sinkFailed && !Self.isCancellation(error) { metrics.readErrors.increment() }
+      throw error
+    }
+  }
+
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {

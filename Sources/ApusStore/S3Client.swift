@@ -15,9 +15,8 @@ public struct S3Location: Sendable {
   public var region: String
   public var bucket: String
   public var pathStyle: Bool
-  public var accessKeyID: String
-  public var secretAccessKey: String
-  public var sessionToken: String?
+  /// The keys each request is signed with, fetched and renewed as needed.
+  public var credentials: S3CredentialsProvider
   public var maxAttempts: Int
   public var timeouts: S3Timeouts
   /// PEM bundle of CAs to trust for an https endpoint; nil: the system's trust store.
@@ -65,9 +64,7 @@ final class S3Client: Sendable {
     self.location = location
     self.breaker = breaker
     self.metrics = metrics
-    signer = S3Signer(
-      accessKeyID: location.accessKeyID, secretAccessKey: location.secretAccessKey,
-      sessionToken: location.sessionToken, region: location.region)
+    signer = S3Signer(region: location.region)
     guard let schemeEnd = location.endpoint.range(of: "://") else {
       throw StoreError(.invalidArgument, "s3 endpoint \(location.endpoint) has no scheme")
     }
@@ -140,10 +137,22 @@ final class S3Client: Sendable {
       attempt += 1
       if !probe { try breaker.admit() }
       if attempt > 1 { metrics.retry(method.rawValue) }
+      // Asked per attempt: a retry after a long wait may need renewed keys. No keys is the
+      // backend being unusable, like a refused connection: UNAVAILABLE, and the breaker
+      // counts it (its prober asks again, so S3 is used as soon as keys are back).
+      let credentials: AWSCredentials
+      do {
+        credentials = try await location.credentials.current()
+      } catch is CancellationError {
+        throw CancellationError()
+      } catch {
+        breaker.record(.failure, detail: "\(what): \(error)")
+        throw StoreError(.unavailable, "\(what): \(error)")
+      }
       var request = HTTPClientRequest(url: url)
       request.method = method
       for (name, value) in signer.sign(
-        method: method.rawValue, host: hostHeader, path: path, query: query, payloadSHA256: payload,
+        credentials, method: method.rawValue, host: hostHeader, path: path, query: query, payloadSHA256: payload,
         extraHeaders: extra)
       {
         request.headers.add(name: name, value: value)

@@ -3,21 +3,19 @@
 #endif
 
 /// AWS Signature Version 4 for S3 requests (header-based, with the payload's SHA-256).
+/// The keys are passed per request: they rotate (``S3CredentialsProvider``).
 struct S3Signer: Sendable {
-  let accessKeyID: String
-  let secretAccessKey: String
-  let sessionToken: String?
   let region: String
 
   /// Headers to add: `x-amz-date`, `x-amz-content-sha256`, optional
   /// `x-amz-security-token`, and `authorization`.
   func sign(
-    method: String, host: String, path: String, query: [(String, String)],
+    _ credentials: AWSCredentials, method: String, host: String, path: String, query: [(String, String)],
     payloadSHA256: String, extraHeaders: [(String, String)] = [], now: time_t = time(nil)
   ) -> [(String, String)] {
     let (amzDate, dateStamp) = Self.timestamps(now)
     var headers = [("host", host), ("x-amz-content-sha256", payloadSHA256), ("x-amz-date", amzDate)]
-    if let sessionToken { headers.append(("x-amz-security-token", sessionToken)) }
+    if let sessionToken = credentials.sessionToken { headers.append(("x-amz-security-token", sessionToken)) }
     headers += extraHeaders.map { ($0.0.lowercased(), $0.1) }
     headers.sort { $0.0 < $1.0 }
     let canonicalQuery = query.map { (Self.encode($0.0), Self.encode($0.1)) }
@@ -32,13 +30,13 @@ struct S3Signer: Sendable {
     let stringToSign = [
       "AWS4-HMAC-SHA256", amzDate, scope, hex(SHA256Hasher.digest(of: Array(canonicalRequest.utf8)).hashBytes),
     ].joined(separator: "\n")
-    var key = hmac(Array("AWS4\(secretAccessKey)".utf8), Array(dateStamp.utf8))
+    var key = hmac(Array("AWS4\(credentials.secretAccessKey)".utf8), Array(dateStamp.utf8))
     key = hmac(key, Array(region.utf8))
     key = hmac(key, Array("s3".utf8))
     key = hmac(key, Array("aws4_request".utf8))
     let signature = hex(hmac(key, Array(stringToSign.utf8)))
     let authorization =
-      "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+      "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
     return headers.filter { $0.0 != "host" } + [("authorization", authorization)]
   }
 

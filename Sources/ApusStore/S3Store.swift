@@ -1,3 +1,4 @@
+import ApusConfig
 import ApusProto
 import AsyncHTTPClient
 import Logging
@@ -23,10 +24,12 @@ public final class S3Store: BlobStore {
   let partBytes: Int
   let maxSeconds: Int64?
   let logger: Logger
+  /// How new objects are written (S3Store+Compression.swift).
+  let compression: StoreCompression
 
   public init(
     location: S3Location, breaker: CircuitBreaker, prefix: String, multipartThreshold: Int, partBytes: Int,
-    maxSeconds: Int64?, logger: Logger = Logger(label: "apus.s3")
+    maxSeconds: Int64?, compression: StoreCompression = .none, logger: Logger = Logger(label: "apus.s3")
   ) throws {
     client = try S3Client(location: location, breaker: breaker)
     self.prefix = prefix
@@ -34,6 +37,7 @@ public final class S3Store: BlobStore {
     self.partBytes = max(partBytes, 5 << 20)
     self.maxSeconds = maxSeconds
     self.logger = logger
+    self.compression = compression
   }
 
   func key(_ d: BlobDigest) -> String { "\(prefix)\(d.hashHex)-\(d.sizeBytes)" }
@@ -64,37 +68,67 @@ public final class S3Store: BlobStore {
     into sink: (ArraySlice<UInt8>) async throws -> Void
   ) async throws -> Bool {
     var headers: [(String, String)] = []
-    if offset > 0 || limit != nil {
+    // A compressed object decodes from its start, so a store that writes them asks for the
+    // whole object; an uncompressed one found that way is trimmed as it streams.
+    let ranged = (offset > 0 || limit != nil) && compression.algorithm == .none
+    if ranged {
       let end = limit.map { " \(offset + $0 - 1)" } ?? ""
       headers.append(("range", "bytes=\(offset)-\(end.trimmingLeadingSpace)"))
     }
     let key = self.key(digest)
-    let r = try await client.send(.GET, key: key, headers: headers, accept: { [200, 206, 404, 416].contains($0) })
+    var r = try await client.send(.GET, key: key, headers: headers, accept: { [200, 206, 404, 416].contains($0) })
+    // Written compressed before the store was switched to `none`: decode from the start. A
+    // range past the object's end before the content's end says so too (416 has no metadata).
+    if ranged,
+      r.status == 206 && !Self.compressionMetadata(r.headers).isEmpty
+        || r.status == 416 && offset < digest.sizeBytes
+    {
+      r = try await client.send(.GET, key: key, accept: { $0 == 200 || $0 == 404 })
+    }
     switch r.status {
     case 404: return false
     case 416: return true  // offset at the end: nothing to send
     default: break
     }
-    try await client.stream(r, "s3 GET \(key)", into: sink)
-    if let maxSeconds, let lastModified = r.headers.first(name: "last-modified"),
-      let written = HTTPDates.rfc1123(lastModified), Int64(time(nil)) - written > maxSeconds / 2
-    {
-      try? await refresh(key)
+    let metadata = Self.compressionMetadata(r.headers)
+    if !metadata.isEmpty || r.status == 200 && (offset > 0 || limit != nil) {
+      try await readDecoding(digest, key: key, response: r, offset: offset, limit: limit, into: sink)
+    } else {
+      try await client.stream(r, "s3 GET \(key)", into: sink)
     }
+    try? await refreshIfOld(key, r, metadata: metadata)
     return true
   }
 
-  /// Copies the object onto itself, which resets its Last-Modified.
-  func refresh(_ key: String) async throws {
+  /// With `maxSeconds`, refreshes an object read past half that age.
+  func refreshIfOld(_ key: String, _ r: S3Client.Response, metadata: [(String, String)]) async throws {
+    if let maxSeconds, let lastModified = r.headers.first(name: "last-modified"),
+      let written = HTTPDates.rfc1123(lastModified), Int64(time(nil)) - written > maxSeconds / 2
+    {
+      try await refresh(key, metadata: metadata)
+    }
+  }
+
+  /// Copies the object onto itself, which resets its Last-Modified. REPLACE drops the
+  /// object's metadata unless given again: `metadata` says whether it is compressed.
+  func refresh(_ key: String, metadata: [(String, String)] = []) async throws {
     _ = try await client.send(
       .PUT, key: key,
       headers: [
         ("x-amz-copy-source", "/\(client.location.bucket)/\(key)"), ("x-amz-metadata-directive", "REPLACE"),
-      ])
+      ] + metadata)
   }
 
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
+  ) async throws {
+    guard compression.algorithm == .zstd else { return try await put(digest, from: chunks, metadata: []) }
+    try await putCompressed(digest, from: chunks)
+  }
+
+  /// One PUT or a multipart upload of `chunks` as the object of `digest`, with `metadata`.
+  func put<Chunks: AsyncSequence<[UInt8], any Error>>(
+    _ digest: BlobDigest, from chunks: Chunks, metadata: [(String, String)]
   ) async throws {
     let key = self.key(digest)
     var buffer: [UInt8] = []
@@ -102,10 +136,10 @@ public final class S3Store: BlobStore {
     // Read up to the threshold: small blobs are one PUT.
     while buffer.count <= multipartThreshold, let chunk = try await iterator.next() { buffer += chunk }
     if buffer.count <= multipartThreshold {
-      _ = try await client.send(.PUT, key: key, body: buffer)
+      _ = try await client.send(.PUT, key: key, headers: metadata, body: buffer)
       return
     }
-    let created = try await client.send(.POST, key: key, query: [("uploads", "")])
+    let created = try await client.send(.POST, key: key, query: [("uploads", "")], headers: metadata)
     let text = String(buffer: try await created.body.collect(upTo: 1 << 20))
     guard let uploadID = xmlValues("UploadId", in: text).first else {
       throw StoreError(.internal, "s3 POST \(key)?uploads: no UploadId in the answer")

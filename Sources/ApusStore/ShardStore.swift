@@ -40,6 +40,12 @@ public struct ShardStore: BlobStore {
     try await shards[index(for: digest)].read(digest, offset: offset, limit: limit, into: sink)
   }
 
+  public func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    try await shards[index(for: digest)].readCompressed(digest, into: sink)
+  }
+
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {

@@ -29,6 +29,12 @@ public struct SizePartitioningStore: BlobStore {
     try await store(for: digest).read(digest, offset: offset, limit: limit, into: sink)
   }
 
+  public func readCompressed(
+    _ digest: BlobDigest, into sink: (ArraySlice<UInt8>) async throws -> Void
+  ) async throws -> Bool {
+    try await store(for: digest).readCompressed(digest, into: sink)
+  }
+
   public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {

@@ -45,6 +45,9 @@ public final class StoreFactory {
   /// One circuit breaker per remote backend (endpoint and bucket, or URL), shared by every
   /// store that reaches it.
   public private(set) var breakers: [String: CircuitBreaker] = [:]
+  /// One credentials provider per `credentials` mode read from outside the config, shared
+  /// by every `s3` store using it (one metadata call per renewal, not one per store).
+  private var credentialProviders: [S3CredentialsMode: S3CredentialsProvider] = [:]
   private let logger = Logger(label: "apus.store")
 
   /// `metrics` is the bootstrapped factory unless a test passes its own.
@@ -200,15 +203,9 @@ public final class StoreFactory {
       let store = ShardStore(shards: zip(nodes, s.stores).map { ($0.store, $1.weight) })
       return Node(store: store, usage: Self.sum(nodes), reach: .all(nodes.map(\.reach)))
     case .s3(let spec):
-      let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
-      guard let key = spec.accessKeyID ?? env("AWS_ACCESS_KEY_ID"),
-        let secret = spec.secretAccessKey ?? env("AWS_SECRET_ACCESS_KEY")
-      else {
-        throw StoreError(.invalidArgument, "s3 \(spec.bucket): no credentials (access_key_id or AWS_ACCESS_KEY_ID)")
-      }
       let location = S3Location(
         endpoint: spec.endpoint, region: spec.region, bucket: spec.bucket, pathStyle: spec.pathStyle,
-        accessKeyID: key, secretAccessKey: secret, sessionToken: spec.sessionToken ?? env("AWS_SESSION_TOKEN"),
+        credentials: credentialsProvider(spec),
         maxAttempts: spec.maxAttempts,
         timeouts: S3Timeouts(
           connect: .seconds(spec.connectTimeoutSeconds), firstByte: .seconds(spec.firstByteTimeoutSeconds),
@@ -218,7 +215,7 @@ public final class StoreFactory {
       let store = try S3Store(
         location: location, breaker: breaker, prefix: spec.keyPrefix,
         multipartThreshold: Int(spec.multipartThresholdBytes), partBytes: Int(spec.partBytes),
-        maxSeconds: spec.maxSeconds)
+        maxSeconds: spec.maxSeconds, compression: spec.compression)
       if isNew {
         maintenance.append(
           StoreMaintenance(name: "reachability check of \(location.displayName)", every: nil) {
@@ -250,6 +247,18 @@ public final class StoreFactory {
     case .ref(let name):
       return try await namedNode(name)
     }
+  }
+
+  /// The provider for an `s3` store's `credentials` (the spec has ruled out contradictions).
+  private func credentialsProvider(_ spec: S3StoreSpec) -> S3CredentialsProvider {
+    if spec.credentials == .static, let key = spec.accessKeyID, let secret = spec.secretAccessKey {
+      return .fixed(AWSCredentials(accessKeyID: key, secretAccessKey: secret, sessionToken: spec.sessionToken))
+    }
+    if let shared = credentialProviders[spec.credentials] { return shared }
+    let provider = S3CredentialsProvider.make(spec.credentials, staticKeys: nil)
+    credentialProviders[spec.credentials] = provider
+    closers.append { await provider.close() }
+    return provider
   }
 
   /// The usage of stores that split their content between `nodes`, when every one knows its own.

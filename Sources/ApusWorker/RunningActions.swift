@@ -1,39 +1,45 @@
 import Synchronization
 
-/// The actions one scheduler session is running, whether it is draining, and whether its
-/// request stream has been closed; shared by the session's read loop and its action tasks.
+/// The actions a worker is running, across its scheduler sessions (a broken stream does not
+/// stop them), and whether it still takes new ones.
 final class RunningActions: Sendable {
   private struct State {
     /// Finishing an action's continuation kills the action.
     var running: [String: AsyncStream<Void>.Continuation] = [:]
     /// No new actions are taken.
     var draining = false
-    /// The request stream is to be closed once nothing runs (graceful shutdown; a `drain()`
-    /// alone keeps the session open).
-    var closing = false
-    var closed = false
-
-    mutating func closeIfDrained() -> Bool {
-      guard closing, running.isEmpty, !closed else { return false }
-      closed = true
-      return true
-    }
   }
   private let state = Mutex(State())
+
+  enum Admission {
+    /// Run it; the stream ends when the scheduler kills it.
+    case start(AsyncStream<Void>)
+    /// It is running here already (sent again after a reconnect): its result will follow.
+    case alreadyRunning
+    /// Draining: hand it back.
+    case refused
+  }
 
   /// Actions running now.
   var count: Int { state.withLock { $0.running.count } }
 
-  /// Starts tracking `name` and returns the stream that ends when it is killed; `nil` when
-  /// draining, so the action is handed back.
-  func admit(_ name: String) -> AsyncStream<Void>? {
+  /// Their operation names (listed when registering again).
+  var names: [String] { state.withLock { Array($0.running.keys) } }
+
+  var isDraining: Bool { state.withLock { $0.draining } }
+
+  /// Starts tracking `name` unless it runs already or the worker is draining.
+  func admit(_ name: String) -> Admission {
     let (stream, continuation) = AsyncStream<Void>.makeStream()
-    let admitted = state.withLock { s -> Bool in
-      guard !s.draining else { return false }
+    let admission = state.withLock { s -> Admission in
+      if s.running[name] != nil { return .alreadyRunning }
+      guard !s.draining else { return .refused }
       s.running[name] = continuation
-      return true
+      return .start(stream)
     }
-    return admitted ? stream : nil
+    if case .start = admission { return admission }
+    continuation.finish()
+    return admission
   }
 
   /// Kills `name` if it is running.
@@ -41,22 +47,13 @@ final class RunningActions: Sendable {
     state.withLock { $0.running[name] }?.finish()
   }
 
-  /// Stops tracking `name`. True once: when a closing session's last action has ended and
-  /// the request stream should be closed.
-  func finish(_ name: String) -> Bool {
-    state.withLock { s in
-      s.running[name] = nil
-      return s.closeIfDrained()
-    }
+  /// Stops tracking `name`.
+  func finish(_ name: String) {
+    state.withLock { _ = $0.running.removeValue(forKey: name) }
   }
 
-  /// Takes no more actions; with `close`, the stream is to be closed once nothing runs.
-  /// True if that is now, so the caller closes it.
-  func beginDraining(close: Bool = true) -> Bool {
-    state.withLock { s in
-      s.draining = true
-      if close { s.closing = true }
-      return s.closeIfDrained()
-    }
+  /// Takes no more actions.
+  func beginDraining() {
+    state.withLock { $0.draining = true }
   }
 }

@@ -13,6 +13,10 @@ struct WorkerMetrics: Sendable {
   let inputCacheMisses: Counter
   let outputUploadBytes: Counter
   let outputUploadSeconds: Timer
+  /// Registrations with a scheduler: past the first, each is a reconnect.
+  let registrations: Counter
+  /// Results dropped while no scheduler could be reached (``PendingResults`` full).
+  let resultsDropped: Counter
 
   init(worker: String, factory: any MetricsFactory = MetricsSystem.factory) {
     let labels = [("worker", worker)]
@@ -29,6 +33,8 @@ struct WorkerMetrics: Sendable {
     inputCacheMisses = Counter(label: "apus_worker_input_cache_misses_total", dimensions: labels, factory: factory)
     outputUploadBytes = Counter(label: "apus_worker_output_upload_bytes_total", dimensions: labels, factory: factory)
     outputUploadSeconds = Timer(label: "apus_worker_output_upload_seconds", dimensions: labels, factory: factory)
+    registrations = Counter(label: "apus_worker_registrations_total", dimensions: labels, factory: factory)
+    resultsDropped = Counter(label: "apus_worker_results_dropped_total", dimensions: labels, factory: factory)
   }
 
   /// Counts a finished action by how it ended: a result (any exit code), a timeout, a kill,

@@ -1,7 +1,7 @@
 /// What a worker in this process is doing, for `/status` and `/readyz`.
 public struct WorkerStatus: Sendable, Equatable {
   public var id: String
-  /// The scheduler's URL.
+  /// The scheduler endpoint in use, or being tried: its URL (and address, for a host name).
   public var scheduler: String
   /// Whether a session with the scheduler is established now.
   public var registered: Bool

@@ -78,12 +78,41 @@ struct StoreSpecTests {
      "stores.s.fast_slow.slow_write: async needs a fast tier"),
     (#"{ s3: { endpoint: "http://h", bucket: "b", circuit_breaker: { failure_threshold: 0 } } }"#,
      "stores.s.s3.circuit_breaker.failure_threshold: expected a positive integer, got 0"),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", credentials: "imds" } }"#,
+     #"stores.s.s3.credentials: expected one of auto, static, environment, container, instance, got "imds""#),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", credentials: "static" } }"#,
+     "stores.s.s3.credentials: static needs access_key_id and secret_access_key"),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", credentials: "instance", access_key_id: "k", secret_access_key: "s" } }"#,
+     "stores.s.s3.credentials: instance reads keys from elsewhere: drop access_key_id and secret_access_key, or use static"),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", access_key_id: "k" } }"#,
+     "stores.s.s3.secret_access_key: is required with access_key_id"),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", secret_access_key: "s" } }"#,
+     "stores.s.s3.access_key_id: is required with secret_access_key"),
+    (#"{ s3: { endpoint: "http://h", bucket: "b", session_token: "t" } }"#,
+     "stores.s.s3.session_token: is only used with access_key_id and secret_access_key"),
     (#"{ grpc: { url: "grpc://h:1", timeout_seconds: -1 } }"#,
      "stores.s.grpc.timeout_seconds: expected a positive integer, got -1"),
   ])
   func keyErrors(json: String, expected: String) {
     let message = error(json)
     #expect(message.hasPrefix(expected), "got: \(message)")
+  }
+
+  @Test("s3 credentials: static with keys, auto without, or as set", arguments: [
+    (#"access_key_id: "k", secret_access_key: "s""#, S3CredentialsMode.static),
+    (#"access_key_id: "k", secret_access_key: "s", credentials: "static""#, .static),
+    ("", .auto),
+    (#"credentials: "environment""#, .environment),
+    (#"credentials: "container""#, .container),
+    (#"credentials: "instance""#, .instance),
+  ])
+  func s3Credentials(keys: String, mode: S3CredentialsMode) throws {
+    let spec = try store(#"{ s3: { endpoint: "http://h", bucket: "b", "# + keys + " } }")
+    guard case .s3(let s3) = spec else {
+      Issue.record("decoded as \(spec)")
+      return
+    }
+    #expect(s3.credentials == mode)
   }
 
   @Test("async fast_slow over a durable tier, the outage keys of s3 and grpc, with their defaults")

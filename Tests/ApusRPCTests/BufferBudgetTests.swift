@@ -44,7 +44,7 @@ struct BufferBudgetTests {
     let budget = BufferBudget(limitBytes: 1 << 20)
     let account = BufferAccount(budget: budget) {}
     var queue: InboundMessageQueue? = InboundMessageQueue(
-      highWater: 1 << 20, decompressLimit: 1 << 20, compressed: false, account: account,
+      highWater: 1 << 20, decompressLimit: 1 << 20, account: account,
       onDrained: {})
     let message = { (n: Int) in GRPCMessageDeframer.Message(compressed: false, payload: [UInt8](repeating: 1, count: n)) }
     _ = queue?.push(message(100))
@@ -58,7 +58,7 @@ struct BufferBudgetTests {
     #expect(account.heldBytes == 0 && budget.heldBytes == 0, "a dropped queue releases the rest")
 
     let other = InboundMessageQueue(
-      highWater: 1 << 20, decompressLimit: 1 << 20, compressed: false, account: account,
+      highWater: 1 << 20, decompressLimit: 1 << 20, account: account,
       onDrained: {})
     _ = other.push(message(50))
     other.discard()

@@ -327,4 +327,17 @@ struct SchedulerTests {
     }
     #expect(await s.listOperations(instance: "", pageSize: 10, after: nil).operations.map(\.name) == [b, c])
   }
+
+  @Test("unsubscribing ends the watch and leaves the operation queued")
+  func unsubscribe() async throws {
+    let s = scheduler()
+    let name = try await s.submit(job(60))
+    let watch = try #require(await s.subscribe(name))
+    await s.unsubscribe(name, watch.id)
+    var seen = 0
+    for await _ in watch.stream { seen += 1 }
+    #expect(seen == 1)
+    #expect(try #require(await s.operation(name)).done == false)
+    #expect(await s.queueLength == 1)
+  }
 }

@@ -24,6 +24,19 @@ struct ResourceNameTests {
     #expect(r.digest == BlobDigest(hash: Self.h, sizeBytes: 5))
   }
 
+  @Test("the optional digest-function segment (REAPI 2.3)", arguments: [
+    ("blobs/blake3/\(h)/5", ResourceName.Kind.read, "blake3" as String?),
+    ("i/compressed-blobs/zstd/sha256/\(h)/5", .read, "sha256"),
+    ("uploads/u/blobs/sha256tree/\(h)/5/meta", .write, "sha256tree"),
+    ("uploads/u/compressed-blobs/zstd/blake3/\(h)/5", .write, "blake3"),
+    ("uploads/u/blobs/\(h)/5/blake3", .write, nil),
+  ])
+  func digestFunction(name: String, kind: ResourceName.Kind, function: String?) throws {
+    let r = try ResourceName.parse(name, kind: kind).get()
+    #expect(r.digestFunction == function)
+    #expect(r.digest == BlobDigest(hash: Self.h, sizeBytes: 5))
+  }
+
   @Test("invalid names", arguments: [
     ("", ResourceName.Kind.read), ("blobs", .read), ("blobs/\(h)", .read),
     ("blobs/\(h)/x", .read), ("blobs/\(h)/-1", .read), ("blobs/abc/1", .read),

@@ -21,7 +21,8 @@ struct S3ClientTests {
   static func location(port: Int, firstByte: Duration = .seconds(1), maxAttempts: Int = 1) -> S3Location {
     S3Location(
       endpoint: "http://127.0.0.1:\(port)", region: "us-east-1", bucket: "b", pathStyle: true,
-      accessKeyID: "k", secretAccessKey: "s", sessionToken: nil, maxAttempts: maxAttempts,
+      credentials: .fixed(AWSCredentials(accessKeyID: "k", secretAccessKey: "s", sessionToken: nil)),
+      maxAttempts: maxAttempts,
       timeouts: S3Timeouts(connect: .seconds(1), firstByte: firstByte, idle: .seconds(5), request: .seconds(30)))
   }
 

@@ -14,11 +14,12 @@ struct S3SignerTests {
   /// page (range request, empty payload), whose published signature is the reference.
   @Test("SigV4 matches AWS's published GetObject example")
   func awsExample() {
-    let signer = S3Signer(
+    let signer = S3Signer(region: "us-east-1")
+    let keys = AWSCredentials(
       accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-      sessionToken: nil, region: "us-east-1")
+      sessionToken: nil)
     let headers = signer.sign(
-      method: "GET", host: "examplebucket.s3.amazonaws.com", path: "/test.txt", query: [],
+      keys, method: "GET", host: "examplebucket.s3.amazonaws.com", path: "/test.txt", query: [],
       payloadSHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
       extraHeaders: [("range", "bytes=0-9")], now: 1_369_353_600)  // 2013-05-24T00:00:00Z
     let auth = headers.first { $0.0 == "authorization" }?.1
@@ -26,6 +27,18 @@ struct S3SignerTests {
       auth
         == "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
     )
+  }
+
+  @Test("a session token is sent and signed")
+  func sessionToken() {
+    let keys = AWSCredentials(accessKeyID: "AKID", secretAccessKey: "secret", sessionToken: "tok")
+    let headers = S3Signer(region: "eu-west-1").sign(
+      keys, method: "HEAD", host: "h", path: "/", query: [], payloadSHA256: "x", now: 1_369_353_600)
+    #expect(headers.first { $0.0 == "x-amz-security-token" }?.1 == "tok")
+    let auth = headers.first { $0.0 == "authorization" }?.1 ?? ""
+    #expect(auth.hasPrefix("AWS4-HMAC-SHA256 Credential=AKID/20130524/eu-west-1/s3/aws4_request"))
+    #expect(auth.contains("x-amz-security-token"))
+    #expect(!auth.contains("secret"))
   }
 }
 

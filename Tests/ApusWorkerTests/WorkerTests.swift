@@ -175,4 +175,72 @@ struct WorkerTests {
     }
     await server.shutdown(grace: .seconds(1))
   }
+
+  @Test("an action outlives a broken stream; its result reaches the next scheduler URL, and it runs once")
+  func survivesABrokenStream() async throws {
+    let (first, url1) = try await startServer()
+    let (second, url2) = try await startServer()  // the same Scheduler behind a second listener
+    var config = WorkerConfig(
+      scheduler: url1, cas: url2, workDirectory: "\(scratch)/work", cacheDirectory: "\(scratch)/cache",
+      cacheMaxBytes: 1 << 30, maxConcurrentActions: 1, platformCommands: [:])
+    config.schedulers = [url1, url2]
+    let worker = Worker(config: config, logger: Logger(label: "test"))
+    try await testGracefulShutdown { trigger in
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await worker.run() }
+        #expect(await eventually { worker.status.registered && worker.status.scheduler == url1 })
+        let pidFile = "\(scratch)/through.pid"
+        let through = try await submit(try await ShellAction("echo $$ >> \(pidFile); sleep 2; echo through", in: cas))
+        _ = try #require(await waitForPID(at: pidFile))
+        // The stream breaks; the scheduler requeues the action. The worker may only notice when
+        // it next writes (the result): that result is kept and sent after registering again.
+        await first.shutdown(grace: .zero)
+        // Given back to the same worker after it registered again: not run twice, reported once.
+        let result = try await outcome(through)
+        #expect(result.status?.code == 0, "\(String(describing: result.status))")
+        #expect(try await blob(result.result?.stdoutDigest, in: cas) == "through\n")
+        let ran = try String(contentsOfFile: pidFile, encoding: .utf8)
+        #expect(ran.split(separator: "\n").count == 1)
+        #expect(worker.status.registered && worker.status.scheduler == url2)
+        trigger.triggerGracefulShutdown()
+        try await group.next()
+      }
+    }
+    await second.shutdown(grace: .seconds(1))
+  }
+
+  @Test("a drained worker whose stream breaks reconnects only to report: going_away at once, no new action")
+  func drainedWorkerReconnectsToReport() async throws {
+    let (first, url1) = try await startServer()
+    let (second, url2) = try await startServer()
+    var config = WorkerConfig(
+      scheduler: url1, cas: url2, workDirectory: "\(scratch)/work", cacheDirectory: "\(scratch)/cache",
+      cacheMaxBytes: 1 << 30, maxConcurrentActions: 2, platformCommands: [:])
+    config.schedulers = [url1, url2]
+    let worker = Worker(config: config, logger: Logger(label: "test"))
+    try await testGracefulShutdown { trigger in
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await worker.run() }
+        #expect(await eventually { worker.status.registered })
+        let pidFile = "\(scratch)/drained.pid"
+        let running = try await submit(try await ShellAction("echo $$ >> \(pidFile); sleep 2; echo reported", in: cas))
+        _ = try #require(await waitForPID(at: pidFile))
+        worker.drain()
+        try await Task.sleep(for: .milliseconds(300))
+        await first.shutdown(grace: .zero)
+        let late = try await submit(try await ShellAction("echo late", in: cas))
+        let result = try await outcome(running)
+        #expect(result.status?.code == 0, "\(String(describing: result.status))")
+        #expect(try await blob(result.result?.stdoutDigest, in: cas) == "reported\n")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await stage(late) == .queued, "a drained worker must not take the late action")
+        let status = worker.status
+        #expect(status.draining && status.busy == 0 && status.scheduler == url2, "\(status)")
+        #expect(try String(contentsOfFile: pidFile, encoding: .utf8).split(separator: "\n").count == 1)
+        trigger.triggerGracefulShutdown()
+        try await group.next()
+      }
+    }
+    await second.shutdown(grace: .seconds(1))
+  }
 }

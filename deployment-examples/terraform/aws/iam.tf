@@ -1,7 +1,8 @@
 # Instance roles, least privilege:
 # - scheduler (CAS + action cache + scheduler): Get/Put/Delete on cas/* and ac/* of the cache
 #   bucket, List of the bucket limited to those prefixes, the KMS key for SSE-KMS, its own
-#   TLS key parameter, PutMetricData in the Apus namespace only, and SSM Session Manager.
+#   TLS key parameter, the database password parameter (two or more schedulers),
+#   PutMetricData in the Apus namespace only, and SSM Session Manager.
 # - workers: no S3 at all (blobs go through the CAS), their token parameter, completing and
 #   heartbeating lifecycle actions of their own group (scale-in draining), and SSM.
 # Both may read the release tarball when it is an s3:// object.
@@ -51,6 +52,16 @@ data "aws_iam_policy_document" "scheduler" {
     sid       = "TlsKey"
     actions   = ["ssm:GetParameter"]
     resources = [aws_ssm_parameter.scheduler_tls_key.arn]
+  }
+
+  # Shared state: the database password, read once at boot (decrypted with the key above).
+  dynamic "statement" {
+    for_each = local.shared_state ? [1] : []
+    content {
+      sid       = "DatabasePassword"
+      actions   = ["ssm:GetParameter"]
+      resources = [aws_ssm_parameter.database_password[0].arn]
+    }
   }
 
   statement {

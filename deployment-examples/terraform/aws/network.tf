@@ -174,9 +174,10 @@ resource "aws_flow_log" "main" {
   iam_role_arn    = aws_iam_role.flow_logs.arn
 }
 
-# Security groups. The NLB has one (clients in allowed_client_cidrs on 443); the scheduler
-# accepts 50051 from the NLB and the workers, and the admin port only from itself; workers
-# accept nothing.
+# Security groups. The public NLB has one (clients in allowed_client_cidrs on 443), the
+# internal one for workers another (the workers on 50051); the scheduler hosts accept gRPC
+# and the health checks on the admin port from those two NLBs only; the database accepts
+# 5432 from the scheduler hosts only; workers accept nothing.
 resource "aws_security_group" "nlb" {
   name_prefix = "${var.name}-nlb-"
   description = "NLB: TLS from allowed clients, to the scheduler"
@@ -191,9 +192,47 @@ resource "aws_security_group" "nlb" {
   }
 
   egress {
-    description = "to Apus on the scheduler host (50051 TLS, 50052 plaintext)"
+    description = "to Apus on the scheduler hosts (50051 TLS, 50052 plaintext)"
     from_port   = 50051
     to_port     = 50052
+    protocol    = "tcp"
+    cidr_blocks = local.private_subnets
+  }
+
+  egress {
+    description = "health checks: /readyz on the scheduler hosts' admin port"
+    from_port   = 9091
+    to_port     = 9091
+    protocol    = "tcp"
+    cidr_blocks = local.private_subnets
+  }
+}
+
+resource "aws_security_group" "worker_nlb" {
+  name_prefix = "${var.name}-worker-nlb-"
+  description = "Internal NLB: the workers' gRPC (TLS passthrough) to the scheduler hosts"
+  vpc_id      = aws_vpc.main.id
+
+  ingress {
+    description     = "gRPC (TLS) from the workers"
+    from_port       = 50051
+    to_port         = 50051
+    protocol        = "tcp"
+    security_groups = [aws_security_group.worker.id]
+  }
+
+  egress {
+    description = "to Apus's TLS listener on the scheduler hosts"
+    from_port   = 50051
+    to_port     = 50051
+    protocol    = "tcp"
+    cidr_blocks = local.private_subnets
+  }
+
+  egress {
+    description = "health checks: /readyz on the scheduler hosts' admin port"
+    from_port   = 9091
+    to_port     = 9091
     protocol    = "tcp"
     cidr_blocks = local.private_subnets
   }
@@ -202,7 +241,7 @@ resource "aws_security_group" "nlb" {
 resource "aws_security_group" "scheduler" {
   #checkov:skip=CKV_AWS_24:Port 22 opens only with enable_ssh = true and only from ssh_cidrs, which may not contain 0.0.0.0/0 (variable validation).
   name_prefix = "${var.name}-scheduler-"
-  description = "Apus scheduler host: gRPC from the NLB and the workers"
+  description = "Apus scheduler hosts: gRPC and health checks from the two NLBs"
   vpc_id      = aws_vpc.main.id
 
   ingress {
@@ -214,11 +253,19 @@ resource "aws_security_group" "scheduler" {
   }
 
   ingress {
-    description     = "gRPC (TLS) from the workers: WorkerAPI, CAS and action cache"
+    description     = "gRPC (TLS) from the workers through the internal NLB: WorkerAPI, CAS and action cache"
     from_port       = 50051
     to_port         = 50051
     protocol        = "tcp"
-    security_groups = [aws_security_group.worker.id]
+    security_groups = [aws_security_group.worker_nlb.id]
+  }
+
+  ingress {
+    description     = "NLB health checks: GET /readyz on the admin listener"
+    from_port       = 9091
+    to_port         = 9091
+    protocol        = "tcp"
+    security_groups = [aws_security_group.nlb.id, aws_security_group.worker_nlb.id]
   }
 
   dynamic "ingress" {
@@ -247,6 +294,34 @@ resource "aws_security_group" "scheduler" {
     protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
+
+  # The database's own group admits only this group; a CIDR here avoids a reference cycle.
+  dynamic "egress" {
+    for_each = local.shared_state ? [1] : []
+    content {
+      description = "PostgreSQL (scheduler state) in the private subnets"
+      from_port   = 5432
+      to_port     = 5432
+      protocol    = "tcp"
+      cidr_blocks = local.private_subnets
+    }
+  }
+}
+
+resource "aws_security_group" "database" {
+  count       = local.shared_state ? 1 : 0
+  name_prefix = "${var.name}-state-"
+  description = "Apus scheduler state (RDS PostgreSQL): 5432 from the scheduler hosts only"
+  vpc_id      = aws_vpc.main.id
+
+  ingress {
+    description     = "PostgreSQL from the scheduler hosts"
+    from_port       = 5432
+    to_port         = 5432
+    protocol        = "tcp"
+    security_groups = [aws_security_group.scheduler.id]
+  }
+  # No egress rule: the database starts no connections.
 }
 
 resource "aws_security_group" "worker" {
@@ -266,7 +341,7 @@ resource "aws_security_group" "worker" {
   }
 
   egress {
-    description = "gRPC (TLS) to the scheduler host"
+    description = "gRPC (TLS) to the scheduler hosts through the internal NLB"
     from_port   = 50051
     to_port     = 50051
     protocol    = "tcp"

@@ -14,13 +14,28 @@ output "cache_bucket" {
 }
 
 output "nlb_dns_name" {
-  description = "DNS name of the Network Load Balancer that the cas and scheduler records alias."
+  description = "DNS name of the public Network Load Balancer that the cas and scheduler records alias."
   value       = aws_lb.front.dns_name
 }
 
-output "scheduler_instance_id" {
-  description = "Instance ID of the scheduler host: aws ssm start-session --target <this>."
-  value       = aws_instance.scheduler.id
+output "scheduler_instance_ids" {
+  description = "Instance IDs of the scheduler hosts: aws ssm start-session --target <one of these>."
+  value       = aws_instance.scheduler[*].id
+}
+
+output "worker_endpoint" {
+  description = "The address workers dial (internal NLB, TLS to Apus with the internal CA): grpcs://<this>, server name scheduler.<name>.internal."
+  value       = "${aws_lb.workers.dns_name}:50051"
+}
+
+output "database_endpoint" {
+  description = "host:port of the schedulers' RDS PostgreSQL (user apus, database apus); empty with one scheduler."
+  value       = local.shared_state ? aws_db_instance.state[0].endpoint : ""
+}
+
+output "database_password_parameter" {
+  description = "SSM SecureString parameter holding the database password (aws ssm get-parameter --with-decryption --name <this>); empty with one scheduler."
+  value       = local.shared_state ? aws_ssm_parameter.database_password[0].name : ""
 }
 
 output "worker_autoscaling_group" {
@@ -39,6 +54,6 @@ output "internal_ca_certificate" {
 }
 
 output "kms_key_arn" {
-  description = "ARN of the KMS key encrypting the bucket, the SSM parameters, the volumes and the flow logs."
+  description = "ARN of the KMS key encrypting the bucket, the SSM parameters, the volumes, the database and the log groups."
   value       = local.kms_key_arn
 }

@@ -3,7 +3,8 @@
 # Inside the VPC Apus serves TLS on 50051 with a certificate from a private CA made here
 # (workers verify it with the CA certificate; with nlb_target_tls the NLB re-encrypts to it). The CA and server
 # private keys live in the Terraform state (keep the state in an encrypted, access-controlled
-# backend) and the server key in an SSM SecureString the scheduler alone may read.
+# backend) and the server key in an SSM SecureString the scheduler hosts alone may read
+# (every host serves the same certificate).
 #
 # Tokens: one random token per client principal and one for the workers. Only their SHA-256
 # hashes reach the scheduler (in its user data, as Apus's token file wants them); the tokens
@@ -11,10 +12,9 @@
 # developer or CI, and each worker reads its own at boot.
 
 locals {
+  # The name in the hosts' certificate, which the workers verify (tls.server_name) whichever
+  # host the internal NLB hands them; no address is in it, so hosts may come and go.
   internal_server_name = "scheduler.${var.name}.internal"
-  # A fixed address in the first private subnet, so the certificate and the workers' config
-  # can name it before the instance exists.
-  scheduler_private_ip = cidrhost(local.private_subnets[0], 10)
 }
 
 resource "tls_private_key" "ca" {
@@ -41,7 +41,6 @@ resource "tls_private_key" "scheduler" {
 resource "tls_cert_request" "scheduler" {
   private_key_pem = tls_private_key.scheduler.private_key_pem
   dns_names       = [local.internal_server_name]
-  ip_addresses    = [local.scheduler_private_ip]
   subject {
     common_name = local.internal_server_name
   }

@@ -137,16 +137,73 @@ variable "instance_architecture" {
   }
 }
 
+variable "scheduler_count" {
+  description = "Number of scheduler hosts (each CAS, action cache and scheduler in one process), spread over the availability zones. 2 or more: they share their queue in an RDS PostgreSQL database (database.tf) and survive the loss of any one; 1: one host with its state in memory and no database."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.scheduler_count >= 1 && var.scheduler_count <= 6 && floor(var.scheduler_count) == var.scheduler_count
+    error_message = "scheduler_count: a whole number from 1 to 6."
+  }
+}
+
 variable "scheduler_instance_type" {
-  description = "Instance type of the scheduler host (CAS, action cache and scheduler in one process)."
+  description = "Instance type of each scheduler host (CAS, action cache and scheduler in one process)."
   type        = string
   default     = "m7g.large"
 }
 
 variable "scheduler_disk_gb" {
-  description = "Size of the scheduler's gp3 root volume in GiB; the CAS disk tier uses up to 80% of it."
+  description = "Size of each scheduler host's gp3 root volume in GiB; the CAS disk tier uses up to 80% of it."
   type        = number
   default     = 200
+}
+
+variable "database_instance_class" {
+  description = "RDS instance class of the schedulers' PostgreSQL (scheduler_count >= 2). db.t4g.small suits a team; db.t4g.micro a test setup; an m7g class a large fleet."
+  type        = string
+  default     = "db.t4g.small"
+}
+
+variable "database_multi_az" {
+  description = "Run the database Multi-AZ (a synchronous standby in another zone, failover in about 60-120 s). false halves its price for a test setup, and a zone or instance failure then stops remote execution until RDS has recovered it."
+  type        = bool
+  default     = true
+}
+
+variable "database_storage_gb" {
+  description = "Initial gp3 storage of the database in GiB (20 is RDS's minimum); RDS grows it up to five times this on its own."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.database_storage_gb >= 20
+    error_message = "database_storage_gb: at least 20 (RDS's gp3 minimum)."
+  }
+}
+
+variable "database_backup_retention_days" {
+  description = "Days of automated backups (point-in-time recovery) of the database, 1 to 35."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.database_backup_retention_days >= 1 && var.database_backup_retention_days <= 35
+    error_message = "database_backup_retention_days: 1 to 35."
+  }
+}
+
+variable "database_deletion_protection" {
+  description = "Deletion protection on the database: terraform destroy, and any change that would replace it (wiping the builds in flight), stop until you set this to false and apply."
+  type        = bool
+  default     = true
+}
+
+variable "database_final_snapshot" {
+  description = "Take a final snapshot when the database is destroyed. false (default): its content is transient (queue, operations in flight) and not worth restoring; the cache is in the bucket."
+  type        = bool
+  default     = false
 }
 
 variable "worker_instance_type" {

@@ -14,7 +14,7 @@ locals {
   worker_user_data = templatefile("${path.module}/cloud-init/worker.yaml.tftpl", {
     release_url     = var.apus_release_url
     release_sha256  = var.apus_release_sha256
-    scheduler_ip    = local.scheduler_private_ip
+    scheduler_host  = aws_lb.workers.dns_name # the internal NLB in front of every scheduler host
     server_name     = local.internal_server_name
     ca_cert_pem     = tls_self_signed_cert.ca.cert_pem
     token_parameter = aws_ssm_parameter.worker_token.name

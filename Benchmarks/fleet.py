@@ -1,0 +1,404 @@
+"""Scenario `fleet`: the scheduler with a large fleet and a deep queue, driven by one Python
+process (grpc.aio) that plays both sides.
+
+* Workers: N WorkerAPI streams (spread over several HTTP/2 connections, under the server's
+  1,000-stream limit each) that register as `OSFamily=linux`, 1 slot each, and answer each
+  StartAction with an ActionFinished after a set time. WorkerAPI is Apus's own protocol
+  (proto/apus/worker/v1/worker.proto); its few messages are encoded here by hand.
+* Clients: M coroutines calling Execute on unique actions (distinct `salt`, platform in the
+  Action so the scheduler never reads a Command), each dropping its stream after the first
+  Operation, as 100,000 open streams would exceed any stream limit.
+
+Phases, each against a fresh apus (memory CAS, one scheduler):
+1. free workers: N workers connected, actions submitted by M clients; Execute → StartAction
+   latency p50/p99 and the dispatch rate.
+2. deep queue: Q unique Executes with no worker connected (submit CPU of the first and last
+   10%, RSS per queued action), then N workers connect and drain it: dispatch rate and apus
+   CPU per dispatched action.
+
+CPU is the apus process's own (user + system from /proc/PID/stat): the simulator shares the
+cores, so wall-clock rates are a floor, CPU per action is what the scheduler costs. Run
+standalone: `python3 Benchmarks/fleet.py --apus .build/release/apus [--baseline OTHER] [--quick]`.
+"""
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+
+import grpc
+
+from common import Figure, Server, fmt, free_port, percentile, re_grpc, re_pb2
+
+CONNECT = "/apus.worker.v1.WorkerAPI/Connect"
+STREAMS_PER_CONNECTION = 250
+# baseline_queued: main's scheduler costs O(queue) per Execute (minutes for 20,000), so the
+# "before" side queues fewer.
+SIZES = {"full": dict(workers=1000, clients=64, free_actions=20_000, queued=100_000, baseline_queued=2_000),
+         "quick": dict(workers=1000, clients=64, free_actions=5_000, queued=20_000, baseline_queued=2_000),
+         "smoke": dict(workers=20, clients=4, free_actions=100, queued=200, baseline_queued=200)}
+
+
+# --- hand-written protobuf for the few WorkerAPI messages ---------------------------------
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _bytes_field(number, payload):
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _fields(buf):
+    """(field number, value) of a message: bytes for length-delimited fields, int for varints."""
+    i = 0
+    while i < len(buf):
+        key, shift = 0, 0
+        while True:
+            b = buf[i]
+            i += 1
+            key |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            v, shift = 0, 0
+            while True:
+                b = buf[i]
+                i += 1
+                v |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            yield number, v
+        elif wire == 2:
+            n, shift = 0, 0
+            while True:
+                b = buf[i]
+                i += 1
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            yield number, buf[i:i + n]
+            i += n
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+
+
+def register_message(worker_id, slots):
+    prop = _bytes_field(1, b"OSFamily") + _bytes_field(2, b"linux")
+    reg = _bytes_field(1, worker_id.encode()) + _bytes_field(2, prop) + _varint(3 << 3) + _varint(slots)
+    return _bytes_field(1, reg)
+
+
+KEEP_ALIVE = _bytes_field(2, b"")
+
+
+def finished_message(operation):
+    # ExecuteResponse{result: ActionResult{}}: exit code 0, status OK.
+    return _bytes_field(3, _bytes_field(1, operation) + _bytes_field(2, _bytes_field(1, b"")))
+
+
+def started_operation(message):
+    for number, value in _fields(message):
+        if number == 2:  # SchedulerMessage.start
+            for n, v in _fields(value):
+                if n == 1:
+                    return bytes(v)
+    return None
+
+
+# --- the simulator ------------------------------------------------------------------------
+
+class Fleet:
+    """N fake workers on a few connections; records when each operation started."""
+
+    def __init__(self, address, n, action_seconds):
+        self.address, self.n, self.action_seconds = address, n, action_seconds
+        self.started = {}  # operation name → monotonic time of its StartAction
+        self.channels, self.calls, self.tasks = [], [], []
+        self.all_registered = asyncio.Event()
+        self.registered = 0
+
+    async def start(self, wait=True):
+        for c in range((self.n + STREAMS_PER_CONNECTION - 1) // STREAMS_PER_CONNECTION):
+            # Own subchannel pool: one HTTP/2 connection per channel.
+            self.channels.append(grpc.aio.insecure_channel(
+                self.address, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", c)]))
+        for i in range(self.n):
+            ch = self.channels[i // STREAMS_PER_CONNECTION]
+            self.tasks.append(asyncio.ensure_future(self._worker(ch, i)))
+        self.tasks.append(asyncio.ensure_future(self._keep_alive()))
+        if wait:
+            await asyncio.wait_for(self.all_registered.wait(), 300)
+
+    async def _worker(self, channel, i):
+        call = channel.stream_stream(CONNECT)()
+        self.calls.append(call)
+        await call.write(register_message(f"sim-{os.getpid()}-{i}", 1))
+        loop = asyncio.get_running_loop()
+        try:
+            async for message in call:
+                name = started_operation(message)
+                if name is None:
+                    self.registered += 1
+                    if self.registered == self.n:
+                        self.all_registered.set()
+                    continue
+                self.started[name] = time.monotonic()
+                if self.action_seconds:
+                    await asyncio.sleep(self.action_seconds)
+                await call.write(finished_message(name))
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        del loop
+
+    async def _keep_alive(self):
+        while True:
+            await asyncio.sleep(3)
+            for call in list(self.calls):
+                try:
+                    await call.write(KEEP_ALIVE)
+                except Exception:
+                    pass
+
+    async def stop(self):
+        for t in self.tasks:
+            t.cancel()
+        for call in self.calls:
+            call.cancel()
+        for ch in self.channels:
+            await ch.close()
+
+
+async def upload_actions(channel, count, tag):
+    """`count` unique Actions (distinct salt, OSFamily=linux in the Action) in the CAS."""
+    cas = re_grpc.ContentAddressableStorageStub(channel)
+    command = re_pb2.Command(arguments=["/bin/true"]).SerializeToString()
+    root = re_pb2.Directory().SerializeToString()
+
+    def d(b):
+        return re_pb2.Digest(hash=hashlib.sha256(b).hexdigest(), size_bytes=len(b))
+
+    blobs = [command, root]
+    digests = []
+    platform = re_pb2.Platform(properties=[re_pb2.Platform.Property(name="OSFamily", value="linux")])
+    for i in range(count):
+        action = re_pb2.Action(command_digest=d(command), input_root_digest=d(root), platform=platform,
+                               salt=f"{tag}-{i}".encode()).SerializeToString()
+        blobs.append(action)
+        digests.append(d(action))
+    for start in range(0, len(blobs), 2000):
+        batch = blobs[start:start + 2000]
+        await cas.BatchUpdateBlobs(re_pb2.BatchUpdateBlobsRequest(
+            requests=[re_pb2.BatchUpdateBlobsRequest.Request(digest=d(b), data=b) for b in batch]))
+    return digests
+
+
+async def submit(address, digests, clients, submitted, cpu_marks=None, server=None):
+    """Execute each digest, keeping the stream only for its first Operation. Records the
+    submit time per operation name; with `cpu_marks`, the server's CPU at each 10%."""
+    # Dropping a call that is still running is an HTTP/2 reset, and apus allows a client
+    # connection a burst of 2,000 of those then 200 a second (rapid-reset protection): the
+    # clients spread over one connection each.
+    channels = [grpc.aio.insecure_channel(address,
+                                          options=[("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", i)])
+                for i in range(clients)]
+    queue = list(reversed(digests))
+    total = len(digests)
+    done = [0]
+    errors = []
+
+    async def client(stub):
+        while queue:
+            dg = queue.pop()
+            t0 = time.monotonic()
+            call = stub.Execute(re_pb2.ExecuteRequest(action_digest=dg, skip_cache_lookup=True))
+            try:
+                async for op in call:
+                    submitted[op.name.encode()] = t0
+                    break
+            except grpc.aio.AioRpcError as e:
+                errors.append(e)
+            finally:
+                call.cancel()
+            done[0] += 1
+            if cpu_marks is not None and done[0] % max(1, total // 10) == 0:
+                cpu_marks.append((done[0], server.cpu_seconds(), time.monotonic()))
+
+    await asyncio.gather(*(client(re_grpc.ExecutionStub(ch)) for ch in channels))
+    for ch in channels:
+        await ch.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} Executes failed, first: {errors[0].code()} {errors[0].details()}")
+
+
+def start_server(apus, work, name):
+    port = free_port()
+    cfg = {
+        "stores": {"cas": {"memory": {"max_bytes": 1 << 30}}, "ac": {"memory": {}}},
+        "schedulers": {"main": {"max_queued_actions": 1_000_000}},
+        "servers": [{"listen": f"127.0.0.1:{port}", "worker_api": "main",
+                     "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
+        "global": {"log_level": "warning"},
+    }
+    path = os.path.join(work, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return Server(name, [apus, path], port, work)
+
+
+def start_baseline(apus, work, name):
+    """main's binary predates `max_queued_actions`: the same config without it."""
+    port = free_port()
+    cfg = {
+        "stores": {"cas": {"memory": {"max_bytes": 1 << 30}}, "ac": {"memory": {}}},
+        "schedulers": {"main": {}},
+        "servers": [{"listen": f"127.0.0.1:{port}", "worker_api": "main",
+                     "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
+        "global": {"log_level": "warning"},
+    }
+    path = os.path.join(work, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return Server(name, [apus, path], port, work)
+
+
+async def free_workers_phase(server, size, results):
+    address = f"127.0.0.1:{server.port}"
+    async with grpc.aio.insecure_channel(address) as ch:
+        digests = await upload_actions(ch, size["free_actions"], "free")
+        fleet = Fleet(address, size["workers"], 0)
+        await fleet.start()
+        submitted = {}
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        await submit(address, digests, size["clients"], submitted)
+        while len(fleet.started) < len(digests) and time.monotonic() - t0 < 300:
+            await asyncio.sleep(0.01)
+        elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+        await fleet.stop()
+    lat = sorted((fleet.started[n] - t) * 1e3 for n, t in submitted.items() if n in fleet.started)
+    results.update(free_rate=len(lat) / elapsed, free_p50=percentile(lat, 0.5), free_p99=percentile(lat, 0.99),
+                   free_cpu_us=cpu / max(1, len(lat)) * 1e6, free_started=len(lat), free_total=len(digests))
+
+
+async def deep_queue_phase(server, size, results):
+    address = f"127.0.0.1:{server.port}"
+    async with grpc.aio.insecure_channel(address) as ch:
+        digests = await upload_actions(ch, size["queued"], "queued")
+        rss0 = server.rss_bytes()
+        submitted, marks = {}, [(0, server.cpu_seconds(), time.monotonic())]
+        await submit(address, digests, size["clients"], submitted, marks, server)
+        rss1 = server.rss_bytes()
+        step = [(b[1] - a[1]) / max(1, b[0] - a[0]) * 1e6 for a, b in zip(marks, marks[1:])]
+        fleet = Fleet(address, size["workers"], 0)
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        # Not waiting for every registration: a scheduler that walks the queue on each one
+        # (main's) is part of what is measured.
+        await fleet.start(wait=False)
+        while len(fleet.started) < len(digests) and time.monotonic() - t0 < 600:
+            await asyncio.sleep(0.05)
+        elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+        await fleet.stop()
+    results.update(queued=len(submitted), rss_per_queued=(rss1 - rss0) / max(1, len(submitted)),
+                   submit_first_us=step[0] if step else 0, submit_last_us=step[-1] if step else 0,
+                   drain_rate=len(fleet.started) / elapsed, drain_cpu_us=cpu / max(1, len(fleet.started)) * 1e6,
+                   drained=len(fleet.started))
+
+
+def measure(apus, work, size, label, baseline=False):
+    results = {}
+    if baseline:
+        size = dict(size, queued=size["baseline_queued"])
+    start = start_baseline if baseline else start_server
+
+    async def both():  # one event loop: grpc.aio binds to the first one it sees
+        with start(apus, work, f"{label}-free") as server:
+            await free_workers_phase(server, size, results)
+        with start(apus, work, f"{label}-queue") as server:
+            await deep_queue_phase(server, size, results)
+
+    asyncio.run(both())
+    return results
+
+
+ROWS = [("free_rate", "dispatch rate, workers free", "actions/s"),
+        ("free_p50", "Execute → start p50, workers free", "ms"),
+        ("free_p99", "Execute → start p99, workers free", "ms"),
+        ("free_cpu_us", "apus CPU per action, workers free (Execute + dispatch + result)", "µs"),
+        ("submit_first_us", "apus CPU per Execute, first 10% of the queue", "µs"),
+        ("submit_last_us", "apus CPU per Execute, last 10% of the queue", "µs"),
+        ("rss_per_queued", "RSS per queued action", "bytes"),
+        ("drain_rate", "dispatch rate draining the queue", "actions/s"),
+        ("drain_cpu_us", "apus CPU per dispatched action, draining the queue", "µs")]
+
+
+def run(ctx):
+    size = SIZES[ctx.mode]
+    baseline = os.environ.get("APUS_FLEET_BASELINE")
+    sides = [("after", ctx.apus, False)]
+    if baseline:
+        sides.insert(0, ("before", baseline, True))
+    measured = {}
+    for label, apus, old in sides:
+        measured[label] = measure(apus, ctx.work, size, label, baseline=old)
+        for key, name, unit in ROWS:
+            ctx.add(Figure("fleet", f"{label}: {name}", unit, [measured[label][key]]))
+    headers = ["measure"] + [label for label, _, _ in sides] + ["unit"]
+    rows = [[name] + [fmt(measured[label][key]) for label, _, _ in sides] + [unit] for key, name, unit in ROWS]
+    rows.append(["actions queued in the deep-queue phase"] +
+                [fmt(measured[label]["queued"]) for label, _, _ in sides] + ["actions"])
+    ctx.table(f"Fleet: {size['workers']} simulated workers, {size['queued']:,} queued, "
+              f"{size['free_actions']:,} actions with free workers", headers, rows,
+              ["One Python process (grpc.aio) plays workers and clients on the same cores; CPU is apus's own.",
+               "before: APUS_FLEET_BASELINE (main's binary) when set, with a shorter queue "
+               f"({size['baseline_queued']:,}): its cost per Execute grows with the queue."])
+    after = measured["after"]
+    ctx.target("≤ 100 µs apus CPU per dispatched action (1,000 workers, deep queue)", after["drain_cpu_us"], 100,
+               " µs", higher_is_better=False)
+    ctx.target("p99 Execute → start < 10 ms with free workers", after["free_p99"], 10, " ms",
+               higher_is_better=False)
+    ctx.target("≤ 2 KiB RSS per queued action", after["rss_per_queued"], 2048, " B", higher_is_better=False)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--apus", required=True)
+    ap.add_argument("--baseline", help="another apus binary (main's) measured first, the same way")
+    ap.add_argument("--mode", choices=SIZES, default="full")
+    ap.add_argument("--queued", type=int, help="override the deep queue's size")
+    ap.add_argument("--baseline-queued", type=int)
+    ap.add_argument("--free-actions", type=int)
+    args = ap.parse_args()
+    size = dict(SIZES[args.mode])
+    if args.queued:
+        size["queued"] = args.queued
+    if args.baseline_queued:
+        size["baseline_queued"] = args.baseline_queued
+    if args.free_actions:
+        size["free_actions"] = args.free_actions
+    work = tempfile.mkdtemp(prefix="apus-fleet-")
+    sides = ([("before", args.baseline, True)] if args.baseline else []) + [("after", args.apus, False)]
+    out = {}
+    for label, apus, old in sides:
+        out[label] = measure(os.path.abspath(apus), work, size, label, baseline=old)
+        print(label, json.dumps(out[label], indent=1), flush=True)
+    for key, name, unit in ROWS + [("queued", "actions queued in the deep-queue phase", "actions")]:
+        print(f"| {name} | " + " | ".join(fmt(out[l][key]) for l, _, _ in sides) + f" | {unit} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
