@@ -19,6 +19,7 @@ let package = Package(
     .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.0.0"),
     .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+    .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
   ],
   targets: [
     // C libraries, exposed only through module maps.
@@ -67,6 +68,19 @@ let package = Package(
         .product(name: "Metrics", package: "swift-metrics"),
       ],
       swiftSettings: strict),
+    // The scheduler's shared state in PostgreSQL (`state: {"postgres": …}`): schema and
+    // migrations, queue claims, worker leases, notifications. Above ApusScheduler, which
+    // stays free of I/O.
+    .target(
+      name: "ApusSchedulerPostgres",
+      dependencies: [
+        "ApusProto", "ApusConfig", "ApusScheduler",
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict),
     .target(
       name: "ApusServices",
       dependencies: [
@@ -91,7 +105,7 @@ let package = Package(
     .target(
       name: "ApusServer",
       dependencies: [
-        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig", "ApusScheduler",
+        "ApusRPC", "ApusServices", "ApusStore", "ApusConfig", "ApusScheduler", "ApusSchedulerPostgres",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -136,6 +150,14 @@ let package = Package(
     .testTarget(name: "ApusConfigTests", dependencies: ["ApusConfig"], swiftSettings: strict),
     .testTarget(
       name: "ApusSchedulerTests", dependencies: ["ApusScheduler", "ApusProto", "ApusConfig"],
+      swiftSettings: strict),
+    .testTarget(
+      name: "ApusSchedulerPostgresTests",
+      dependencies: [
+        "ApusSchedulerPostgres", "ApusScheduler", "ApusProto", "ApusConfig",
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: strict),
     .testTarget(
       name: "ApusStoreTests",

@@ -14,6 +14,12 @@ scripts/setup.sh --test
 
 swift build --build-tests
 .venv/bin/python scripts/reapi-descriptors.py .build/reapi-descriptors.bin
+# The scheduler's PostgreSQL state is tested against a real server (tests/postgres.py):
+# started here for the Swift tests, stopped by PID when this script ends.
+pgdir="$(mktemp -d)"
+trap '.venv/bin/python tests/postgres.py stop "$pgdir"; rm -rf "$pgdir"' EXIT
+APUS_TEST_POSTGRES_URL="$(.venv/bin/python tests/postgres.py start "$pgdir")"
+export APUS_TEST_POSTGRES_URL
 APUS_REAPI_DESCRIPTORS="$PWD/.build/reapi-descriptors.bin" swift test --skip-build
 
 Fuzz/run.sh --smoke
@@ -25,6 +31,9 @@ if $fast; then
   done
 fi
 APUS_BIN="$PWD/.build/debug/apus" .venv/bin/python -m pytest -q tests "${heavy[@]}"
+# The execution tests again, with the scheduler's state in PostgreSQL (lease 3 s).
+APUS_TEST_SCHEDULER_STATE="{\"postgres\": {\"url\": \"$APUS_TEST_POSTGRES_URL\", \"lease_seconds\": 3, \"poll_interval_milliseconds\": 500}}" \
+  APUS_BIN="$PWD/.build/debug/apus" .venv/bin/python -m pytest -q tests/test_execution_interop.py
 
 $fast && exit 0
 Benchmarks/run --smoke --apus .build/debug/apus --json .build/benchmarks-smoke.json \

@@ -1,4 +1,7 @@
 """Helpers to build REAPI actions and run them through Execute with grpcio."""
+import json
+import os
+
 import grpc
 
 from buildgrid._protos.google.longrunning import operations_pb2, operations_pb2_grpc  # noqa: F401
@@ -6,11 +9,16 @@ from buildgrid._protos.google.rpc import error_details_pb2
 from reapi import digest, re_grpc, re_pb2, upload
 
 
+# APUS_TEST_SCHEDULER_STATE (JSON, e.g. {"postgres": {"url": ...}}): the scheduler's `state`,
+# so scripts/test.sh runs the execution tests again on the PostgreSQL backend.
+STATE = json.loads(os.environ.get("APUS_TEST_SCHEDULER_STATE", '"memory"'))
+
+
 def exec_config(tmp_path, workers=1, scheduler=None, worker_properties=None):
     """Cache + scheduler + `workers` local workers in one process."""
     return {
         "stores": {"cas": {"memory": {"max_bytes": 1 << 30}}, "ac": {"memory": {}}},
-        "schedulers": {"main": dict({"unsatisfiable_grace_seconds": 1}, **(scheduler or {}))},
+        "schedulers": {"main": dict({"unsatisfiable_grace_seconds": 1, "state": STATE}, **(scheduler or {}))},
         "servers": [{"listen": "127.0.0.1:PORT", "worker_api": "main",
                      "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
         "workers": [worker_config(tmp_path, i, worker_properties) for i in range(workers)],

@@ -122,6 +122,12 @@ final class AdminEndpoints: Sendable {
           case .unavailable: notReady.append(finding)
           }
         }
+        // A scheduler whose shared state (PostgreSQL) does not answer takes no Execute.
+        for (name, scheduler) in runtime.schedulers.sorted(by: { $0.key < $1.key }) {
+          if let reason = scheduler.unavailableReason {
+            notReady.append(.init(component: "scheduler \(name)", reason: reason))
+          }
+        }
       } else {
         notReady.append(.init(component: "listeners", reason: "not bound yet"))
       }

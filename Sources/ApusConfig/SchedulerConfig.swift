@@ -37,6 +37,8 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
   /// actions this long; registering again with the same id within it keeps them (0:
   /// requeued at once).
   public var workerReconnectGraceSeconds: Int
+  /// Where operations, queue and worker leases live (key `state`; default `"memory"`).
+  public var state: SchedulerStateConfig = .memory
 
   public init(
     platformProperties: [String: PropertyRule] = Self.defaultProperties, maxJobRetries: Int = 3,
@@ -68,6 +70,7 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
         "platform_properties", "max_job_retries", "worker_timeout_seconds", "keep_alive_seconds",
         "unsatisfiable_grace_seconds", "default_timeout_seconds", "max_timeout_seconds",
         "completed_operation_seconds", "max_queued_actions", "worker_reconnect_grace_seconds",
+        "state",
       ])
     let d = SchedulerConfig()
     if let raw = try o.decode([String: String].self, "platform_properties") {
@@ -102,6 +105,7 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     maxQueuedActions = Int(try o.integer("max_queued_actions") ?? Int64(d.maxQueuedActions))
     workerReconnectGraceSeconds = Int(
       try o.integer("worker_reconnect_grace_seconds", positive: false) ?? Int64(d.workerReconnectGraceSeconds))
+    state = try o.decode(SchedulerStateConfig.self, "state") ?? .memory
   }
 }
 

@@ -2,11 +2,15 @@ import ApusConfig
 import ApusProto
 
 /// Matches an action's platform properties against a worker's, by the configured rules.
-struct PlatformMatcher: Sendable {
+public struct PlatformMatcher: Sendable {
   let rules: [String: SchedulerConfig.PropertyRule]
 
+  public init(rules: [String: SchedulerConfig.PropertyRule]) {
+    self.rules = rules
+  }
+
   /// Rejects properties the scheduler does not know (REAPI: unknown names SHOULD fail).
-  func validate(_ properties: [Platform.Property]) throws(SchedulerError) {
+  public func validate(_ properties: [Platform.Property]) throws(SchedulerError) {
     for p in properties {
       guard let rule = rules[p.name] else {
         throw SchedulerError(

@@ -3,13 +3,13 @@ import Metrics
 
 /// The scheduler's counters and histograms (`apus_scheduler_*`, docs/operations.md), made
 /// once per scheduler. Its gauges are set from a snapshot when `/metrics` is scraped.
-struct SchedulerMetrics: Sendable {
-  let completed, failed, timedOut, cancelled, retried: Counter
+public struct SchedulerMetrics: Sendable {
+  public let completed, failed, timedOut, cancelled, retried: Counter
   /// Executes refused because the instance's queue was at `max_queued_actions`.
-  let rejectedQueueFull: Counter
-  let queueWait, execution: Timer
+  public let rejectedQueueFull: Counter
+  public let queueWait, execution: Timer
 
-  init(scheduler: String) {
+  public init(scheduler: String) {
     let labels = [("scheduler", scheduler)]
     func outcome(_ name: String) -> Counter {
       Counter(label: "apus_scheduler_actions_total", dimensions: labels + [("outcome", name)])
@@ -26,7 +26,7 @@ struct SchedulerMetrics: Sendable {
   }
 
   /// Counts an executed action by how it ended: a result (any exit code) is `completed`.
-  func record(_ response: ExecuteResponse) {
+  public func record(_ response: ExecuteResponse) {
     switch RPCStatusCode(rawValue: response.status?.code ?? 0) {
     case .ok: completed.increment()
     case .deadlineExceeded: timedOut.increment()

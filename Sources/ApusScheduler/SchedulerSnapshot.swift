@@ -14,6 +14,18 @@ public struct SchedulerSnapshot: Sendable, Equatable {
     /// connected; 0 when idle.
     public var desiredWorkers: Int
 
+    public init(
+      platform: [String: String], queued: Int, running: Int, oldestQueued: Duration?, slotsPerWorker: Double?,
+      desiredWorkers: Int
+    ) {
+      self.platform = platform
+      self.queued = queued
+      self.running = running
+      self.oldestQueued = oldestQueued
+      self.slotsPerWorker = slotsPerWorker
+      self.desiredWorkers = desiredWorkers
+    }
+
     /// `key=value,…` sorted by key, `none` when empty: a bounded metric label.
     public var label: String {
       platform.isEmpty ? "none" : platform.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
@@ -27,6 +39,17 @@ public struct SchedulerSnapshot: Sendable, Equatable {
     public var busy: Int
     public var draining: Bool
     public var sinceKeepAlive: Duration
+
+    public init(
+      id: String, properties: [String: [String]], slots: Int, busy: Int, draining: Bool, sinceKeepAlive: Duration
+    ) {
+      self.id = id
+      self.properties = properties
+      self.slots = slots
+      self.busy = busy
+      self.draining = draining
+      self.sinceKeepAlive = sinceKeepAlive
+    }
   }
 
   public var queued: Int
@@ -35,13 +58,23 @@ public struct SchedulerSnapshot: Sendable, Equatable {
   public var platforms: [PlatformLoad]
   public var workers: [WorkerState]
 
+  public init(
+    queued: Int, running: Int, oldestQueued: Duration?, platforms: [PlatformLoad], workers: [WorkerState]
+  ) {
+    self.queued = queued
+    self.running = running
+    self.oldestQueued = oldestQueued
+    self.platforms = platforms
+    self.workers = workers
+  }
+
   public var slots: Int { workers.reduce(0) { $0 + $1.slots } }
   public var busy: Int { workers.reduce(0) { $0 + $1.busy } }
   /// The sum over platforms: a fleet size an autoscaler can set directly.
   public var desiredWorkers: Int { platforms.reduce(0) { $0 + $1.desiredWorkers } }
 
   /// The documented formula, kept in one place for the snapshot and its tests.
-  static func desiredWorkers(queued: Int, running: Int, slotsPerWorker: Double?) -> Int {
+  public static func desiredWorkers(queued: Int, running: Int, slotsPerWorker: Double?) -> Int {
     let work = queued + running
     guard work > 0 else { return 0 }
     let perWorker = max(1, slotsPerWorker ?? 1)

@@ -1,6 +1,7 @@
 import ApusConfig
 import ApusRPC
 import ApusScheduler
+import ApusSchedulerPostgres
 import ApusServices
 import ApusStore
 import Logging
@@ -30,7 +31,7 @@ public final class ApusServer: Service {
 
   /// What the admin listener reports on, once `run()` has built it.
   public struct Runtime: Sendable {
-    public let schedulers: [String: Scheduler]
+    public let schedulers: [String: any ExecutionScheduler]
     /// The named stores' usage, health and scrape-time gauges.
     public let storeMonitor: StoreMonitor
   }
@@ -85,14 +86,24 @@ public final class ApusServer: Service {
     var certificates: [ServerTLS] = []
     // Whatever happens, waiters are answered and what was opened is closed.
     defer { publish(addresses) }
-    let schedulers: [String: Scheduler]
+    let schedulers: [String: any ExecutionScheduler]
+    var shared: [SharedScheduler] = []
     do {
       var authorizer: Authorizer?
       if let auth = config.auth { authorizer = try await Authorizer(config: auth, logger: logger) }
       let stores = try await factory.makeAll()
-      schedulers = config.schedulers.reduce(into: [:]) { all, entry in
-        all[entry.key] = Scheduler(name: entry.key, config: entry.value, logger: logger)
+      var built: [String: any ExecutionScheduler] = [:]
+      for (name, scheduler) in config.schedulers {
+        switch scheduler.state {
+        case .memory:
+          built[name] = Scheduler(name: name, config: scheduler, logger: logger)
+        case .postgres(let postgres):
+          let one = try SharedScheduler(name: name, config: scheduler, postgres: postgres, logger: logger)
+          shared.append(one)
+          built[name] = one
+        }
       }
+      schedulers = built
       let budget = BufferBudget(limitBytes: config.global.maxBufferedBytes)
       checkFileDescriptorLimit()
       for (i, server) in config.servers.enumerated() {
@@ -124,6 +135,9 @@ public final class ApusServer: Service {
 
     await withDiscardingTaskGroup { group in
       group.addTask { await Self.tick(Array(schedulers.values)) }
+      // Shared schedulers' pools, listeners, dispatch and lease sweeps: they start taking
+      // work once their database answers, and keep retrying while it does not.
+      for scheduler in shared { group.addTask { await scheduler.run() } }
       if !certificates.isEmpty {
         let reloadable = certificates
         group.addTask { await Self.watchCertificates(reloadable, logger: logger) }
@@ -166,7 +180,7 @@ public final class ApusServer: Service {
 
   /// One listener's router, services and options, from its config.
   private func makeServer(
-    _ server: ServerConfig, stores: [String: any BlobStore], schedulers: [String: Scheduler],
+    _ server: ServerConfig, stores: [String: any BlobStore], schedulers: [String: any ExecutionScheduler],
     budget: BufferBudget, tls: ServerTLS?, authorizer: Authorizer?
   ) throws -> GRPCServer {
     func store(_ name: String) throws -> any BlobStore {
@@ -175,7 +189,7 @@ public final class ApusServer: Service {
       }
       return store
     }
-    func scheduler(_ name: String) throws -> Scheduler {
+    func scheduler(_ name: String) throws -> any ExecutionScheduler {
       guard let scheduler = schedulers[name] else {
         throw ConfigError(path: "schedulers", "no scheduler named \"\(name)\"")
       }
@@ -275,7 +289,7 @@ public final class ApusServer: Service {
 
   /// Worker keep-alives, unsatisfiable actions and old operations, checked once a second
   /// until the task is cancelled.
-  static func tick(_ schedulers: [Scheduler]) async {
+  static func tick(_ schedulers: [any ExecutionScheduler]) async {
     while true {
       do { try await Task.sleep(for: .seconds(1)) } catch { return }
       for scheduler in schedulers { await scheduler.tick() }

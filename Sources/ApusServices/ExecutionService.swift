@@ -25,7 +25,7 @@ struct ExecutionService {
       Self.prefix + "WaitExecution", WaitExecutionRequest.self, longLived: true, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, writer, _ in
-      guard let stream = await Self.watch(table, request.name) else {
+      guard let stream = try await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
       for await op in stream { try await writer.write(op.serializedBytes()) }
@@ -35,7 +35,7 @@ struct ExecutionService {
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
       for scheduler in table.schedulers {
-        if let op = await scheduler.operation(request.name) { return op.serializedBytes() }
+        if let op = try await scheduler.operation(request.name) { return op.serializedBytes() }
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
     }
@@ -43,7 +43,7 @@ struct ExecutionService {
       Self.operations + "WaitOperation", WaitOperationRequest.self, longLived: true, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
-      guard let stream = await Self.watch(table, request.name) else {
+      guard let stream = try await Self.watch(table, request.name) else {
         throw RPCError(.notFound, "no operation named \"\(request.name)\"")
       }
       var last: Operation?
@@ -54,7 +54,7 @@ struct ExecutionService {
       Self.operations + "CancelOperation", CancelOperationRequest.self, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
-      for scheduler in table.schedulers where await scheduler.cancel(request.name) {
+      for scheduler in table.schedulers where try await scheduler.cancel(request.name) {
         return EmptyMessage().serializedBytes()
       }
       throw RPCError(.notFound, "no operation named \"\(request.name)\"")
@@ -69,7 +69,7 @@ struct ExecutionService {
       Self.operations + "DeleteOperation", DeleteOperationRequest.self, auth: table.authorizer,
       instance: { await Self.instanceName(table, $0.name) }
     ) { request, _ in
-      for scheduler in table.schedulers where await scheduler.instanceName(ofOperation: request.name) != nil {
+      for scheduler in table.schedulers where try await scheduler.instanceName(ofOperation: request.name) != nil {
         try await scheduler.deleteOperation(request.name)
         return EmptyMessage().serializedBytes()
       }
@@ -97,23 +97,24 @@ struct ExecutionService {
     var response = ListOperationsResponse()
     guard let scheduler = instance.scheduler else { return response }
     let size = request.pageSize == 0 ? defaultPageSize : min(Int(request.pageSize), maxPageSize)
-    let page = await scheduler.listOperations(instance: request.name, pageSize: size, after: after)
+    let page = try await scheduler.listOperations(instance: request.name, pageSize: size, after: after)
     response.operations = page.operations
     response.nextPageToken = page.next.map { String($0) } ?? ""
     return response
   }
 
-  /// The instance an operation was started on; nil if no scheduler knows it.
+  /// The instance an operation was started on; nil if no scheduler knows it (or the one
+  /// that might cannot be asked now: the call then goes on to fail with its reason).
   static func instanceName(_ table: InstanceTable, _ operation: String) async -> String? {
     for scheduler in table.schedulers {
-      if let name = await scheduler.instanceName(ofOperation: operation) { return name }
+      if let name = try? await scheduler.instanceName(ofOperation: operation) { return name }
     }
     return nil
   }
 
-  static func watch(_ table: InstanceTable, _ name: String) async -> AsyncStream<Operation>? {
+  static func watch(_ table: InstanceTable, _ name: String) async throws -> AsyncStream<Operation>? {
     for scheduler in table.schedulers {
-      if let stream = await scheduler.watch(name) { return stream }
+      if let stream = try await scheduler.watch(name) { return stream }
     }
     return nil
   }
@@ -164,12 +165,12 @@ struct ExecutionService {
       response.cachedResult = true
       response.status = .ok
       ActionCacheLookups.shared.counts(request.instanceName).record(hit: true)
-      try await writer.write(await scheduler.recordCompleted(job, response).serializedBytes())
+      try await writer.write(try await scheduler.recordCompleted(job, response).serializedBytes())
       return
     }
 
     let name = try await scheduler.submit(job)
-    guard let watch = await scheduler.subscribe(name) else {
+    guard let watch = try await scheduler.subscribe(name) else {
       throw RPCError(.internal, "operation \(name) vanished")
     }
     // A client that drops its stream (cancelled call, failed write) leaves no watcher in

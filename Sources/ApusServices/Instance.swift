@@ -9,11 +9,11 @@ public struct Instance: Sendable {
   public var actionCache: (any BlobStore)?
   public var actionCacheUpdates: Bool
   /// The scheduler behind Execution, if this instance executes actions.
-  public var scheduler: Scheduler?
+  public var scheduler: (any ExecutionScheduler)?
 
   public init(
     cas: (any BlobStore)?, actionCache: (any BlobStore)?, actionCacheUpdates: Bool,
-    scheduler: Scheduler? = nil
+    scheduler: (any ExecutionScheduler)? = nil
   ) {
     self.cas = cas
     self.actionCache = actionCache
@@ -37,7 +37,7 @@ public struct InstanceTable: Sendable {
   }
 
   /// Every scheduler an instance here uses, for operation look-ups by name.
-  var schedulers: [Scheduler] {
+  var schedulers: [any ExecutionScheduler] {
     var seen: Set<ObjectIdentifier> = []
     return instances.values.compactMap(\.scheduler).filter { seen.insert(ObjectIdentifier($0)).inserted }
   }

@@ -7,13 +7,13 @@ import Logging
 /// `proto/apus/worker/v1/worker.proto`). The stream's end, for whatever reason, tells the
 /// scheduler the worker is gone.
 public struct WorkerAPIService: Sendable {
-  let scheduler: Scheduler
+  let scheduler: any ExecutionScheduler
   let logger: Logger
   /// Checks the `worker` permission on the scheduler before the stream is read; nil: none.
   let authorizer: Authorizer?
   public static let connectPath = "/apus.worker.v1.WorkerAPI/Connect"
 
-  public init(scheduler: Scheduler, logger: Logger, authorizer: Authorizer? = nil) {
+  public init(scheduler: any ExecutionScheduler, logger: Logger, authorizer: Authorizer? = nil) {
     self.scheduler = scheduler
     self.logger = logger
     self.authorizer = authorizer

@@ -109,7 +109,11 @@ struct Check: AsyncParsableCommand {
     for name in c.schedulers.keys.sorted() {
       let rules = c.schedulers[name]!.platformProperties.sorted { $0.key < $1.key }
         .map { "\($0.key)=\($0.value.rawValue)" }.joined(separator: ", ")
-      print("  scheduler \(name): properties \(rules)")
+      var state = "in memory"
+      if case .postgres(let pg) = c.schedulers[name]!.state {
+        state = "shared in PostgreSQL \(pg.displayName) (sslmode \(pg.sslMode.rawValue), lease \(pg.leaseSeconds) s)"
+      }
+      print("  scheduler \(name): properties \(rules); state \(state)")
     }
     for server in c.servers {
       let workerAPI = server.workerAPI.map { ", worker_api for scheduler \($0)" } ?? ""
