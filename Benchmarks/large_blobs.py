@@ -35,21 +35,26 @@ def write_body(path, data, digest_hash):
 
 @dataclass
 class Transfer(Figure):
-    """MB/s per run, with the CPU cores the server and the client used during each run."""
+    """MB/s per run, with the CPU cores the server and the client used during each run and the
+    response bytes (gRPC frames) the client received."""
     server_cpu: list = field(default_factory=list)
     client_cpu: list = field(default_factory=list)
+    received: list = field(default_factory=list)
 
-    def time(self, server, size, path, body, expect_data_at_least=0, base=None):
-        """One transfer; `base` is the scheme and authority (default http://127.0.0.1:PORT)."""
+    def time(self, server, size, path, body, expect_data_at_least=0, base=None, headers=()):
+        """One transfer; `base` is the scheme and authority (default http://127.0.0.1:PORT),
+        `headers` more request headers ("name: value")."""
         cpu0 = server.cpu_seconds()
+        extra = [arg for h in headers for arg in ("-H", h)]
         out, client_cpu = h2load(f"{base or f'http://127.0.0.1:{server.port}'}{path}", body, "-n1", "-c1",
-                                 "-m1", "-w30", "-W30")
+                                 "-m1", "-w30", "-W30", *extra)
         server_cpu = server.cpu_seconds() - cpu0
         if "1 succeeded" not in out:
             raise RuntimeError(f"{path} failed:\n{out}")
         data = re.search(r"traffic: .*\((\d+)\) data", out)
         if data and int(data.group(1)) < expect_data_at_least:
             raise RuntimeError(f"{path} returned {data.group(1)} bytes, expected ≥ {expect_data_at_least}")
+        self.received.append(int(data.group(1)) if data else 0)
         seconds = h2load_seconds(out)
         self.samples.append(size / seconds / 1e6)
         self.server_cpu.append(server_cpu / seconds)
