@@ -34,6 +34,14 @@ public struct PlatformMatcher: Sendable {
   func matches(
     _ properties: [Platform.Property], offered: [String: [String]], reserved: [String: Double] = [:]
   ) -> Bool {
+    Self.matches(properties, offered: offered, reserved: reserved, rules: rules)
+  }
+
+  /// The same, for callers holding only the rules (the PostgreSQL backend's platform keys).
+  public static func matches(
+    _ properties: [Platform.Property], offered: [String: [String]], reserved: [String: Double],
+    rules: [String: SchedulerConfig.PropertyRule]
+  ) -> Bool {
     for p in properties {
       switch rules[p.name] {
       case .exact:

@@ -69,16 +69,7 @@ public actor Scheduler {
 
   /// The timeout a worker enforces for `action`, or an error if it asks for too much.
   public nonisolated func effectiveTimeout(_ action: Action) throws(SchedulerError) -> Duration {
-    guard let t = action.timeout, t.seconds > 0 || t.nanos > 0 else {
-      return .seconds(config.defaultTimeoutSeconds)
-    }
-    let requested = Duration.seconds(t.seconds) + .nanoseconds(Int64(t.nanos))
-    guard requested <= .seconds(config.maxTimeoutSeconds) else {
-      throw SchedulerError(
-        .invalidArgument,
-        "action timeout \(t.seconds)s exceeds this scheduler's maximum of \(config.maxTimeoutSeconds)s")
-    }
-    return requested
+    try config.effectiveTimeout(action)
   }
 
   /// Queues `job`, or joins an identical one in flight. Returns the operation name.

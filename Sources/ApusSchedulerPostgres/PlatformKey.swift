@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusProto
+import ApusScheduler
 
 /// The queue an action waits in: its platform properties that restrict matching (`exact`
 /// and `minimum` rules), sorted, as one string. Workers claim from the keys they satisfy, so
@@ -26,19 +27,7 @@ public struct PlatformKey: Hashable, Sendable, CustomStringConvertible {
   public func isSatisfied(
     by offered: [String: [String]], reserved: [String: Double], rules: [String: SchedulerConfig.PropertyRule]
   ) -> Bool {
-    for p in properties {
-      switch rules[p.name] {
-      case .exact:
-        guard offered[p.name, default: []].contains(p.value) else { return false }
-      case .minimum:
-        let need = Double(p.value) ?? 0
-        let have = offered[p.name]?.compactMap(Double.init).max() ?? 0
-        guard have - reserved[p.name, default: 0] >= need else { return false }
-      case .priority, .ignore, nil:
-        continue
-      }
-    }
-    return true
+    PlatformMatcher.matches(properties, offered: offered, reserved: reserved, rules: rules)
   }
 
   /// Whether the key holds a `minimum` property, so each claim changes what fits next.

@@ -93,16 +93,7 @@ public actor SharedScheduler {
 
   /// The timeout a worker enforces for `action`, or an error if it asks for too much.
   public nonisolated func effectiveTimeout(_ action: Action) throws(SchedulerError) -> Duration {
-    guard let t = action.timeout, t.seconds > 0 || t.nanos > 0 else {
-      return .seconds(config.defaultTimeoutSeconds)
-    }
-    let requested = Duration.seconds(t.seconds) + .nanoseconds(Int64(t.nanos))
-    guard requested <= .seconds(config.maxTimeoutSeconds) else {
-      throw SchedulerError(
-        .invalidArgument,
-        "action timeout \(t.seconds)s exceeds this scheduler's maximum of \(config.maxTimeoutSeconds)s")
-    }
-    return requested
+    try config.effectiveTimeout(action)
   }
 
   /// Queues `job` in the database, or joins the identical one in flight on any process.
