@@ -121,6 +121,23 @@ extension FilesystemStore {
   }
 
   /// The trailer of the open `.zst` file `fd`, or the reason it has none.
+  /// The next piece of a stored frame, read on the thread pool: a short read is damage.
+  private func frameChunk(_ digest: BlobDigest, fd: Int32, path: String, at: Int64, storedLength: Int64)
+    async throws -> [UInt8]
+  {
+    let want = Int(min(Int64(Self.readChunkBytes), storedLength - at))
+    let chunk: [UInt8]
+    do {
+      chunk = try await pool.runIfActive { try FileCalls.read(fd, count: want, at: at) }
+    } catch {
+      throw failure(error, doing: "read a blob", path: path)
+    }
+    guard chunk.count == want else {
+      throw await damaged(digest, .zstd, "ends at \(at + Int64(chunk.count)) of \(storedLength) bytes")
+    }
+    return chunk
+  }
+
   private func zstdTrailer(_ fd: Int32, path: String) async throws -> ZstdEntryTrailer? {
     do {
       return try await pool.runIfActive { () throws -> ZstdEntryTrailer? in
@@ -160,18 +177,8 @@ extension FilesystemStore {
     var at: Int64 = 0  // frame bytes read
     var held: ArraySlice<UInt8>?
     reading: while at < trailer.storedLength {
-      let want = Int(min(Int64(Self.readChunkBytes), trailer.storedLength - at))
-      let from = at
-      let chunk: [UInt8]
-      do {
-        chunk = try await pool.runIfActive { try FileCalls.read(fd, count: want, at: from) }
-      } catch {
-        throw failure(error, doing: "read a blob", path: path)
-      }
-      guard chunk.count == want else {
-        throw await damaged(digest, .zstd, "ends at \(at + Int64(chunk.count)) of \(trailer.storedLength) bytes")
-      }
-      at += Int64(want)
+      let chunk = try await frameChunk(digest, fd: fd, path: path, at: at, storedLength: trailer.storedLength)
+      at += Int64(chunk.count)
       decompressor.push(chunk)
       while true {
         let out: [UInt8]
@@ -238,19 +245,9 @@ extension FilesystemStore {
     }
     var at: Int64 = 0
     while at < trailer.storedLength {
-      let want = Int(min(Int64(Self.readChunkBytes), trailer.storedLength - at))
-      let from = at
-      let chunk: [UInt8]
-      do {
-        chunk = try await pool.runIfActive { try FileCalls.read(fd, count: want, at: from) }
-      } catch {
-        throw failure(error, doing: "read a blob", path: path)
-      }
-      guard chunk.count == want else {
-        throw await damaged(digest, .zstd, "ends at \(at + Int64(chunk.count)) of \(trailer.storedLength) bytes")
-      }
+      let chunk = try await frameChunk(digest, fd: fd, path: path, at: at, storedLength: trailer.storedLength)
       try await sink(chunk[...])
-      at += Int64(want)
+      at += Int64(chunk.count)
     }
     return true
   }
