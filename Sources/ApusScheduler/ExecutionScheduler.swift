@@ -29,14 +29,18 @@ public protocol ExecutionScheduler: Actor {
   /// Forgets a finished operation (NOT_FOUND if unknown, FAILED_PRECONDITION if unfinished).
   func deleteOperation(_ name: String) async throws(SchedulerError)
 
+  /// `session` names this registration (one per WorkerAPI stream), so the end of a stale
+  /// stream cannot remove the registration that replaced it.
   func registerWorker(
     id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String],
-    send: @escaping @Sendable (SchedulerMessage) -> Void
+    session: UInt64, send: @escaping @Sendable (SchedulerMessage) -> Void
   ) async throws(SchedulerError)
   func keepAlive(_ id: String) async
   func drain(_ id: String) async
   func finished(_ id: String, _ message: ActionFinished) async
-  func workerGone(_ id: String) async
+  /// The worker's stream ended (`session`: only if it is still the registration in force)
+  /// or it stopped answering (`nil`).
+  func workerGone(_ id: String, session: UInt64?) async
   func snapshot() async -> SchedulerSnapshot
   /// Once a second: evicts silent workers (and, in memory, does all the timed upkeep).
   func tick() async

@@ -48,6 +48,8 @@ public actor Scheduler {
   private var index: WorkerIndex
   private var inFlight: [String: String] = [:]
   private var disconnected: [String: Disconnected] = [:]
+  /// The session of each connected worker's registration (see `workerGone(_:session:)`).
+  private var sessions: [String: UInt64] = [:]
   private var sequence: UInt64 = 0
   private var nextWatcher = 0
   /// Finished operations by completion time, for expiry without walking every operation.
@@ -219,7 +221,7 @@ public actor Scheduler {
   /// lists in `runningOperations`; the others it held go back to the queue at once.
   public func registerWorker(
     id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String] = [],
-    send: @escaping @Sendable (SchedulerMessage) -> Void
+    session: UInt64 = 0, send: @escaping @Sendable (SchedulerMessage) -> Void
   ) throws(SchedulerError) {
     guard index[id] == nil else {
       throw SchedulerError(.alreadyExists, "a worker named \"\(id)\" is already connected")
@@ -241,6 +243,7 @@ public actor Scheduler {
       }
     }
     index.add(worker)
+    sessions[id] = session
     logger.info(
       "worker registered",
       metadata: [
@@ -300,7 +303,9 @@ public actor Scheduler {
 
   /// The worker's stream ended or it stopped answering. Its actions stay its own for the
   /// reconnect grace, then go back in the queue.
-  public func workerGone(_ id: String) {
+  public func workerGone(_ id: String, session: UInt64? = nil) {
+    if let session, sessions[id] != session { return }
+    sessions[id] = nil
     guard let worker = index.remove(id) else { return }
     logger.info("worker gone", metadata: ["worker": "\(id)", "running": "\(worker.running.count)"])
     if config.workerReconnectGraceSeconds > 0 && !worker.running.isEmpty {

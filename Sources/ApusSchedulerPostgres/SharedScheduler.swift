@@ -23,6 +23,8 @@ public actor SharedScheduler {
 
   struct LocalWorker {
     let id: String
+    /// Which WorkerAPI stream registered it (see `workerGone(_:session:)`).
+    let session: UInt64
     var properties: [String: [String]]
     var capacity: Int
     /// Operation name → its platform key, for reservations.
@@ -200,7 +202,7 @@ public actor SharedScheduler {
   /// its own; the others are queued again at once.
   public func registerWorker(
     id: String, properties: [Platform.Property], capacity: Int, runningOperations: [String] = [],
-    send: @escaping @Sendable (SchedulerMessage) -> Void
+    session: UInt64 = 0, send: @escaping @Sendable (SchedulerMessage) -> Void
   ) async throws(SchedulerError) {
     guard workers[id] == nil else {
       throw SchedulerError(.alreadyExists, "a worker named \"\(id)\" is already connected")
@@ -212,7 +214,8 @@ public actor SharedScheduler {
     }
     var props: [String: [String]] = [:]
     for p in properties { props[p.name, default: []].append(p.value) }
-    var worker = LocalWorker(id: id, properties: props, capacity: max(1, capacity), lastSeen: .now, send: send)
+    var worker = LocalWorker(
+      id: id, session: session, properties: props, capacity: max(1, capacity), lastSeen: .now, send: send)
     for (operation, rawKey) in kept {
       let key = keys.first { $0.rawValue == rawKey } ?? PlatformKey(Self.properties(rawKey), rules: rules)
       worker.running[operation] = key
@@ -267,7 +270,8 @@ public actor SharedScheduler {
 
   /// The worker's stream ended or it stopped answering: its lease runs out after
   /// `worker_reconnect_grace_seconds` unless it registers again (here or elsewhere) first.
-  public func workerGone(_ id: String) async {
+  public func workerGone(_ id: String, session: UInt64? = nil) async {
+    if let session, workers[id]?.session != session { return }
     guard let worker = workers.removeValue(forKey: id) else { return }
     for name in worker.running.keys where runningOn[name] == id {
       runningOn[name] = nil

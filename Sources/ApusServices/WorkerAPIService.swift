@@ -2,6 +2,7 @@ import ApusProto
 import ApusRPC
 import ApusScheduler
 import Logging
+import Synchronization
 
 /// `apus.worker.v1.WorkerAPI/Connect`: one bidirectional stream per worker (see
 /// `proto/apus/worker/v1/worker.proto`). The stream's end, for whatever reason, tells the
@@ -12,6 +13,8 @@ public struct WorkerAPIService: Sendable {
   /// Checks the `worker` permission on the scheduler before the stream is read; nil: none.
   let authorizer: Authorizer?
   public static let connectPath = "/apus.worker.v1.WorkerAPI/Connect"
+  /// Numbers each WorkerAPI stream, so a stale stream's end is told from a newer one's.
+  private static let sessions = Atomic<UInt64>(0)
 
   public init(scheduler: any ExecutionScheduler, logger: Logger, authorizer: Authorizer? = nil) {
     self.scheduler = scheduler
@@ -40,6 +43,7 @@ public struct WorkerAPIService: Sendable {
           .invalidArgument, "the first WorkerMessage must be a register with a worker_id")
       }
       let id = register.workerID
+      let session = Self.sessions.add(1, ordering: .relaxed).newValue
       let (outbox, continuation) = AsyncStream<SchedulerMessage>.makeStream()
       // The acknowledgement goes into the outbox before registering: registration may
       // dispatch a queued action at once, and the worker expects `registered` first.
@@ -50,7 +54,8 @@ public struct WorkerAPIService: Sendable {
       continuation.yield(first)
       try await scheduler.registerWorker(
         id: id, properties: register.properties,
-        capacity: Int(register.maxConcurrentActions), runningOperations: register.runningOperations, send: { continuation.yield($0) })
+        capacity: Int(register.maxConcurrentActions), runningOperations: register.runningOperations,
+        session: session, send: { continuation.yield($0) })
       let rest = iterator
       do {
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -73,10 +78,10 @@ public struct WorkerAPIService: Sendable {
         }
       } catch {
         continuation.finish()
-        await scheduler.workerGone(id)
+        await scheduler.workerGone(id, session: session)
         throw error
       }
-      await scheduler.workerGone(id)
+      await scheduler.workerGone(id, session: session)
     }
   }
 }

@@ -340,4 +340,19 @@ struct SchedulerTests {
     #expect(try #require(await s.operation(name)).done == false)
     #expect(await s.queueLength == 1)
   }
+
+  @Test("a stale stream's end does not remove the registration that replaced it")
+  func staleSessionEnd() async throws {
+    let s = scheduler()
+    let old = Inbox(), new = Inbox()
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, session: 1, send: old.send)
+    await s.workerGone("w")  // evicted as silent while its stream still looks open
+    try await s.registerWorker(id: "w", properties: [], capacity: 1, session: 2, send: new.send)
+    await s.workerGone("w", session: 1)  // the old stream finally ends
+    #expect(await s.workerCount == 1)
+    let name = try await s.submit(job(70))
+    #expect(new.started == [name])
+    await s.workerGone("w", session: 2)
+    #expect(await s.workerCount == 0)
+  }
 }
