@@ -23,7 +23,13 @@ public actor Scheduler {
     /// The queue lane of its platform requirements.
     let lane: PlatformKey
     var stage: ExecutionStage = .queued
-    var response: ExecuteResponse?
+    /// Boxed: an ExecuteResponse is ~350 bytes inline and queued or running records (most of
+    /// them, with a deep queue) have none.
+    var responseBox: ResponseBox?
+    var response: ExecuteResponse? {
+      get { responseBox?.value }
+      set { responseBox = newValue.map(ResponseBox.init) }
+    }
     /// Empty (no allocation) unless someone watches.
     var watchers: [Int: AsyncStream<Operation>.Continuation] = [:]
     var worker: String?
@@ -34,7 +40,25 @@ public actor Scheduler {
     var queuedAt: ContinuousClock.Instant
     var assignedAt: ContinuousClock.Instant?
     var completedAt: ContinuousClock.Instant?
-    var mergeKey: String? { job.mergeable ? "\(job.instanceName)\u{0}\(job.actionDigest)" : nil }
+    var mergeKey: MergeKey? { MergeKey(job) }
+  }
+
+  /// An operation's result, held by reference (see `OperationRecord.response`).
+  final class ResponseBox: Sendable {
+    let value: ExecuteResponse
+    init(_ value: ExecuteResponse) { self.value = value }
+  }
+
+  /// What identical in-flight actions share: compared as values, not as a built string.
+  struct MergeKey: Hashable {
+    let instance: String
+    let digest: BlobDigest
+
+    init?(_ job: ExecutionJob) {
+      guard job.mergeable else { return nil }
+      instance = job.instanceName
+      digest = job.actionDigest
+    }
   }
 
   /// A worker whose stream ended, holding its running actions until `until`.
@@ -46,7 +70,7 @@ public actor Scheduler {
   private var operations: [String: OperationRecord] = [:]
   private var queue = ActionQueue()
   private var index: WorkerIndex
-  private var inFlight: [String: String] = [:]
+  private var inFlight: [MergeKey: String] = [:]
   private var disconnected: [String: Disconnected] = [:]
   /// The session of each connected worker's registration (see `workerGone(_:session:)`).
   private var sessions: [String: UInt64] = [:]
@@ -78,7 +102,7 @@ public actor Scheduler {
   public func submit(_ job: ExecutionJob) throws(SchedulerError) -> String {
     try matcher.validate(job.platform)
     _ = try effectiveTimeout(job.action)
-    let key = job.mergeable ? "\(job.instanceName)\u{0}\(job.actionDigest)" : nil
+    let key = MergeKey(job)
     if let key, let existing = inFlight[key], operations[existing]?.response == nil {
       return existing
     }
