@@ -17,7 +17,10 @@ public actor Scheduler {
   let logger: Logger
   let metrics: SchedulerMetrics
 
-  struct OperationRecord {
+  /// A class, not a struct: the operations table then holds one pointer per operation, so
+  /// growing it copies and frees 8 bytes per entry instead of the whole record, and RSS per
+  /// queued action stays near what the records use.
+  final class OperationRecord {
     let name: String
     let job: ExecutionJob
     /// The queue lane of its platform requirements.
@@ -41,6 +44,14 @@ public actor Scheduler {
     var assignedAt: ContinuousClock.Instant?
     var completedAt: ContinuousClock.Instant?
     var mergeKey: MergeKey? { MergeKey(job) }
+
+    init(name: String, job: ExecutionJob, lane: PlatformKey, sequence: UInt64, queuedAt: ContinuousClock.Instant) {
+      self.name = name
+      self.job = job
+      self.lane = lane
+      self.sequence = sequence
+      self.queuedAt = queuedAt
+    }
   }
 
   /// An operation's result, held by reference (see `OperationRecord.response`).
@@ -128,7 +139,7 @@ public actor Scheduler {
     sequence += 1
     let name = "operations/\(randomHex())"
     let now = ContinuousClock.now
-    var record = OperationRecord(
+    let record = OperationRecord(
       name: name, job: job, lane: PlatformKey(job.platform, rules: config.platformProperties),
       sequence: sequence, queuedAt: now)
     record.stage = .completed
@@ -153,7 +164,7 @@ public actor Scheduler {
   }
 
   public func subscribe(_ name: String) -> Subscription? {
-    guard var record = operations[name] else { return nil }
+    guard let record = operations[name] else { return nil }
     let (stream, continuation) = AsyncStream<Operation>.makeStream()
     continuation.yield(Self.operation(record))
     nextWatcher += 1
@@ -488,7 +499,7 @@ public actor Scheduler {
   }
 
   private func requeue(_ name: String, countAttempt: Bool) {
-    guard var record = operations[name], record.response == nil else { return }
+    guard let record = operations[name], record.response == nil else { return }
     if countAttempt {
       record.attempts += 1
       metrics.retried.increment()
@@ -506,7 +517,7 @@ public actor Scheduler {
   }
 
   private func assign(_ name: String, to id: String) {
-    guard var record = operations[name], let send = index[id]?.send else { return }
+    guard let record = operations[name], let send = index[id]?.send else { return }
     record.stage = .executing
     record.worker = id
     let now = ContinuousClock.now
@@ -557,7 +568,7 @@ public actor Scheduler {
   }
 
   private func complete(_ name: String, _ response: ExecuteResponse) {
-    guard var record = operations[name], record.response == nil else { return }
+    guard let record = operations[name], record.response == nil else { return }
     let now = ContinuousClock.now
     record.stage = .completed
     record.response = response
