@@ -44,6 +44,8 @@ enum MetricHelp {
     "apus_worker_input_cache_misses_total": "Input files not in the worker's local cache.",
     "apus_worker_output_upload_bytes_total": "Output bytes the worker uploaded.",
     "apus_worker_output_upload_seconds": "Time to upload an action's outputs.",
+    "apus_worker_registrations_total": "Registrations with a scheduler; each past the first is a reconnection.",
+    "apus_worker_results_dropped_total": "Results dropped while no scheduler was reachable, past the 10,000 kept.",
     "apus_build_info": "Always 1; the version is a label.",
     "apus_uptime_seconds": "Seconds since the process started.",
     "apus_process_resident_memory_bytes": "Resident memory of the process.",
