@@ -164,12 +164,13 @@ def test_bazel_build_survives_kill_9_of_either_scheduler(ha, cluster):  # noqa: 
     print(f"runs per action, max: {worst}")
 
 
-# Intermittent (1 of the first 2 runs, main at 48e68f1; the other passed in 45 s): after PostgreSQL came back ("the scheduler's
-# database answers again", then "action queued again: its worker's lease ran out" for 7
-# operations, re-run by the workers), 80 of the 240 actions had run and the build made no
-# progress for 14 minutes: both workers idle and registered, apus_operations empty, Bazel
-# neither finishing nor failing (it was waiting on the remote actions). Kept as a failing expectation until the scheduler answers those
-# streams after an outage, so a stall fails in BUILD_TIMEOUT_SECONDS, not the suite's timeout.
+# Intermittent (1 of the first 2 runs, main at 48e68f1; the other passed in 45 s): after
+# PostgreSQL came back ("the scheduler's database answers again", then "action queued again:
+# its worker's lease ran out" for 7 operations, re-run by the workers), 80 of the 240 actions
+# had run and the build made no progress for 14 minutes: both workers idle and registered,
+# apus_operations empty, Bazel neither finishing nor failing (waiting on remote actions).
+# Kept as an expected failure until the scheduler answers those streams after an outage; a
+# stall fails in BUILD_TIMEOUT_SECONDS, not in the suite's timeout.
 @pytest.mark.xfail(reason="Bazel's Execute streams are not answered after a PostgreSQL outage (issue 14)",
                    raises=(AssertionError, subprocess.TimeoutExpired), strict=False)
 def test_bazel_build_survives_a_10_second_postgres_outage(ha, cluster):  # noqa: F811
