@@ -6,6 +6,7 @@ schedulers' URLs (issue 14, "Done when"). Mid-build, one scheduler is killed wit
 each build must still pass every test, run every action remotely, and run no action more than
 `max_job_retries` + 1 times, counted with a marker file per action that the action itself
 appends to. The kill point is measured from the marker files, not from a fixed sleep."""
+import re
 import signal
 import subprocess
 import threading
@@ -111,19 +112,21 @@ def during(marks, threshold, action, deadline_seconds=300):
 
 
 def assert_all_remote(result):
-    """Every process ran on the workers or came from the remote cache, none locally, and at
-    least one remote run per action. (Bazel 4's summary of this build also lists one remote
-    cache hit per test, and its total is not the sum of the kinds: this checks the kinds.)"""
+    """Every process ran on the workers or came from the remote cache, none locally. (Bazel 4's
+    summary of these builds lists remote cache hits besides the remote runs, and its total is
+    not the sum of the kinds: this checks the kinds. An Execute that Bazel retries after a
+    scheduler died may be answered from the action cache when the first run finished
+    meanwhile: Bazel then counts a remote cache hit and shows the test as "(cached)".)"""
     total, counts, line = result
     assert set(counts) <= {"remote", "remote cache hit", "internal"}, line
-    assert counts.get("remote", 0) >= 2 * ACTIONS_PER_KIND, line
+    assert counts.get("remote", 0) + counts.get("remote cache hit", 0) >= 2 * ACTIONS_PER_KIND, line
 
 
 def assert_build_good(code, out, marks, what):
     assert code == 0, f"{what}: bazel failed:\n{out[-6000:]}"
-    assert f"Executed {ACTIONS_PER_KIND} out of {ACTIONS_PER_KIND} tests: {ACTIONS_PER_KIND} tests pass" in out, \
-        out[-3000:]
+    assert re.search(rf"Executed \d+ out of {ACTIONS_PER_KIND} tests: {ACTIONS_PER_KIND} tests pass", out), out[-3000:]
     assert_all_remote(summary(out))
+    # Every action ran at least once, on a worker (no local runner in the summary).
     runs = runs_per_action(marks)
     assert len(runs) == 2 * ACTIONS_PER_KIND, f"{what}: {len(runs)} actions ran"
     worst = max(runs.values())
@@ -164,7 +167,7 @@ def test_bazel_build_survives_kill_9_of_either_scheduler(ha, cluster):  # noqa: 
     print(f"runs per action, max: {worst}")
 
 
-# Intermittent (1 of the first 2 runs, main at 48e68f1; the other passed in 45 s): after
+# Intermittent (1 of the first 4 runs, main at 48e68f1; the others passed in 36-45 s): after
 # PostgreSQL came back ("the scheduler's database answers again", then "action queued again:
 # its worker's lease ran out" for 7 operations, re-run by the workers), 80 of the 240 actions
 # had run and the build made no progress for 14 minutes: both workers idle and registered,
