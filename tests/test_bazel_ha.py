@@ -167,7 +167,7 @@ def test_bazel_build_survives_kill_9_of_either_scheduler(ha, cluster):  # noqa: 
     print(f"runs per action, max: {worst}")
 
 
-# Intermittent (1 of the first 4 runs, main at 48e68f1; the others passed in 36-45 s): after
+# Intermittent (2 of the first 5 runs, main at 48e68f1; the others passed in 36-45 s): after
 # PostgreSQL came back ("the scheduler's database answers again", then "action queued again:
 # its worker's lease ran out" for 7 operations, re-run by the workers), 80 of the 240 actions
 # had run and the build made no progress for 14 minutes: both workers idle and registered,
