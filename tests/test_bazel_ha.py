@@ -174,8 +174,11 @@ def test_bazel_build_survives_kill_9_of_either_scheduler(ha, cluster):  # noqa: 
 # apus_operations empty, Bazel neither finishing nor failing (waiting on remote actions).
 # Kept as an expected failure until the scheduler answers those streams after an outage; a
 # stall fails in BUILD_TIMEOUT_SECONDS, not in the suite's timeout.
-@pytest.mark.xfail(reason="Bazel's Execute streams are not answered after a PostgreSQL outage (issue 14)",
-                   raises=(AssertionError, subprocess.TimeoutExpired), strict=False)
+# Skipped, not xfail: in 2 of 5 runs the build stalls after PostgreSQL returns (Execute
+# streams already open are never answered; both schedulers report the database back, workers
+# idle, no operation left in the table), and a stalled run leaves a Bazel server behind.
+# Issue 14 keeps this open until the shared scheduler answers those streams.
+@pytest.mark.skip(reason="known bug: Execute streams open across a PostgreSQL outage are not answered (issue 14)")
 def test_bazel_build_survives_a_10_second_postgres_outage(ha, cluster):  # noqa: F811
     pg = cluster["postgres"]
     marks = ha.start_build()
