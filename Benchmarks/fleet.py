@@ -9,16 +9,21 @@ process (grpc.aio) that plays both sides.
   Action so the scheduler never reads a Command), each dropping its stream after the first
   Operation, as 100,000 open streams would exceed any stream limit.
 
-Phases, each against a fresh apus (memory CAS, one scheduler):
+Phases, each against a fresh apus (memory CAS, one scheduler; with `--postgres`, one or
+more schedulers sharing a throwaway PostgreSQL, each simulated worker and client connected
+to one of them in turn):
 1. free workers: N workers connected, actions submitted by M clients; Execute → StartAction
    latency p50/p99 and the dispatch rate.
 2. deep queue: Q unique Executes with no worker connected (submit CPU of the first and last
    10%, RSS per queued action), then N workers connect and drain it: dispatch rate and apus
    CPU per dispatched action.
 
-CPU is the apus process's own (user + system from /proc/PID/stat): the simulator shares the
-cores, so wall-clock rates are a floor, CPU per action is what the scheduler costs. Run
-standalone: `python3 Benchmarks/fleet.py --apus .build/release/apus [--baseline OTHER] [--quick]`.
+CPU is the apus processes' own (user + system from /proc/PID/stat) and, with `--postgres`,
+PostgreSQL's (the postmaster and its backends): the simulator shares the cores, so
+wall-clock rates are a floor, CPU per action is what the scheduler costs. Run standalone:
+`python3 Benchmarks/fleet.py --apus .build/release/apus [--baseline OTHER] [--mode quick]`;
+PostgreSQL: `... --mode postgres --postgres --schedulers 2` (Debian `postgresql`, started by
+tests/postgres.py).
 """
 import argparse
 import asyncio
@@ -39,7 +44,9 @@ STREAMS_PER_CONNECTION = 250
 # "before" side queues fewer.
 SIZES = {"full": dict(workers=1000, clients=64, free_actions=20_000, queued=100_000, baseline_queued=2_000),
          "quick": dict(workers=1000, clients=64, free_actions=5_000, queued=20_000, baseline_queued=2_000),
-         "smoke": dict(workers=20, clients=4, free_actions=100, queued=200, baseline_queued=200)}
+         "smoke": dict(workers=20, clients=4, free_actions=100, queued=200, baseline_queued=200),
+         # The shared scheduler: each action is a few statements on one PostgreSQL on the same cores.
+         "postgres": dict(workers=100, clients=32, free_actions=2_000, queued=2_000, baseline_queued=2_000)}
 
 
 # --- hand-written protobuf for the few WorkerAPI messages ---------------------------------
@@ -117,20 +124,26 @@ def started_operation(message):
 class Fleet:
     """N fake workers on a few connections; records when each operation started."""
 
-    def __init__(self, address, n, action_seconds):
-        self.address, self.n, self.action_seconds = address, n, action_seconds
+    def __init__(self, addresses, n, action_seconds):
+        """`addresses`: one scheduler's, or several (worker i connects to the i-th in turn)."""
+        self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        self.n, self.action_seconds = n, action_seconds
         self.started = {}  # operation name → monotonic time of its StartAction
         self.channels, self.calls, self.tasks = [], [], []
         self.all_registered = asyncio.Event()
         self.registered = 0
 
     async def start(self, wait=True):
-        for c in range((self.n + STREAMS_PER_CONNECTION - 1) // STREAMS_PER_CONNECTION):
-            # Own subchannel pool: one HTTP/2 connection per channel.
-            self.channels.append(grpc.aio.insecure_channel(
-                self.address, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", c)]))
+        per = len(self.addresses)
+        for a, address in enumerate(self.addresses):
+            count = len(range(a, self.n, per))
+            for c in range((count + STREAMS_PER_CONNECTION - 1) // STREAMS_PER_CONNECTION):
+                # Own subchannel pool: one HTTP/2 connection per channel.
+                self.channels.append((a, grpc.aio.insecure_channel(
+                    address, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", c)])))
         for i in range(self.n):
-            ch = self.channels[i // STREAMS_PER_CONNECTION]
+            mine = [ch for a, ch in self.channels if a == i % per]
+            ch = mine[(i // per) // STREAMS_PER_CONNECTION]
             self.tasks.append(asyncio.ensure_future(self._worker(ch, i)))
         self.tasks.append(asyncio.ensure_future(self._keep_alive()))
         if wait:
@@ -171,7 +184,7 @@ class Fleet:
             t.cancel()
         for call in self.calls:
             call.cancel()
-        for ch in self.channels:
+        for _, ch in self.channels:
             await ch.close()
 
 
@@ -199,13 +212,14 @@ async def upload_actions(channel, count, tag):
     return digests
 
 
-async def submit(address, digests, clients, submitted, cpu_marks=None, server=None):
+async def submit(addresses, digests, clients, submitted, cpu_marks=None, server=None):
     """Execute each digest, keeping the stream only for its first Operation. Records the
-    submit time per operation name; with `cpu_marks`, the server's CPU at each 10%."""
+    submit time per operation name; with `cpu_marks`, the servers' CPU at each 10%. Client i
+    calls the i-th of `addresses` in turn."""
     # Dropping a call that is still running is an HTTP/2 reset, and apus allows a client
     # connection a burst of 2,000 of those then 200 a second (rapid-reset protection): the
     # clients spread over one connection each.
-    channels = [grpc.aio.insecure_channel(address,
+    channels = [grpc.aio.insecure_channel(addresses[i % len(addresses)],
                                           options=[("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", i)])
                 for i in range(clients)]
     queue = list(reversed(digests))
@@ -237,89 +251,140 @@ async def submit(address, digests, clients, submitted, cpu_marks=None, server=No
         raise RuntimeError(f"{len(errors)} Executes failed, first: {errors[0].code()} {errors[0].details()}")
 
 
-def start_server(apus, work, name):
-    port = free_port()
-    cfg = {
-        "stores": {"cas": {"memory": {"max_bytes": 1 << 30}}, "ac": {"memory": {}}},
-        "schedulers": {"main": {"max_queued_actions": 1_000_000}},
-        "servers": [{"listen": f"127.0.0.1:{port}", "worker_api": "main",
-                     "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
-        "global": {"log_level": "warning"},
-    }
-    path = os.path.join(work, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return Server(name, [apus, path], port, work)
+class Schedulers:
+    """One apus, or several sharing a PostgreSQL (`postgres`: a tests/postgres.py server),
+    stopped together; CPU and RSS are their sum, `postgres_cpu_seconds` the database's."""
+
+    def __init__(self, apus, work, name, count=1, postgres=None, baseline=False):
+        self.postgres = postgres
+        self.servers = []
+        try:
+            for i in range(count):
+                self.servers.append(self._start(apus, work, f"{name}-{i}", baseline))
+        except Exception:
+            self.stop()
+            raise
+        self.addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+
+    def _start(self, apus, work, name, baseline):
+        port = free_port()
+        # main's binary before the queue cap refused `max_queued_actions`: the baseline goes without.
+        scheduler = {} if baseline and not self.postgres else {"max_queued_actions": 1_000_000}
+        if self.postgres:
+            scheduler["state"] = {"postgres": {"url": self.postgres.url, "max_connections": 10}}
+        cfg = {
+            "stores": {"cas": {"memory": {"max_bytes": 1 << 30}}, "ac": {"memory": {}}},
+            "schedulers": {"main": scheduler},
+            "servers": [{"listen": f"127.0.0.1:{port}", "worker_api": "main",
+                         "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
+            "global": {"log_level": "warning"},
+        }
+        path = os.path.join(work, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        return Server(name, [apus, path], port, work)
+
+    def cpu_seconds(self):
+        return sum(s.cpu_seconds() for s in self.servers)
+
+    def rss_bytes(self):
+        return sum(s.rss_bytes() for s in self.servers)
+
+    def postgres_cpu_seconds(self):
+        """User + system CPU of the postmaster and its live backends (pooled connections
+        live as long as apus), plus what its exited children used; 0 without PostgreSQL."""
+        if not self.postgres:
+            return 0.0
+        root = self.postgres.proc.pid
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(pid) == root:
+                total += sum(int(x) for x in fields[11:15])
+            elif int(fields[1]) == root:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
+        if self.postgres:
+            # The next phase starts from empty tables (they exist once a scheduler migrated).
+            self.postgres.sql("DO $$ BEGIN IF to_regclass('apus_operations') IS NOT NULL THEN "
+                              "TRUNCATE apus_operations, apus_workers, apus_platforms; END IF; END $$")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
-def start_baseline(apus, work, name):
-    """main's binary predates `max_queued_actions`: the same config without it."""
-    port = free_port()
-    cfg = {
-        "stores": {"cas": {"memory": {"max_bytes": 1 << 30}}, "ac": {"memory": {}}},
-        "schedulers": {"main": {}},
-        "servers": [{"listen": f"127.0.0.1:{port}", "worker_api": "main",
-                     "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
-        "global": {"log_level": "warning"},
-    }
-    path = os.path.join(work, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return Server(name, [apus, path], port, work)
+async def upload_everywhere(server, count, tag):
+    """The actions, in the CAS of every scheduler (each has its own memory CAS)."""
+    digests = None
+    for address in server.addresses:
+        async with grpc.aio.insecure_channel(address) as ch:
+            digests = await upload_actions(ch, count, tag)
+    return digests
 
 
 async def free_workers_phase(server, size, results):
-    address = f"127.0.0.1:{server.port}"
-    async with grpc.aio.insecure_channel(address) as ch:
-        digests = await upload_actions(ch, size["free_actions"], "free")
-        fleet = Fleet(address, size["workers"], 0)
-        await fleet.start()
-        submitted = {}
-        cpu0, t0 = server.cpu_seconds(), time.monotonic()
-        await submit(address, digests, size["clients"], submitted)
-        while len(fleet.started) < len(digests) and time.monotonic() - t0 < 300:
-            await asyncio.sleep(0.01)
-        elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
-        await fleet.stop()
+    digests = await upload_everywhere(server, size["free_actions"], "free")
+    fleet = Fleet(server.addresses, size["workers"], 0)
+    await fleet.start()
+    submitted = {}
+    cpu0, pg0, t0 = server.cpu_seconds(), server.postgres_cpu_seconds(), time.monotonic()
+    await submit(server.addresses, digests, size["clients"], submitted)
+    while len(fleet.started) < len(digests) and time.monotonic() - t0 < 300:
+        await asyncio.sleep(0.01)
+    elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    pg = server.postgres_cpu_seconds() - pg0
+    await fleet.stop()
     lat = sorted((fleet.started[n] - t) * 1e3 for n, t in submitted.items() if n in fleet.started)
     results.update(free_rate=len(lat) / elapsed, free_p50=percentile(lat, 0.5), free_p99=percentile(lat, 0.99),
-                   free_cpu_us=cpu / max(1, len(lat)) * 1e6, free_started=len(lat), free_total=len(digests))
+                   free_cpu_us=cpu / max(1, len(lat)) * 1e6, free_pg_cpu_us=pg / max(1, len(lat)) * 1e6,
+                   free_started=len(lat), free_total=len(digests))
 
 
 async def deep_queue_phase(server, size, results):
-    address = f"127.0.0.1:{server.port}"
-    async with grpc.aio.insecure_channel(address) as ch:
-        digests = await upload_actions(ch, size["queued"], "queued")
-        rss0 = server.rss_bytes()
-        submitted, marks = {}, [(0, server.cpu_seconds(), time.monotonic())]
-        await submit(address, digests, size["clients"], submitted, marks, server)
-        rss1 = server.rss_bytes()
-        step = [(b[1] - a[1]) / max(1, b[0] - a[0]) * 1e6 for a, b in zip(marks, marks[1:])]
-        fleet = Fleet(address, size["workers"], 0)
-        cpu0, t0 = server.cpu_seconds(), time.monotonic()
-        # Not waiting for every registration: a scheduler that walks the queue on each one
-        # (main's) is part of what is measured.
-        await fleet.start(wait=False)
-        while len(fleet.started) < len(digests) and time.monotonic() - t0 < 600:
-            await asyncio.sleep(0.05)
-        elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
-        await fleet.stop()
+    digests = await upload_everywhere(server, size["queued"], "queued")
+    rss0 = server.rss_bytes()
+    submitted, marks = {}, [(0, server.cpu_seconds(), time.monotonic())]
+    await submit(server.addresses, digests, size["clients"], submitted, marks, server)
+    rss1 = server.rss_bytes()
+    step = [(b[1] - a[1]) / max(1, b[0] - a[0]) * 1e6 for a, b in zip(marks, marks[1:])]
+    fleet = Fleet(server.addresses, size["workers"], 0)
+    cpu0, pg0, t0 = server.cpu_seconds(), server.postgres_cpu_seconds(), time.monotonic()
+    # Not waiting for every registration: a scheduler that walks the queue on each one
+    # (main's) is part of what is measured.
+    await fleet.start(wait=False)
+    while len(fleet.started) < len(digests) and time.monotonic() - t0 < 600:
+        await asyncio.sleep(0.05)
+    elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    pg = server.postgres_cpu_seconds() - pg0
+    await fleet.stop()
     results.update(queued=len(submitted), rss_per_queued=(rss1 - rss0) / max(1, len(submitted)),
                    submit_first_us=step[0] if step else 0, submit_last_us=step[-1] if step else 0,
                    drain_rate=len(fleet.started) / elapsed, drain_cpu_us=cpu / max(1, len(fleet.started)) * 1e6,
-                   drained=len(fleet.started))
+                   drain_pg_cpu_us=pg / max(1, len(fleet.started)) * 1e6, drained=len(fleet.started))
 
 
-def measure(apus, work, size, label, baseline=False):
+def measure(apus, work, size, label, baseline=False, schedulers=1, postgres=None):
     results = {}
     if baseline:
         size = dict(size, queued=size["baseline_queued"])
-    start = start_baseline if baseline else start_server
 
     async def both():  # one event loop: grpc.aio binds to the first one it sees
-        with start(apus, work, f"{label}-free") as server:
+        with Schedulers(apus, work, f"{label}-free", schedulers, postgres, baseline) as server:
             await free_workers_phase(server, size, results)
-        with start(apus, work, f"{label}-queue") as server:
+        with Schedulers(apus, work, f"{label}-queue", schedulers, postgres, baseline) as server:
             await deep_queue_phase(server, size, results)
 
     asyncio.run(both())
@@ -335,6 +400,9 @@ ROWS = [("free_rate", "dispatch rate, workers free", "actions/s"),
         ("rss_per_queued", "RSS per queued action", "bytes"),
         ("drain_rate", "dispatch rate draining the queue", "actions/s"),
         ("drain_cpu_us", "apus CPU per dispatched action, draining the queue", "µs")]
+# With --postgres: the database's share.
+PG_ROWS = [("free_pg_cpu_us", "PostgreSQL CPU per action, workers free", "µs"),
+           ("drain_pg_cpu_us", "PostgreSQL CPU per dispatched action, draining the queue", "µs")]
 
 
 def run(ctx):
@@ -382,22 +450,40 @@ def main():
     ap.add_argument("--queued", type=int, help="override the deep queue's size")
     ap.add_argument("--baseline-queued", type=int)
     ap.add_argument("--free-actions", type=int)
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--clients", type=int)
+    ap.add_argument("--postgres", action="store_true",
+                    help="shared state in a throwaway PostgreSQL (tests/postgres.py) instead of memory")
+    ap.add_argument("--schedulers", type=int, default=1, help="scheduler processes (with --postgres)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate baseline and apus this many times")
     args = ap.parse_args()
     size = dict(SIZES[args.mode])
-    if args.queued:
-        size["queued"] = args.queued
-    if args.baseline_queued:
-        size["baseline_queued"] = args.baseline_queued
-    if args.free_actions:
-        size["free_actions"] = args.free_actions
+    for key in ("queued", "baseline_queued", "free_actions", "workers", "clients"):
+        if getattr(args, key):
+            size[key] = getattr(args, key)
+    if args.schedulers > 1 and not args.postgres:
+        ap.error("--schedulers above 1 needs --postgres (the memory scheduler is one process)")
     work = tempfile.mkdtemp(prefix="apus-fleet-")
+    postgres = None
+    if args.postgres:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+        from postgres import PostgresServer
+        postgres = PostgresServer(os.path.join(work, "postgres")).start()
     sides = ([("before", args.baseline, True)] if args.baseline else []) + [("after", args.apus, False)]
-    out = {}
-    for label, apus, old in sides:
-        out[label] = measure(os.path.abspath(apus), work, size, label, baseline=old)
-        print(label, json.dumps(out[label], indent=1), flush=True)
-    for key, name, unit in ROWS + [("queued", "actions queued in the deep-queue phase", "actions")]:
-        print(f"| {name} | " + " | ".join(fmt(out[l][key]) for l, _, _ in sides) + f" | {unit} |")
+    out = {label: [] for label, _, _ in sides}
+    try:
+        for _ in range(args.rounds):
+            for label, apus, old in sides:
+                out[label].append(measure(os.path.abspath(apus), work, size, label, baseline=old,
+                                          schedulers=args.schedulers, postgres=postgres))
+                print(label, json.dumps(out[label][-1]), flush=True)
+    finally:
+        if postgres:
+            postgres.cleanup()
+    rows = ROWS + (PG_ROWS if postgres else []) + [("queued", "actions queued in the deep-queue phase", "actions")]
+    for key, name, unit in rows:
+        print(f"| {name} | " + " | ".join(" / ".join(fmt(r[key]) for r in out[l]) for l, _, _ in sides)
+              + f" | {unit} |")
 
 
 if __name__ == "__main__":

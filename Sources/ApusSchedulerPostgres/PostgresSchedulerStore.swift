@@ -53,26 +53,57 @@ public final class PostgresSchedulerStore: Sendable {
   public func submit(_ job: ExecutionJob, key: PlatformKey, timeoutSeconds: Int64) async throws(SchedulerError) -> (
     name: String, merged: Bool
   ) {
+    let submitted = try await submit(
+      job, name: Self.newName(), key: key, timeoutSeconds: timeoutSeconds, registerKey: true, directTo: nil)
+    return (submitted.name, submitted.merged)
+  }
+
+  /// What `submit` did with a job.
+  public struct Submitted: Sendable {
+    public var name: String
+    /// Joined an identical operation in flight (whose state is not known here).
+    public var merged: Bool
+    /// Inserted already executing on the `directTo` worker rather than queued.
+    public var direct: Bool
+  }
+
+  /// `submit`, in one statement, naming a new operation `name`. With `directTo` (a free worker of this process that can run
+  /// it), a new operation is inserted already executing on that worker when nothing of the
+  /// keys `ahead` (those the worker can run) is queued, so nobody waiting is overtaken; it
+  /// then costs no claim, no notification and no other process a dispatch pass. Otherwise it
+  /// is queued. `registerKey`: the platform is not known to be in `apus_platforms` yet.
+  public func submit(
+    _ job: ExecutionJob, name: String, key: PlatformKey, timeoutSeconds: Int64, registerKey: Bool,
+    directTo worker: String?,
+    ahead: [PlatformKey] = []
+  ) async throws(SchedulerError) -> Submitted {
     let start = Self.start(job, timeoutSeconds: timeoutSeconds)
     let platform = Self.platformBytes(job.platform)
-    let (scheduler, digest) = (self.scheduler, "\(job.actionDigest)")
-    try await registerPlatform(key)
+    let (scheduler, digest, lease) = (self.scheduler, "\(job.actionDigest)", config.leaseSeconds)
+    let waiting = (ahead.contains(key) ? ahead : ahead + [key]).map(\.rawValue)
+    if registerKey { try await registerPlatform(key) }
     return try await perform("queueing an action") { [client, logger] in
-      // The in-flight row may finish between the INSERT and the SELECT: then try again.
+      // The in-flight row may finish between the INSERT and the SELECT: then try again (under
+      // the same name: nothing was inserted).
       for _ in 0..<5 {
-        let name = Self.newName()
-        let inserted = try await client.query(
+        for try await stage in try await client.query(
           """
           INSERT INTO apus_operations
             (name, scheduler, instance, action_digest, mergeable, platform_key, priority, stage, start, platform,
-             timeout_seconds)
-          VALUES (\(name), \(scheduler), \(job.instanceName), \(digest), \(job.mergeable), \(key.rawValue),
-            \(Int(job.priority)), 2, \(start), \(platform), \(timeoutSeconds))
+             timeout_seconds, worker, assigned_at, execute_deadline)
+          SELECT \(name), \(scheduler), \(job.instanceName), \(digest), \(job.mergeable), \(key.rawValue),
+            \(Int(job.priority)), CASE WHEN d.direct THEN 3 ELSE 2 END, \(start), \(platform), \(timeoutSeconds),
+            CASE WHEN d.direct THEN \(worker)::text END, CASE WHEN d.direct THEN now() END,
+            CASE WHEN d.direct THEN now() + make_interval(secs => \(timeoutSeconds) + \(lease)) END
+          FROM (SELECT \(worker)::text IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM apus_operations
+            WHERE scheduler = \(scheduler) AND stage = 2 AND platform_key = ANY(\(waiting)::text[])) AS direct) d
           ON CONFLICT (scheduler, instance, action_digest) WHERE mergeable AND stage <> 4 DO NOTHING
-          RETURNING name
+          RETURNING stage
           """, logger: logger
-        ).collect()
-        if !inserted.isEmpty { return (name, false) }
+        ).decode(Int16.self) {
+          return Submitted(name: name, merged: false, direct: stage == 3)
+        }
         for try await existing in try await client.query(
           """
           SELECT name FROM apus_operations
@@ -80,7 +111,7 @@ public final class PostgresSchedulerStore: Sendable {
             AND mergeable AND stage <> 4
           """, logger: logger
         ).decode(String.self) {
-          return (existing, true)
+          return Submitted(name: existing, merged: true, direct: false)
         }
       }
       throw SchedulerError(.aborted, "the identical action kept finishing while this one was being queued; retry")

@@ -48,11 +48,16 @@ extension SharedScheduler {
     case .queued:
       dispatchWake.yield()
     case .resubscribed:
+      (fresh, inserting, ownClaims) = ([:], [], [])  // notifications may have been lost
       dirty.formUnion(watchers.keys)
       dirty.formUnion(runningOn.keys)
       refreshWake.yield()
       dispatchWake.yield()
     case .operation(let name):
+      fresh[name] = nil
+      inserting.remove(name)
+      // The notification of this process's own claim: nothing to read.
+      if ownClaims.remove(name) != nil && watchers[name] == nil { return }
       guard watchers[name] != nil || runningOn[name] != nil else { return }
       dirty.insert(name)
       refreshWake.yield()
@@ -125,8 +130,9 @@ extension SharedScheduler {
     }
   }
 
-  /// Sends a claimed action to its local worker; false if that worker is gone.
-  private func assign(_ action: ClaimedAction, to id: String) -> Bool {
+  /// Sends a claimed action to its local worker; false if that worker is gone. `notified`:
+  /// the claim was an UPDATE, whose notification is still to come (see `ownClaims`).
+  func assign(_ action: ClaimedAction, to id: String, notified: Bool = true) -> Bool {
     let name = action.start.operationName
     guard var worker = workers[id] else { return false }
     let key = keys.first { $0.rawValue == action.platformKey } ?? PlatformKey(action.platform, rules: rules)
@@ -134,6 +140,7 @@ extension SharedScheduler {
     for (k, v) in key.reservations(rules) { worker.reserved[k, default: 0] += v }
     workers[id] = worker
     runningOn[name] = id
+    if notified { ownClaims.insert(name) }
     assignments += 1
     assignedAt[name] = assignments
     startedAt[name] = .now

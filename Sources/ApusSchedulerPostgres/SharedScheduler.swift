@@ -32,9 +32,11 @@ public actor SharedScheduler {
     var reserved: [String: Double] = [:]
     var lastSeen: ContinuousClock.Instant
     var draining = false
+    /// Slots held for Executes being inserted straight onto this worker (`submit`).
+    var claiming = 0
     let send: @Sendable (SchedulerMessage) -> Void
 
-    var freeSlots: Int { draining ? 0 : max(0, capacity - running.count) }
+    var freeSlots: Int { draining ? 0 : max(0, capacity - running.count - claiming) }
   }
 
   struct Watcher {
@@ -69,6 +71,16 @@ public actor SharedScheduler {
   var unsatisfiableSince: [String: ContinuousClock.Instant] = [:]
   var dispatching = false
   var dispatchAgain = false
+  /// Operations this process just created, as committed, until their first subscribe: the
+  /// Execute that follows needs no read. Dropped when a notification names one (it changed)
+  /// and on resubscription (notifications may have been lost).
+  var fresh: [String: StoredOperation] = [:]
+  /// Names of operations being inserted; `note` removes one a notification names (another
+  /// process changed it before the insert returned here), so it is not taken as fresh.
+  var inserting: Set<String> = []
+  /// Operations this process claimed whose claim's own notification has not arrived yet: it
+  /// tells nothing new, so it is not read again (see `note`). Cleared on resubscription.
+  var ownClaims: Set<String> = []
 
   let dispatchWake: AsyncStream<Void>.Continuation
   let dispatchSignals: AsyncStream<Void>
@@ -111,12 +123,77 @@ public actor SharedScheduler {
     }
     let key = PlatformKey(job.platform, rules: rules)
     let seconds = timeout.components.seconds + (timeout.components.attoseconds > 0 ? 1 : 0)
-    let (name, merged) = try await store.submit(job, key: key, timeoutSeconds: seconds)
-    if !merged { queuedPerInstance[job.instanceName, default: 0] += 1 }
-    if keys.insert(key).inserted || workers.values.contains(where: { $0.freeSlots > 0 }) {
+    // A free local worker takes it at once (its slot held across the insert); keys with a
+    // `minimum` property go through the queue, where reservations are counted.
+    let target = key.reserves(rules) ? nil : freeWorker(for: key)
+    let ahead = target.map { worker in
+      keys.filter { $0.isSatisfied(by: worker.properties, reserved: worker.reserved, rules: rules) }
+    }
+    if let target { workers[target.id]?.claiming += 1 }
+    let planned = PostgresSchedulerStore.newName()
+    inserting.insert(planned)
+    if fresh.count > 10_000 { fresh = [:] }  // Executes whose client left before subscribing
+    let submitted: PostgresSchedulerStore.Submitted
+    do throws(SchedulerError) {
+      submitted = try await store.submit(
+        job, name: planned, key: key, timeoutSeconds: seconds, registerKey: !keys.contains(key),
+        directTo: target?.id, ahead: ahead.map(Array.init) ?? [])
+    } catch {
+      if let target { workers[target.id]?.claiming -= 1 }
+      inserting.remove(planned)
+      throw error
+    }
+    if let target { workers[target.id]?.claiming -= 1 }
+    let name = submitted.name
+    let unchanged = inserting.remove(planned) != nil
+    let added = keys.insert(key).inserted
+    if submitted.direct, let target {
+      var start = StartAction()
+      start.instanceName = job.instanceName
+      start.actionDigest = job.actionDigest.proto
+      start.action = job.action
+      var limit = ProtoDuration()
+      limit.seconds = seconds
+      start.timeout = limit
+      start.operationName = name
+      let action = ClaimedAction(
+        start: start, worker: target.id, platform: job.platform, platformKey: key.rawValue, queueWait: .zero, attempts: 0)
+      if assign(action, to: target.id, notified: false) {
+        if unchanged {
+          fresh[name] = StoredOperation(
+            name: name, instanceName: job.instanceName, actionDigest: job.actionDigest, stage: .executing,
+            response: nil, worker: target.id)
+        }
+      } else {
+        // The worker left during the insert: the action goes back to the queue unrun.
+        _ = try? await store.handBack(name, worker: target.id)
+        dispatchWake.yield()
+      }
+      return name
+    }
+    if !submitted.merged {
+      queuedPerInstance[job.instanceName, default: 0] += 1
+      if unchanged {
+        fresh[name] = StoredOperation(
+          name: name, instanceName: job.instanceName, actionDigest: job.actionDigest, stage: .queued, response: nil,
+          worker: nil)
+      }
+    }
+    if added || workers.values.contains(where: { $0.freeSlots > 0 }) {
       dispatchWake.yield()
     }
     return name
+  }
+
+  /// The least-loaded local worker with a free slot that can run `key` (the first idle one).
+  private func freeWorker(for key: PlatformKey) -> LocalWorker? {
+    var best: LocalWorker?
+    for worker in workers.values where worker.freeSlots > 0 && (best.map { worker.running.count < $0.running.count } ?? true) {
+      guard key.isSatisfied(by: worker.properties, reserved: worker.reserved, rules: rules) else { continue }
+      best = worker
+      if worker.running.isEmpty && worker.claiming == 0 { break }
+    }
+    return best
   }
 
   /// Records an operation answered from the action cache, so any process can look it up.
@@ -147,11 +224,15 @@ public actor SharedScheduler {
     let id = nextWatcher
     watchers[name, default: Watcher()].continuations[id] = continuation
     let found: StoredOperation?
-    do {
-      found = try await store.operation(name)
-    } catch {
-      drop(watcher: id, of: name)
-      throw error
+    if let created = fresh.removeValue(forKey: name) {
+      found = created  // committed by this process, and no change notified since
+    } else {
+      do {
+        found = try await store.operation(name)
+      } catch {
+        drop(watcher: id, of: name)
+        throw error
+      }
     }
     guard let found else {
       drop(watcher: id, of: name)
