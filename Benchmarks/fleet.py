@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 
 import grpc
 
@@ -267,7 +268,7 @@ class Schedulers:
         self.addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
 
     def _start(self, apus, work, name, baseline):
-        port = free_port()
+        port, admin = free_port(), free_port()
         # main's binary before the queue cap refused `max_queued_actions`: the baseline goes without.
         scheduler = {} if baseline and not self.postgres else {"max_queued_actions": 1_000_000}
         if self.postgres:
@@ -277,12 +278,30 @@ class Schedulers:
             "schedulers": {"main": scheduler},
             "servers": [{"listen": f"127.0.0.1:{port}", "worker_api": "main",
                          "instances": {"": {"cas": "cas", "action_cache": "ac", "execution": "main"}}}],
+            "admin": {"listen": f"127.0.0.1:{admin}"},
             "global": {"log_level": "warning"},
         }
         path = os.path.join(work, f"{name}.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
-        return Server(name, [apus, path], port, work)
+        server = Server(name, [apus, path], port, work)
+        server.admin_port = admin
+        return server
+
+    def queue_wait_buckets(self):
+        """`apus_scheduler_queue_wait_seconds` summed over the schedulers: {le: cumulative
+        count}. The scheduler's own share of Execute → start (queued until handed to a worker's
+        stream), free of the simulator's delays."""
+        out = {}
+        for s in self.servers:
+            with urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            for line in text.splitlines():
+                if line.startswith("apus_scheduler_queue_wait_seconds_bucket{"):
+                    le = line.split('le="', 1)[1].split('"', 1)[0]
+                    bound = float("inf") if le == "+Inf" else float(le)
+                    out[bound] = out.get(bound, 0) + float(line.rsplit(" ", 1)[1])
+        return out
 
     def cpu_seconds(self):
         return sum(s.cpu_seconds() for s in self.servers)
@@ -340,16 +359,23 @@ async def free_workers_phase(server, size, results):
     fleet = Fleet(server.addresses, size["workers"], 0)
     await fleet.start()
     submitted = {}
+    waits0 = server.queue_wait_buckets()
     cpu0, pg0, t0 = server.cpu_seconds(), server.postgres_cpu_seconds(), time.monotonic()
     await submit(server.addresses, digests, size["clients"], submitted)
     while len(fleet.started) < len(digests) and time.monotonic() - t0 < 300:
         await asyncio.sleep(0.01)
     elapsed, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
     pg = server.postgres_cpu_seconds() - pg0
+    waits = {le: n - waits0.get(le, 0) for le, n in server.queue_wait_buckets().items()}
     await fleet.stop()
+    # The histogram's p99: the smallest bucket bound holding 99% of the waits (an upper bound).
+    total = waits.get(float("inf"), 0)
+    p99_bound = next((le for le in sorted(waits) if total and waits[le] >= 0.99 * total), float("nan"))
+    within = waits.get(0.01, 0) / total if total else float("nan")
     lat = sorted((fleet.started[n] - t) * 1e3 for n, t in submitted.items() if n in fleet.started)
     results.update(free_rate=len(lat) / elapsed, free_p50=percentile(lat, 0.5), free_p99=percentile(lat, 0.99),
                    free_cpu_us=cpu / max(1, len(lat)) * 1e6, free_pg_cpu_us=pg / max(1, len(lat)) * 1e6,
+                   free_wait_p99=p99_bound * 1e3, free_wait_within_10ms=within * 100,
                    free_started=len(lat), free_total=len(digests))
 
 
@@ -394,6 +420,8 @@ def measure(apus, work, size, label, baseline=False, schedulers=1, postgres=None
 ROWS = [("free_rate", "dispatch rate, workers free", "actions/s"),
         ("free_p50", "Execute → start p50, workers free", "ms"),
         ("free_p99", "Execute → start p99, workers free", "ms"),
+        ("free_wait_p99", "queue → dispatch p99 at the scheduler (histogram bucket bound), workers free", "ms"),
+        ("free_wait_within_10ms", "dispatched within 10 ms of queueing, at the scheduler, workers free", "%"),
         ("free_cpu_us", "apus CPU per action, workers free (Execute + dispatch + result)", "µs"),
         ("submit_first_us", "apus CPU per Execute, first 10% of the queue", "µs"),
         ("submit_last_us", "apus CPU per Execute, last 10% of the queue", "µs"),
@@ -429,6 +457,9 @@ def run(ctx):
     ctx.target("≤ 100 µs apus CPU per dispatched action (1,000 workers, deep queue)", after["drain_cpu_us"], 100,
                " µs", higher_is_better=False)
     ctx.target("p99 Execute → start < 10 ms with free workers", after["free_p99"], 10, " ms",
+               "as the simulator sees it: its own delays on the shared cores included", higher_is_better=False)
+    ctx.target("p99 queue → dispatch < 10 ms with free workers, at the scheduler (apus_scheduler_queue_wait_seconds)",
+               after["free_wait_p99"], 10, " ms", "bucket bound; the simulator's delays excluded",
                higher_is_better=False)
     ctx.target("≤ 2 KiB RSS per queued action", after["rss_per_queued"], 2048, " B", higher_is_better=False)
     # Flat submission cost as the queue deepens (CPU is counted in 10 ms ticks: a smoke-sized

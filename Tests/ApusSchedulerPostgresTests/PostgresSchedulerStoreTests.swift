@@ -126,6 +126,38 @@ struct PostgresSchedulerStoreTests {
     }
   }
 
+  @Test("an Execute for a free worker is inserted executing on it, unless work it could run is queued or it merges")
+  func directInsert() async throws {
+    try await withStore { store in
+      let linux = PlatformKey([], rules: rules)
+      try await store.registerWorker("w")
+      func direct(_ j: ExecutionJob, to worker: String?) async throws -> PostgresSchedulerStore.Submitted {
+        try await store.submit(
+          j, name: PostgresSchedulerStore.newName(), key: linux, timeoutSeconds: 60, registerKey: true,
+          directTo: worker, ahead: [linux])
+      }
+      let first = try await direct(job(40), to: "w")
+      #expect(first.direct && !first.merged)
+      let op = try #require(await store.operation(first.name))
+      #expect(op.stage == .executing && op.worker == "w")
+      // Its platform is registered and nothing was queued: no claim finds it again.
+      #expect(try await store.platformKeys(rules: rules) == [linux])
+      #expect(try await store.claim(worker: "w", keys: [linux], limit: 5).isEmpty)
+      // The same action again joins it rather than running twice.
+      let merged = try await direct(job(40), to: "w2")
+      #expect(merged.merged && !merged.direct && merged.name == first.name)
+      // With work queued that the worker could run, a new action waits its turn behind it.
+      let queued = try await direct(job(41), to: nil)
+      #expect(!queued.direct && (try await store.operation(queued.name))?.stage == .queued)
+      let behind = try await direct(job(42), to: "w2")
+      #expect(!behind.direct && (try await store.operation(behind.name))?.stage == .queued)
+      let claimed = try await store.claim(worker: "w2", keys: [linux], limit: 1).map(\.start.operationName)
+      #expect(claimed == [queued.name])
+      // A result for the directly started one is accepted from its worker.
+      #expect(try await store.finish(first.name, worker: "w", result(0)))
+    }
+  }
+
   @Test("two processes claiming at once never take the same action")
   func skipLocked() async throws {
     let name = "claim-\(UInt32.random(in: 0...UInt32.max))"

@@ -90,6 +90,30 @@ struct SharedSchedulerTests {
     }
   }
 
+  @Test("an Execute taken by the process of a free worker starts on it before submit returns; a cancel elsewhere stops it")
+  func directStart() async throws {
+    try await withSchedulers(2) { s in
+      let inbox = Inbox()
+      try await s[0].registerWorker(id: "w", properties: [], capacity: 1, runningOperations: [], send: inbox.send)
+      let name = try await s[0].submit(job(20))
+      #expect(inbox.started == [name])
+      let stored = try #require(await s[0].store.operation(name))
+      #expect(stored.stage == .executing && stored.worker == "w")
+      // The watch that follows answers from what was committed, and hears of later changes.
+      let stream = try #require(await s[0].watch(name))
+      #expect(try await s[1].cancel(name))
+      try await waitUntil { inbox.killed == [name] }
+      var last: Operation?
+      for await op in stream { last = op }
+      #expect(last?.done == true)
+      // The killed copy's report changes nothing; the slot is free for the next action.
+      await s[0].finished("w", finished(name))
+      let next = try await s[0].submit(job(21))
+      try await waitUntil { inbox.started.contains(next) }
+      #expect(inbox.started == [name, next])
+    }
+  }
+
   @Test("identical actions merge across processes; minimum properties reserve across claims")
   func mergeAndReserve() async throws {
     try await withSchedulers(2) { s in
