@@ -148,9 +148,11 @@ struct PostgresSchedulerStoreTests {
       #expect(merged.merged && !merged.direct && merged.name == first.name)
       // With work queued that the worker could run, a new action waits its turn behind it.
       let queued = try await direct(job(41), to: nil)
-      #expect(!queued.direct && (try await store.operation(queued.name))?.stage == .queued)
+      let queuedStage = try await store.operation(queued.name)?.stage
+      #expect(!queued.direct && queuedStage == .queued)
       let behind = try await direct(job(42), to: "w2")
-      #expect(!behind.direct && (try await store.operation(behind.name))?.stage == .queued)
+      let behindStage = try await store.operation(behind.name)?.stage
+      #expect(!behind.direct && behindStage == .queued)
       let claimed = try await store.claim(worker: "w2", keys: [linux], limit: 1).map(\.start.operationName)
       #expect(claimed == [queued.name])
       // A result for the directly started one is accepted from its worker.
