@@ -29,6 +29,14 @@ class HTTP2Connection {
   /// A flush is queued on the event loop: the responses that become ready in one loop turn
   /// go out in one write.
   private var flushQueued = false
+  /// Bytes serialized for the socket and not yet written (its readable bytes): frames from
+  /// `mem_send` and DATA frames assembled by `sendData`. Its storage is reused once the
+  /// channel has written it; a download's large batch storage is dropped when idle.
+  private var out = ByteBuffer()
+  /// `sendData` filled a write batch and paused `mem_send`: write, then continue.
+  private var sendPaused = false
+  /// `flush` is running; a nested call (from a writability change during a write) is a no-op.
+  private var flushing = false
   let openedAt = NIODeadline.now()
   /// Server: the client preface and a first frame have arrived.
   private(set) var prefaceReceived = false
@@ -124,6 +132,7 @@ class HTTP2Connection {
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, onFrameSend)
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, onInvalidFrameRecv)
+    nghttp2_session_callbacks_set_send_data_callback(callbacks, onSendData)
 
     var option: OpaquePointer?
     nghttp2_option_new(&option)
@@ -228,6 +237,8 @@ class HTTP2Connection {
         flush()
       }
     }
+    // A download's batch storage is not kept by a connection that stopped sending.
+    if out.readableBytes == 0 && out.capacity > 64 * 1024 { out = ByteBuffer() }
     timersChecked(now: now)
   }
 
@@ -286,29 +297,87 @@ class HTTP2Connection {
     nghttp2_session_terminate_session(session, code)
   }
 
+  /// Bytes written to the channel at once: large enough that a download costs few syscalls,
+  /// small enough that a slow socket holds little.
+  static let writeBatchBytes = 256 * 1024
+
   /// Serializes whatever nghttp2 has to send and writes it, while the channel is writable.
   func flush() {
-    guard let session, let context, !closed else { return }
-    var out: ByteBuffer?
-    while context.channel.isWritable || out == nil {
+    guard let session, let context, !closed, !flushing else { return }
+    flushing = true
+    defer { flushing = false }
+    while context.channel.isWritable || out.readableBytes == 0 {
       var pointer: UnsafePointer<UInt8>?
       let n = nghttp2_session_mem_send(session, &pointer)
-      guard n > 0, let pointer else {
-        if n < 0 { close() }
+      if n < 0 {
+        close()
         break
       }
-      if out == nil { out = context.channel.allocator.buffer(capacity: max(n, 16 * 1024)) }
-      out!.writeBytes(UnsafeRawBufferPointer(start: pointer, count: n))
-      if out!.readableBytes >= 256 * 1024 {
-        context.writeAndFlush(NIOAny(out!), promise: nil)
-        out = nil
-        if !context.channel.isWritable { break }
+      if n > 0, let pointer {
+        if out.readableBytes == 0 { prepareOut(context, capacity: max(n, 16 * 1024)) }
+        out.writeBytes(UnsafeRawBufferPointer(start: pointer, count: n))
+      } else if !sendPaused {
+        break
+      }
+      sendPaused = false
+      if out.readableBytes >= Self.writeBatchBytes {
+        writeOut(context)
+        if closed || !context.channel.isWritable { break }
       }
     }
-    if let out { context.writeAndFlush(NIOAny(out), promise: nil) }
+    writeOut(context)
     if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
       close()
     }
+  }
+
+  /// Writes `out`'s readable bytes and marks them consumed; `out` keeps its storage for reuse.
+  private func writeOut(_ context: ChannelHandlerContext) {
+    guard out.readableBytes > 0 else { return }
+    context.writeAndFlush(NIOAny(out), promise: nil)
+    out.moveReaderIndex(to: out.writerIndex)
+  }
+
+  /// Makes `out` hold at least `capacity` bytes. Before the first bytes of a write it reuses
+  /// `out`'s storage if the channel no longer holds it (`clear` allocates otherwise, without
+  /// copying); after, it grows once (copying the few frames before a download's first DATA).
+  private func prepareOut(_ context: ChannelHandlerContext, capacity: Int) {
+    if out.readableBytes > 0 {
+      if out.capacity < capacity { out.reserveCapacity(capacity) }
+    } else if out.capacity >= capacity {
+      out.clear()
+    } else {
+      out = context.channel.allocator.buffer(capacity: capacity)
+    }
+  }
+
+  /// nghttp2 sends a DATA frame whose payload `readData` left in the outbound queue
+  /// (`NGHTTP2_DATA_FLAG_NO_COPY`): appends its 9-byte header, then the payload copied once
+  /// from the handler's slices, to `out`. Frames come in `mem_send` order: everything
+  /// `mem_send` returned before is already in `out`.
+  fileprivate func sendData(
+    _ id: Int32, header: UnsafeRawBufferPointer, length: Int, padding: Int
+  ) -> Int32 {
+    guard let context, let outbound = streams[id]?.outbound else {
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+    }
+    // One batch and the frame that completes it, so appending never reallocates.
+    let frameBytes = header.count + padding + length
+    prepareOut(context, capacity: Self.writeBatchBytes + max(frameBytes, 64 * 1024))
+    let mark = out.writerIndex
+    out.writeBytes(header)
+    // We set no padding callback, so nghttp2 pads nothing; handled per RFC 9113 §6.1 anyway.
+    if padding > 0 { out.writeInteger(UInt8(padding - 1)) }
+    guard outbound.take(length, into: &out) else {
+      // Nothing of the frame is written: nghttp2 resets the stream.
+      out.moveWriterIndex(to: mark)
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+    }
+    if padding > 1 { out.writeRepeatingByte(0, count: padding - 1) }
+    guard out.readableBytes >= Self.writeBatchBytes else { return 0 }
+    // `mem_send` returns so `flush` can write the batch (and stop if the socket is full).
+    sendPaused = true
+    return NGHTTP2_ERR_PAUSE.rawValue
   }
 
   func close() {
@@ -641,13 +710,17 @@ class HTTP2Connection {
     guard let stream = streams[id], let outbound = stream.outbound else {
       return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
     }
-    switch outbound.read(into: buffer) {
+    // The payload stays in the queue until `sendData` copies it straight into `out`.
+    let noCopy = UInt32(NGHTTP2_DATA_FLAG_NO_COPY.rawValue)
+    switch outbound.peek(capacity: buffer.count) {
     case .data(let n):
+      flags.pointee |= noCopy
       return n
     case .deferred:
       return Int(NGHTTP2_ERR_DEFERRED.rawValue)
     case .end(let n, let status):
-      flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue) | outboundFinished(stream, status)
+      flags.pointee |=
+        UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue) | outboundFinished(stream, status) | (n > 0 ? noCopy : 0)
       return n
     }
   }
@@ -743,6 +816,14 @@ private let onFrameSend: nghttp2_on_frame_send_callback = { _, frame, userData i
 private let onStreamClose: nghttp2_on_stream_close_callback = { _, streamID, _, userData in
   connection(userData).streamClosed(streamID)
   return 0
+}
+
+private let onSendData: nghttp2_send_data_callback = {
+  _, frame, header, length, _, userData in
+  guard let frame, let header else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
+  return connection(userData).sendData(
+    frame.pointee.hd.stream_id, header: UnsafeRawBufferPointer(start: header, count: 9),
+    length: length, padding: Int(frame.pointee.data.padlen))
 }
 
 private let readOutboundData: nghttp2_data_source_read_callback = {

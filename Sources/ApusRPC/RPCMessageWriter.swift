@@ -167,39 +167,47 @@ final class OutboundQueue: Sendable {
     state.withLock { s in s.wroteAny ? nil : s.status }
   }
 
-  /// Event loop, inside nghttp2's data source callback: copies up to `capacity` bytes.
-  func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
+  /// Event loop, inside nghttp2's data source callback: how many of the queued bytes (at most
+  /// `capacity`) the next DATA frame carries, without taking them; ``take(_:into:)`` copies
+  /// them once nghttp2 sends the frame (`NGHTTP2_DATA_FLAG_NO_COPY`).
+  func peek(capacity: Int) -> ReadResult {
     state.withLock { s in
-      var written = 0
-      while written < buffer.count, let head = s.chunks.first {
+      let n = min(s.queuedBytes, capacity)
+      if n == s.queuedBytes, let status = s.status { return .end(n, status) }
+      if n == 0 {
+        s.needsWake = true
+        return .deferred
+      }
+      return .data(n)
+    }
+  }
+
+  /// Event loop, inside nghttp2's send-data callback: appends exactly `count` queued bytes to
+  /// `buffer`, the one copy between the handler's slices and the socket. Returns false, and
+  /// appends nothing, if fewer are queued (the queue was closed since ``peek(capacity:)``).
+  func take(_ count: Int, into buffer: inout ByteBuffer) -> Bool {
+    state.withLock { s in
+      guard s.queuedBytes >= count else { return false }
+      var left = count
+      while left > 0, let head = s.chunks.first {
         let available = head.count - s.headOffset
-        let take = min(available, buffer.count - written)
-        head.withUnsafeBytes { src in
-          let from = UnsafeRawBufferPointer(rebasing: src[s.headOffset..<(s.headOffset + take)])
-          UnsafeMutableRawBufferPointer(rebasing: buffer[written..<(written + take)])
-            .copyMemory(from: from)
-        }
-        written += take
-        if take == available {
+        let n = min(available, left)
+        let start = head.startIndex + s.headOffset
+        buffer.writeBytes(head[start..<(start + n)])
+        left -= n
+        if n == available {
           s.chunks.removeFirst()
           s.headOffset = 0
         } else {
-          s.headOffset += take
+          s.headOffset += n
         }
       }
-      s.queuedBytes -= written
+      s.queuedBytes -= count
       if let waiter = s.writeWaiter, s.queuedBytes <= highWater / 2 {
         s.writeWaiter = nil
         waiter.resume()
       }
-      if s.chunks.isEmpty {
-        if let status = s.status { return .end(written, status) }
-        if written == 0 {
-          s.needsWake = true
-          return .deferred
-        }
-      }
-      return .data(written)
+      return true
     }
   }
 }
