@@ -344,6 +344,17 @@ public final class PostgresSchedulerStore: Sendable {
     SchedulerError
   ) -> T {
     let timeout = Duration.seconds(config.queryTimeoutSeconds)
+    let began = ContinuousClock.now
+    // A statement that outlives its timeout holds its caller until it ends (the group waits
+    // for it): worth a line, as it stalls whatever waits on that caller.
+    defer {
+      let took = ContinuousClock.now - began
+      if took > timeout + .seconds(1) {
+        logger.warning(
+          "a database step ended long after its timeout",
+          metadata: ["database": "\(config.displayName)", "step": "\(what)", "seconds": "\(took.components.seconds)"])
+      }
+    }
     do {
       let value = try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await body() }
@@ -353,6 +364,7 @@ public final class PostgresSchedulerStore: Sendable {
         }
         defer { group.cancelAll() }
         guard let first = try await group.next(), let value = first else {
+          logger.debug("no answer within the query timeout; cancelling", metadata: ["step": "\(what)"])
           throw SchedulerError(.unavailable, "no answer within \(timeout.components.seconds)s (query_timeout_seconds)")
         }
         return value
