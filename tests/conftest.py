@@ -9,7 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
+# Tests fork processes (PostgreSQL restarted mid-test) while grpcio channels are busy in
+# other threads; grpcio's fork handlers then abort the child ("Check failed:
+# next_worker->state == KICKED") before it execs. No test relies on grpcio across fork.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import grpc  # noqa: E402
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -305,3 +305,73 @@ def test_example_ha_config_passes_check(tmp_path):
                                                               "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "state shared in PostgreSQL db.internal:5432/apus (sslmode verify-full" in out.stdout
+
+
+def execute_like_bazel(address, action_digest, deadline):
+    """What Bazel 4 does with `--remote_retries`: Execute; when a stream ends or breaks before
+    the operation is done, WaitExecution by its name (through the same load-balanced address);
+    when that says NOT_FOUND, Execute again. Returns (name, response, calls); raises
+    AssertionError naming the operation if a stream stays open, silent, past `deadline`."""
+    name, calls = None, []
+    while time.time() < deadline:
+        call = "WaitExecution" if name else "Execute"
+        try:
+            with grpc.insecure_channel(address) as ch:
+                stub = re_grpc.ExecutionStub(ch)
+                if name is None:
+                    stream = stub.Execute(re_pb2.ExecuteRequest(action_digest=action_digest), timeout=deadline - time.time())
+                else:
+                    stream = stub.WaitExecution(re_pb2.WaitExecutionRequest(name=name), timeout=deadline - time.time())
+                for op in stream:
+                    name = op.name
+                    if op.done:
+                        calls.append(f"{call}: done")
+                        return name, response_of(op), calls
+                calls.append(f"{call} {name}: ended without an answer")
+        except grpc.RpcError as e:
+            calls.append(f"{call} {name}: {e.code().name} {e.details()}")
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                break
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                name = None
+            elif e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
+                                  grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED):
+                raise
+            time.sleep(0.2)
+    raise AssertionError(f"operation {name} got no answer: {calls}")
+
+
+def test_execute_streams_open_across_a_postgres_outage_are_all_answered(tmp_path, cluster):
+    """Many Execute streams open while PostgreSQL is stopped for 10 s (as a Bazel build sees
+    it): each gets its result or an error it retries on, never silence; none is lost."""
+    s0, s1 = cluster["schedulers"]
+    pg = cluster["postgres"]
+    start_worker(tmp_path, cluster, 0, [s0.address, s1.address], slots=6)
+    start_worker(tmp_path, cluster, 1, [s1.address, s0.address], slots=6)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    count, parallel = 120, 24
+    with grpc.insecure_channel(cluster["cas"].address) as cas:
+        actions = [Action(cas, ["/bin/sh", "-c", f"echo run >> {marks}/{i}; sleep 0.3; echo result-{i}"])
+                   for i in range(count)]
+    deadline = time.time() + 150
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(execute_like_bazel, cluster["proxy"].address, a.digest, deadline) for a in actions]
+        started = time.time() + 60
+        while len(list(marks.iterdir())) < 30 and time.time() < started:
+            time.sleep(0.05)
+        assert len(list(marks.iterdir())) >= 30, "actions did not start"
+        pg.stop()
+        time.sleep(10)
+        pg.start()
+        errors = []
+        for i, f in enumerate(futures):
+            try:
+                _, response, _ = f.result(timeout=max(1, deadline - time.time() + 5))
+                assert response.status.code == 0, response.status
+                assert stdout(cluster, response) == f"result-{i}\n".encode()
+            except AssertionError as e:
+                errors.append(f"action {i}: {e}")
+    assert not errors, "\n".join(errors[:10])
+    for i in range(count):
+        assert 1 <= (marks / str(i)).read_text().count("run") <= MAX_JOB_RETRIES + 1

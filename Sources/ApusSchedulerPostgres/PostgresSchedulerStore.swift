@@ -370,23 +370,47 @@ public final class PostgresSchedulerStore: Sendable {
   // MARK: - Internals
 
   /// Runs one database step with the query timeout, mapping failures to UNAVAILABLE.
+  ///
+  /// The caller waits for the step's result, its timeout or its own cancellation, whichever
+  /// comes first (`StatementRace`), never for the end of a step that outlived its timeout:
+  /// that one is cancelled and left to end by itself. It runs as its own task, not a child
+  /// of the caller, for that reason alone: a child would hold the caller until it ended.
   @discardableResult
   func perform<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws(
     SchedulerError
   ) -> T {
     let timeout = Duration.seconds(config.queryTimeoutSeconds)
+    let race = StatementRace<T>()
+    let (logger, database) = (self.logger, config.displayName)
+    let statement = Task {
+      let began = ContinuousClock.now
+      do {
+        race.finish(.success(try await body()))
+      } catch {
+        race.finish(.failure(error))
+      }
+      let took = ContinuousClock.now - began
+      if took > timeout + .seconds(1) {
+        logger.warning(
+          "a database step ended long after its timeout",
+          metadata: ["database": "\(database)", "step": "\(what)", "seconds": "\(took.components.seconds)"])
+      }
+    }
+    defer { statement.cancel() }
     do {
-      let value = try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
+      let value = try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask {
           try await Task.sleep(for: timeout)
-          return nil
+          logger.debug("no answer within the query timeout; cancelling", metadata: ["step": "\(what)"])
+          race.finish(
+            .failure(SchedulerError(.unavailable, "no answer within \(timeout.components.seconds)s (query_timeout_seconds)")))
         }
         defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-          throw SchedulerError(.unavailable, "no answer within \(timeout.components.seconds)s (query_timeout_seconds)")
+        return try await withTaskCancellationHandler {
+          try await race.wait()
+        } onCancel: {
+          race.finish(.failure(CancellationError()))
         }
-        return value
       }
       if health.succeeded() {
         logger.notice("the scheduler's database answers again", metadata: ["database": "\(config.displayName)"])

@@ -151,6 +151,21 @@ extension SharedScheduler {
     return true
   }
 
+  /// Queues again (no attempt counted) an action this worker was handed while the copy it
+  /// had been told to stop was still ending: the worker ignored that start.
+  func handBackLostStart(_ name: String, worker id: String) async {
+    logger.debug("a start reached a worker while its stopped copy was ending; queued again",
+      metadata: ["worker": "\(id)", "operation": "\(name)"])
+    do {
+      _ = try await store.handBack(name, worker: id)
+    } catch {
+      // Only with the database away: the action then stays assigned to this worker until
+      // its execute deadline (timeout plus a lease) queues it again.
+      logger.warning("could not queue again an action its worker does not run",
+        metadata: ["worker": "\(id)", "operation": "\(name)", "error": "\(error.message)"])
+    }
+  }
+
   /// Reads the dirty operations again and tells watchers and workers what changed.
   func refresh() async {
     guard !dirty.isEmpty else { return }
@@ -247,13 +262,35 @@ extension SharedScheduler {
   /// Every third of a lease: renew this process's worker leases, requeue the actions of
   /// expired ones, retry results the database refused, forget old operations. Also pings,
   /// so an idle process sees an outage and its end.
+  ///
+  /// After an outage (any failed step here) orphans wait one lease before being queued
+  /// again: no process could renew its leases meanwhile, so an expired lease says nothing
+  /// about its worker until every live owner has had a sweep to renew it. Requeueing at
+  /// once took actions from connected workers still running them, and the stop sent to
+  /// such a worker could leave the action assigned to it but run nowhere.
   private func sweep() async {
     let every = Duration.milliseconds(max(200, store.config.leaseSeconds * 1000 / 3))
+    let lease = Duration.seconds(store.config.leaseSeconds)
+    var outage = false
+    var requeueFrom = ContinuousClock.now
     while !Task.isCancelled {
       try? await Task.sleep(for: every)
       do {
         try await store.ping()
         try await store.renewLeases(Array(workers.keys))
+        if outage {
+          outage = false
+          requeueFrom = .now + lease
+          logger.debug(
+            "database back: leases renewed; lost workers' actions are queued again after one lease",
+            metadata: ["lease_seconds": "\(store.config.leaseSeconds)", "pending_results": "\(pendingResults.count)"])
+        }
+        // Results first: an action whose result waited out the outage is finished, not rerun.
+        while let result = pendingResults.first {
+          _ = try await store.finish(result.name, worker: result.worker, result.response)
+          pendingResults.removeFirst()
+        }
+        guard ContinuousClock.now >= requeueFrom else { continue }
         for (name, failed) in try await store.requeueOrphans() {
           if failed {
             metrics.failed.increment()
@@ -264,12 +301,9 @@ extension SharedScheduler {
             failed ? "action failed: its worker was lost too often" : "action queued again: its worker's lease ran out",
             metadata: ["operation": "\(name)"])
         }
-        while let result = pendingResults.first {
-          _ = try await store.finish(result.name, worker: result.worker, result.response)
-          pendingResults.removeFirst()
-        }
         _ = try await store.purge(completedBefore: config.completedOperationSeconds)
       } catch {
+        outage = true
         continue  // logged by the store when the outage began
       }
     }

@@ -325,9 +325,20 @@ public actor SharedScheduler {
   public func finished(_ id: String, _ message: ActionFinished) async {
     workers[id]?.lastSeen = .now
     let name = message.operationName
+    // Told to stop, then given the same action again before the stopped copy ended: the
+    // worker took that start for the running copy, so nothing runs it now.
+    let startLost = killed.contains(name) && runningOn[name] == id
     release(name, from: id)
     if killed.remove(name) != nil && !message.handedBack {
+      if startLost { await handBackLostStart(name, worker: id) }
       dispatchWake.yield()
+      return
+    }
+    if !message.handedBack, store.health.unavailableReason != nil {
+      // The database is away: the result waits for the sweeper at once, rather than after
+      // a query timeout that would hold up this worker's stream and its keep-alives.
+      pendingResults.append((name, id, message.response ?? Self.failure(.internal, "the worker sent no result")))
+      logger.debug("result kept until the database is back", metadata: ["worker": "\(id)", "operation": "\(name)"])
       return
     }
     do {

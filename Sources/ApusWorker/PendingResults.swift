@@ -59,8 +59,10 @@ struct PendingResults: Sendable {
   }
 
   /// The result held for `name` (pending or recently sent): a StartAction for an operation
-  /// that already ended here is answered with it instead of running the action again.
+  /// that already ended here is answered with it instead of running the action again. A
+  /// killed copy's CANCELLED is no answer: the scheduler stopped it and now wants it run.
   func result(for name: String) -> ActionFinished? {
-    pending.last { $0.operationName == name } ?? recent.last { $0.finished.operationName == name }?.finished
+    let held = pending.last { $0.operationName == name } ?? recent.last { $0.finished.operationName == name }?.finished
+    return held?.response?.status?.code == RPCStatusCode.cancelled.rawValue ? nil : held
   }
 }

@@ -39,12 +39,21 @@ struct ProcessRunner: Sendable {
     var pid: pid_t = 0
     let env = environment.map { "\($0.0)=\($0.1)" }
     var step = "posix_spawn"
-    let rc = withCStrings(arguments) { argv in
-      withCStrings(env) { envp in
-        isolation.isTrivial(blockNetwork: blockNetwork)
-          ? apusSpawn(path, argv, envp, directory, out, err, &pid)
-          : apusSpawnIsolated(path, argv, envp, directory, out, err, isolation, blockNetwork, &pid, &step)
+    var rc: Int32 = 0
+    // ETXTBSY: an executable input was written moments ago, and a process another action
+    // forked meanwhile still holds a copy of that write descriptor until its own exec. It
+    // passes within milliseconds, so the spawn is tried again (as Go and Bazel do).
+    for attempt in 0..<8 {
+      step = "posix_spawn"
+      rc = withCStrings(arguments) { argv in
+        withCStrings(env) { envp in
+          isolation.isTrivial(blockNetwork: blockNetwork)
+            ? apusSpawn(path, argv, envp, directory, out, err, &pid)
+            : apusSpawnIsolated(path, argv, envp, directory, out, err, isolation, blockNetwork, &pid, &step)
+        }
       }
+      guard rc == ETXTBSY else { break }
+      try await Task.sleep(for: .milliseconds(10 << attempt))
     }
     guard rc == 0 else {
       throw ExecutionFailure(.invalidArgument, "cannot start \(program): \(step): \(String(cString: strerror(rc)))")

@@ -176,6 +176,31 @@ struct SharedSchedulerTests {
     }
   }
 
+  @Test("an action queued again while its worker runs it: stopped, and started anew once the stopped copy has ended")
+  func startNotLostToAStoppingCopy() async throws {
+    try await withSchedulers(1) { s in
+      let name = try await s[0].submit(job(12, mergeable: false))
+      let inbox = Inbox()
+      try await s[0].registerWorker(id: "w", properties: [], capacity: 1, runningOperations: [], send: inbox.send)
+      try await waitUntil { inbox.started == [name] }
+      // As another process's sweeper does when the lease ran out during an outage.
+      #expect(try await s[0].store.handBack(name, worker: "w"))
+      try await waitUntil { inbox.killed == [name] && inbox.started.count == 2 }
+      #expect(inbox.killed == [name])
+      #expect(inbox.started == [name, name])
+      // The stopped copy ends after the new start reached the worker, which took that start
+      // for the copy it was stopping: the action must be started again, not left assigned.
+      var report = ActionFinished()
+      report.operationName = name
+      report.response = PostgresSchedulerStore.failure(.cancelled, "the action was cancelled")
+      await s[0].finished("w", report)
+      try await waitUntil { inbox.started.count == 3 }
+      #expect(inbox.started == [name, name, name])
+      await s[0].finished("w", finished(name))
+      #expect(try await s[0].operation(name)?.done == true)
+    }
+  }
+
   @Test("ListOperations pages an instance's operations in creation order; DeleteOperation only finished ones")
   func listAndDelete() async throws {
     try await withSchedulers(1) { s in

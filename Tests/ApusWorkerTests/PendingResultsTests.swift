@@ -29,6 +29,22 @@ struct PendingResultsTests {
     #expect(p.isEmpty)
   }
 
+  @Test("a killed copy's CANCELLED never answers a new start of the same operation; a real result does")
+  func killedCopyIsNoAnswer() {
+    var p = PendingResults(limit: 10)
+    var killed = ActionFinished()
+    killed.operationName = "k"
+    var cancelled = ExecuteResponse()
+    cancelled.status = RPCStatusMessage(.cancelled, "the action was cancelled")
+    killed.response = cancelled
+    _ = p.add(killed)
+    _ = p.add(result("r", exit: 3))
+    #expect(p.result(for: "k") == nil)
+    for f in p.take() { p.sent(f, at: .now) }
+    #expect(p.result(for: "k") == nil)
+    #expect(p.result(for: "r")?.response?.result?.exitCode == 3)
+  }
+
   @Test("a failed write puts the rest back ahead of newer results")
   func restore() {
     var p = PendingResults(limit: 3)
