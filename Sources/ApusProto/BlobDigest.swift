@@ -56,9 +56,14 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
   }
 
   /// The hash as four big-endian words, the layout of `h0`…`h3`.
-  private typealias Words = (UInt64, UInt64, UInt64, UInt64)
+  typealias Words = (UInt64, UInt64, UInt64, UInt64)
 
-  private static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> Words? {
+  init(words: Words, sizeBytes: Int64) {
+    (h0, h1, h2, h3) = words
+    self.sizeBytes = sizeBytes
+  }
+
+  static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> Words? {
     guard utf8.count == 64 else { return nil }
     return nibbles.withUnsafeBufferPointer { table in
       var invalid: UInt8 = 0
@@ -95,16 +100,27 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
 
   /// Lowercase hex of the hash.
   public var hashHex: String {
-    let digits: [UInt8] = Array("0123456789abcdef".utf8)
-    return String(unsafeUninitializedCapacity: 64) { buffer in
-      var i = 0
-      for byte in hashBytes {
-        buffer[i] = digits[Int(byte >> 4)]
-        buffer[i + 1] = digits[Int(byte & 0xF)]
-        i += 2
-      }
+    String(unsafeUninitializedCapacity: 64) { buffer in
+      writeHex(into: buffer)
       return 64
     }
+  }
+
+  /// Writes the 64 lowercase hex digits of the hash to the start of `buffer` (at least 64
+  /// bytes), for encoders that place them straight into a message.
+  func writeHex(into buffer: UnsafeMutableBufferPointer<UInt8>) {
+    precondition(buffer.count >= 64, "a SHA-256 hash is 64 hex digits")
+    func put(_ word: UInt64, at start: Int) {
+      for i in 0..<16 {
+        let nibble = UInt8(truncatingIfNeeded: word >> UInt64(60 - 4 * i)) & 0x0F
+        // "0"..."9" then "a"..."f" by arithmetic: no table to load.
+        buffer[start + i] = nibble < 10 ? 0x30 + nibble : 0x57 + nibble
+      }
+    }
+    put(h0, at: 0)
+    put(h1, at: 16)
+    put(h2, at: 32)
+    put(h3, at: 48)
   }
 
   /// `hash/size`, the form used in resource names and error messages.

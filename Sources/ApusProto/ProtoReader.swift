@@ -77,7 +77,7 @@ public struct ProtoReader: Sendable {
     }
   }
 
-  private mutating func lengthDelimitedRange(_ tag: FieldTag) throws -> Range<Int> {
+  mutating func lengthDelimitedRange(_ tag: FieldTag) throws -> Range<Int> {
     try expect(tag, .lengthDelimited)
     let length = try readVarint()
     guard length <= UInt64(end - index) else {
@@ -124,6 +124,39 @@ public struct ProtoReader: Sendable {
     guard depth < Self.maxDepth else { throw ProtoDecodingError("messages nested too deeply") }
     var inner = ProtoReader(storage: storage, range: range, depth: depth + 1)
     return try M(reading: &inner)
+  }
+
+  /// A `Digest` sub-message, its hash parsed from the received bytes in place.
+  ///
+  /// Accepts and rejects exactly what `message(tag, as: Digest.self)` does, with the same
+  /// errors: the last occurrence of a field wins, unknown fields are skipped, a hash that
+  /// is not UTF-8 throws; only a well-formed digest skips the `String`.
+  public mutating func digest(_ tag: FieldTag) throws -> DecodedDigest {
+    let range = try lengthDelimitedRange(tag)
+    guard depth < Self.maxDepth else { throw ProtoDecodingError("messages nested too deeply") }
+    var inner = ProtoReader(storage: storage, range: range, depth: depth + 1)
+    var hash = range.lowerBound..<range.lowerBound
+    var words: BlobDigest.Words?
+    var sizeBytes: Int64 = 0
+    while let field = try inner.nextTag() {
+      switch field.number {
+      case 1:
+        hash = try inner.lengthDelimitedRange(field)
+        // In place: `hash` is within the storage (checked by lengthDelimitedRange).
+        words = storage.withUnsafeBufferPointer { BlobDigest.parseHex(UnsafeBufferPointer(rebasing: $0[hash])) }
+        if words == nil, String(validating: storage[hash], as: UTF8.self) == nil {
+          throw ProtoDecodingError("field \(field.number) is not valid UTF-8")
+        }
+      case 2: sizeBytes = try inner.int64(field)
+      default: try inner.skip(field)
+      }
+    }
+    if let words, sizeBytes >= 0 { return .valid(BlobDigest(words: words, sizeBytes: sizeBytes)) }
+    var digest = Digest()
+    // Checked as UTF-8 above, when it was read.
+    digest.hash = String(decoding: storage[hash], as: UTF8.self)
+    digest.sizeBytes = sizeBytes
+    return .invalid(digest)
   }
 
   /// Repeated varint field in either packed or unpacked encoding.

@@ -78,6 +78,39 @@ public struct ProtoWriter: Sendable {
     for value in values { writeNested(field) { value.encode(to: &$0) } }
   }
 
+  /// A `Digest` sub-message from a ``BlobDigest``, its hex written straight into the
+  /// buffer: no `Digest` and no hex `String` on the way. The bytes `message(field,
+  /// digest.proto)` writes.
+  public mutating func digest(_ field: Int, _ digest: BlobDigest) {
+    writeTag(field, .lengthDelimited)
+    writeVarint(UInt64(Self.digestBodySize(digest)))
+    writeTag(1, .lengthDelimited)
+    writeVarint(64)
+    let start = bytes.count
+    bytes.append(contentsOf: repeatElement(0, count: 64))
+    // Safe: the 64 bytes from `start` were just appended; writeHex checks the count.
+    bytes.withUnsafeMutableBufferPointer { buffer in
+      digest.writeHex(into: UnsafeMutableBufferPointer(rebasing: buffer[start...]))
+    }
+    int64(2, digest.sizeBytes)
+  }
+
+  /// The bytes ``digest(_:_:)`` writes, to size a buffer ahead.
+  public static func digestFieldSize(_ field: Int, _ digest: BlobDigest) -> Int {
+    let body = digestBodySize(digest)
+    return varintSize(UInt64(field) << 3) + varintSize(UInt64(body)) + body
+  }
+
+  /// A Digest's content: hash tag, length and 64 digits, then the size unless it is 0.
+  private static func digestBodySize(_ digest: BlobDigest) -> Int {
+    digest.sizeBytes == 0 ? 66 : 67 + varintSize(UInt64(bitPattern: digest.sizeBytes))
+  }
+
+  /// Bytes of `value` as a varint.
+  static func varintSize(_ value: UInt64) -> Int {
+    max(1, (64 - value.leadingZeroBitCount + 6) / 7)
+  }
+
   /// Packed repeated varints (the proto3 default for repeated enums and integers).
   public mutating func packedVarints(_ field: Int, _ values: [UInt64]) {
     guard !values.isEmpty else { return }

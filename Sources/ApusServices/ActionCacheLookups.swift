@@ -25,6 +25,24 @@ public final class ActionCacheLookups: Sendable {
     }
   }
 
+  /// One instance's counts, looked up once: the lock and the dictionary of `counts(_:)` are
+  /// only taken on the instance's first lookup, not on every call.
+  final class Slot: Sendable {
+    let instance: String
+    /// Unretained: `shared` keeps every Counts it makes for the life of the process.
+    private let found = Atomic<Unmanaged<Counts>?>(nil)
+
+    init(instance: String) { self.instance = instance }
+
+    var counts: Counts {
+      if let known = found.load(ordering: .acquiring) { return known.takeUnretainedValue() }
+      // Racing first lookups store the same object: `counts(_:)` makes one per name.
+      let counts = ActionCacheLookups.shared.counts(instance)
+      found.store(Unmanaged.passUnretained(counts), ordering: .releasing)
+      return counts
+    }
+  }
+
   private let counts = Mutex<[String: Counts]>([:])
 
   /// The counter of `instance`, made on first use (instances are fixed by the config).

@@ -11,14 +11,15 @@ struct ActionCacheService {
   func register(on router: inout RPCRouter) {
     let table = self.table
     router.unary(
-      Self.prefix + "GetActionResult", GetActionResultRequest.self, auth: table.authorizer,
+      Self.prefix + "GetActionResult", DecodedGetActionResultRequest.self, auth: table.authorizer,
       instance: { $0.instanceName }
     ) { request, _ in
       try DigestCheck.checkFunction(request.digestFunction)
-      let ac = try table.actionCache(request.instanceName)
+      let entry = try table.entry(request.instanceName)
+      let ac = try table.actionCache(of: entry)
       let key = try DigestCheck.validate(request.actionDigest, "action_digest")
       let bytes = try await ac.readAll(key, maxBytes: table.maxMessageBytes)
-      ActionCacheLookups.shared.counts(request.instanceName).record(hit: bytes != nil)
+      entry.lookups.counts.record(hit: bytes != nil)
       guard let bytes else { throw RPCError(.notFound, "no action result for \(key)") }
       return bytes
     }

@@ -15,10 +15,10 @@ struct ContentAddressableStorageService {
   func register(on router: inout RPCRouter) {
     let table = self.table
     router.unary(
-      Self.prefix + "FindMissingBlobs", FindMissingBlobsRequest.self, auth: table.authorizer,
+      Self.prefix + "FindMissingBlobs", DecodedFindMissingBlobsRequest.self, auth: table.authorizer,
       instance: { $0.instanceName }
     ) { request, _ in
-      try await Self.findMissing(table, request).serializedBytes()
+      FindMissingBlobsResponse.serializedBytes(missing: try await Self.findMissing(table, request))
     }
     router.unary(
       Self.prefix + "BatchUpdateBlobs", BatchUpdateBlobsRequest.self, auth: table.authorizer,
@@ -40,20 +40,19 @@ struct ContentAddressableStorageService {
     }
   }
 
+  /// The digests of `request` the CAS lacks, in request order; the empty blob is never
+  /// missing.
   static func findMissing(
-    _ table: InstanceTable, _ request: FindMissingBlobsRequest
-  ) async throws -> FindMissingBlobsResponse {
+    _ table: InstanceTable, _ request: DecodedFindMissingBlobsRequest
+  ) async throws -> [BlobDigest] {
     try DigestCheck.checkFunction(request.digestFunction)
     let cas = try table.cas(request.instanceName)
-    var digests: [BlobDigest] = []
-    digests.reserveCapacity(request.blobDigests.count)
-    for (i, d) in request.blobDigests.enumerated() {
-      let valid = try DigestCheck.validate(d, "blob_digests[\(i)]")
-      if !valid.isEmpty { digests.append(valid) }
+    if let (i, invalid) = request.firstInvalid {
+      _ = try DigestCheck.validate(invalid, "blob_digests[\(i)]")
     }
-    var response = FindMissingBlobsResponse()
-    response.missingBlobDigests = try await cas.findMissing(digests).map(\.proto)
-    return response
+    var digests = request.digests
+    if digests.contains(where: \.isEmpty) { digests.removeAll(where: \.isEmpty) }
+    return try await cas.findMissing(digests)
   }
 
   static func batchUpdate(

@@ -29,7 +29,7 @@ struct CompressedBlobsTests {
   func present(_ data: [UInt8]) async throws -> Bool {
     var find = FindMissingBlobsRequest()
     find.blobDigests = [SHA256Hasher.digest(of: data).proto]
-    return try await ContentAddressableStorageService.findMissing(table, find).missingBlobDigests.isEmpty
+    return try await ContentAddressableStorageService.findMissing(table, find.decoded()).isEmpty
   }
 
   @Test("a zstd batch upload is stored uncompressed and read back either way")
@@ -108,10 +108,10 @@ struct CompressedBlobsTests {
     var find = FindMissingBlobsRequest()
     find.digestFunction = .blake3
     await #expect(throws: RPCError(.invalidArgument, "digest_function BLAKE3 (9) is not supported; only SHA256 is")) {
-      _ = try await ContentAddressableStorageService.findMissing(table, find)
+      _ = try await ContentAddressableStorageService.findMissing(table, find.decoded())
     }
     find.digestFunction = .sha256
-    _ = try? await ContentAddressableStorageService.findMissing(table, find)
+    _ = try? await ContentAddressableStorageService.findMissing(table, find.decoded())
   }
 
   @Test("ByteStream names: zstd and sha256 pass; other compressors and digest functions are refused")

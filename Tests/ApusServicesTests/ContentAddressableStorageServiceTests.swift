@@ -33,8 +33,8 @@ struct ContentAddressableStorageServiceTests {
     #expect(response.responses.map { $0.status?.code ?? -1 } == [0, 0, 0])
     var find = FindMissingBlobsRequest()
     find.blobDigests = (blobs + [[9]]).map { SHA256Hasher.digest(of: $0).proto }
-    let missing = try await ContentAddressableStorageService.findMissing(table, find)
-    #expect(missing.missingBlobDigests == [SHA256Hasher.digest(of: [9]).proto])
+    let missing = try await ContentAddressableStorageService.findMissing(table, find.decoded())
+    #expect(missing == [SHA256Hasher.digest(of: [9])])
   }
 
   @Test("instances without a CAS answer UNIMPLEMENTED; unknown ones INVALID_ARGUMENT")
@@ -47,12 +47,34 @@ struct ContentAddressableStorageServiceTests {
     }
   }
 
+  @Test("a malformed digest is named by its index, after the instance check")
+  func malformedDigest() async throws {
+    var find = FindMissingBlobsRequest()
+    var bad = Digest()
+    bad.hash = "ABC"
+    bad.sizeBytes = 3
+    var negative = SHA256Hasher.digest(of: [1]).proto
+    negative.sizeBytes = -2
+    find.blobDigests = [SHA256Hasher.digest(of: [1]).proto, bad, negative]
+    await #expect(throws: RPCError(.invalidArgument, "blob_digests[1] hash \"ABC\" is not 64 lowercase hex digits (SHA-256)")) {
+      _ = try await ContentAddressableStorageService.findMissing(table, find.decoded())
+    }
+    find.blobDigests = [SHA256Hasher.digest(of: [1]).proto, negative, bad]
+    await #expect(throws: RPCError(.invalidArgument, "blob_digests[1] has negative size -2")) {
+      _ = try await ContentAddressableStorageService.findMissing(table, find.decoded())
+    }
+    find.instanceName = "zz"
+    await #expect(throws: RPCError(.invalidArgument, "unknown instance name \"zz\"")) {
+      _ = try await ContentAddressableStorageService.findMissing(table, find.decoded())
+    }
+  }
+
   @Test("unsupported digest functions are refused")
   func digestFunction() async {
     var find = FindMissingBlobsRequest()
     find.digestFunction = .blake3
     await #expect(throws: RPCError.self) {
-      _ = try await ContentAddressableStorageService.findMissing(table, find)
+      _ = try await ContentAddressableStorageService.findMissing(table, find.decoded())
     }
   }
 
@@ -63,5 +85,12 @@ struct ContentAddressableStorageServiceTests {
     #expect(RPCError(from: StoreError(.resourceExhausted, "x")).code == .resourceExhausted)
     #expect(RPCError(from: ProtoDecodingError("x")).code == .internal)
     #expect(RPCError(from: CancellationError()).code == .cancelled)
+  }
+}
+
+extension FindMissingBlobsRequest {
+  /// The request as the server decodes it from the wire.
+  func decoded() throws -> DecodedFindMissingBlobsRequest {
+    try DecodedFindMissingBlobsRequest(serializedBytes: serializedBytes())
   }
 }
