@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,10 @@ class Context:
         self.__dict__.update(MODES[self.mode])
         self.apus, self.work, self.peer, self.s3 = args.apus, work, not args.no_peer, args.s3
         self.baseline_apus = args.baseline_apus
+        self.command = " ".join(["Benchmarks/suite.py"] + sys.argv[1:])
+        # The checkout's commit: the measured binary's when it was built here (Benchmarks/run).
+        self.commit = subprocess.run(["git", "-C", common.ROOT, "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip() or "?"
         self.figures, self.sections, self.targets, self.ratios, self.failures = [], [], [], {}, []
         self.sha256_mbps = common.openssl_sha256_mbps(1 if self.mode == "smoke" else 3)
 
@@ -90,6 +95,7 @@ class Context:
 
     def as_json(self):
         return {"mode": self.mode, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "command": self.command, "commit": self.commit, "apus": self.apus, "baseline_apus": self.baseline_apus,
                 "machine": {"cores": os.cpu_count(), "arch": platform.machine(), "kernel": platform.release()},
                 "openssl_sha256_MBps": self.sha256_mbps,
                 "figures": [f.as_json() for f in self.figures], "ratios": self.ratios,
