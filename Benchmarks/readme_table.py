@@ -18,6 +18,11 @@ RPCS = [("GetActionResult", "GetActionResult"), ("FindMissingBlobs, 10 digests",
 PINNINGS = ["1 core", "1 core, 1 event loop", "2 cores"]
 
 
+def ratio(a, b):
+    """a / b, nan when b is 0 (a smoke run's CPU can round to nothing)."""
+    return a / b if b else float("nan")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="?", default=os.path.join(os.path.dirname(HERE), ".build", "benchmarks.json"))
@@ -43,13 +48,13 @@ def main():
         if apus_us is None or floor is None:
             continue
         row(f"{shown}, {streams} streams: server µs of CPU per request", f"{apus_us:.1f}",
-            f"{floor['median']:.2f} ({floor['note']})", f"**{apus_us / floor['median']:.1f}×**", "≤ 3×")
+            f"{floor['median']:.2f} ({floor['note']})", f"**{ratio(apus_us, floor['median']):.1f}×**", "≤ 3×")
         rate = median(f"{label}, {streams} streams")
         p99 = median(f"{label}, {streams} streams, p99")
         base = median(f"baseline {label}, {streams} streams, p99")
         if rate is not None:
             row(f"{shown}, {streams} streams: req/s (p99 ms)", f"{rate:,.0f} ({p99:.2f})",
-                f"previous release p99 {base:.2f} ms" if base else "", f"p99 {p99 / base:.2f}×" if base else "",
+                f"previous release p99 {base:.2f} ms" if base else "", f"p99 {ratio(p99, base):.2f}×" if base else "",
                 "p99 ≤ previous release's" if base else "")
     for pinning in PINNINGS:
         for label, shown in RPCS:
@@ -61,16 +66,16 @@ def main():
                 continue
             row(f"{shown}, {streams} streams, server pinned to {pinning}: req/s, µs of CPU per request",
                 f"{rate['median']:,.0f}, {apus_us:.1f}", f"{floor['note']}, {floor['median']:.2f}",
-                f"{apus_us / floor['median']:.1f}×")
+                f"{ratio(apus_us, floor['median']):.1f}×")
     up, recv, sha = (median(f"{n}: server core-seconds per GB") for n in
                      ("apus memory upload", "nghttpd receiving", "SHA-256, one pass"))
     if None not in (up, recv, sha):
         row("large blob upload, memory store: server core-s per GB", f"{up:.2f}",
-            f"nghttpd receiving {recv:.2f} + SHA-256 {sha:.2f}", f"**{up / (recv + sha):.2f}×**", "≤ 1.15×")
+            f"nghttpd receiving {recv:.2f} + SHA-256 {sha:.2f}", f"**{ratio(up, recv + sha):.2f}×**", "≤ 1.15×")
     down, serve = median("apus memory download: server core-seconds per GB"), median("nghttpd serving: server core-seconds per GB")
     if None not in (down, serve):
         row("large blob download, memory store: server core-s per GB", f"{down:.2f}", f"nghttpd serving {serve:.2f}",
-            f"**{down / serve:.2f}×**", "≤ 1.0×")
+            f"**{ratio(down, serve):.2f}×**", "≤ 1.0×")
 
     commit = args.commit or run.get("commit", "?")
     print(f"Measured {run['date'][:10]}, binary of commit {commit}, {run['machine']['cores']} cores "
