@@ -95,7 +95,8 @@ public final class GRPCClient: Sendable {
   /// The connection on `loop`: at once when connected, else once connected.
   private func connection(on loop: any EventLoop) async throws -> Bound {
     let key = ObjectIdentifier(loop)
-    let (ready, future, promise) = slots.withLock { slots -> (Bound?, EventLoopFuture<Bound>, EventLoopPromise<Bound>?) in
+    let (ready, future, promise) = slots.withLock {
+      slots -> (Bound?, EventLoopFuture<Bound>, EventLoopPromise<Bound>?) in
       if let slot = slots[key] { return (slot.ready, slot.future, nil) }
       let promise = loop.makePromise(of: Bound.self)
       slots[key] = Slot(future: promise.futureResult)
@@ -174,7 +175,9 @@ public final class GRPCClient: Sendable {
   }
 
   /// Opens the call's stream; on the connection's event loop.
-  private func open(_ bound: Bound, _ path: String, _ metadata: [(String, String)], _ timeout: Duration?) throws -> ClientCall {
+  private func open(
+    _ bound: Bound, _ path: String, _ metadata: [(String, String)], _ timeout: Duration?
+  ) throws -> ClientCall {
     guard let connection = bound.value.connection else {
       throw RPCError(.unavailable, "connection to \(host):\(port) is closed")
     }
