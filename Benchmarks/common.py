@@ -75,6 +75,20 @@ class Server:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu_seconds(self):
+        """{thread id: (thread name, user + system CPU seconds so far)} of every thread: shows
+        which threads did the work (NIO's event loops are named NIO-SGLTN-… or NIO-ELT-…)."""
+        threads = {}
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
+                    head, tail = f.read().rsplit(")", 1)
+            except FileNotFoundError:  # the thread ended between listdir and open
+                continue
+            fields = tail.split()
+            threads[tid] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        return threads
+
     def stop(self):
         if self.proc.poll() is None:
             try:
@@ -94,10 +108,11 @@ class Server:
         self.stop()
 
 
-def start_apus(apus, workdir, cas, ac=None, name="apus", port=None, extra=None, listeners=()):
+def start_apus(apus, workdir, cas, ac=None, name="apus", port=None, extra=None, listeners=(), prefix=()):
     """An apus serving instance "" with the given CAS store spec (and a memory AC). Each of
     `listeners` (e.g. {"listen": "127.0.0.1:PORT", "tls": {...}}) is one more servers[] entry
-    serving the same instance; the returned Server's port is the first, plaintext, listener."""
+    serving the same instance; the returned Server's port is the first, plaintext, listener.
+    `prefix` goes before the command, e.g. ["taskset", "-c", "0"] to pin the server."""
     port = port or free_port()
     instances = {"": {"cas": "cas", "action_cache": "ac"}}
     cfg = {"stores": {"cas": cas, "ac": ac or {"memory": {}}},
@@ -108,7 +123,7 @@ def start_apus(apus, workdir, cas, ac=None, name="apus", port=None, extra=None, 
     path = os.path.join(workdir, f"{name}.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
-    server = Server(name, [apus, path], port, workdir)
+    server = Server(name, [*prefix, apus, path], port, workdir)
     try:
         for listener in listeners:
             wait_for_port(int(listener["listen"].rsplit(":", 1)[1]), server.proc, timeout=60)

@@ -174,6 +174,10 @@ def run(ctx):
     notes.append(f"server core-seconds per GB, memory store: upload {core_seconds_per_gb(up):.2f} vs nghttpd "
                  f"receiving {core_seconds_per_gb(ref_up):.2f} + SHA-256 {sha_per_gb:.2f} = **{up_ratio:.2f}×**; "
                  f"download {core_seconds_per_gb(down):.2f} vs nghttpd serving {down_floor:.2f} = **{down_ratio:.2f}×**")
+    for name, value in (("apus memory upload", core_seconds_per_gb(up)), ("nghttpd receiving", core_seconds_per_gb(ref_up)),
+                        ("SHA-256, one pass", sha_per_gb), ("apus memory download", core_seconds_per_gb(down)),
+                        ("nghttpd serving", down_floor)):
+        ctx.add(Figure("large blobs", f"{name}: server core-seconds per GB", "core-s/GB", [value], f"{mib} MiB blob"))
     ctx.ratio("large blob upload: apus memory / (nghttpd receive + SHA-256) server CPU per GB", up_ratio)
     ctx.ratio("large blob download: apus memory / nghttpd server CPU per GB", down_ratio)
     if "buildgrid" in results:

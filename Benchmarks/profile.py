@@ -13,6 +13,7 @@ and prints summary.md. Choose optimisations from it and show before/after with t
 Run it through Benchmarks/profile, which builds a release apus with debug info first."""
 import argparse
 import collections
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -36,6 +37,10 @@ def parse_args():
                    "or any label of small_rpcs.prepare (default GetActionResult)")
     p.add_argument("--streams", type=int, default=64, help="for small: concurrent streams (default 64)")
     p.add_argument("--seconds", type=float, default=5, help="for small: load duration (default 5)")
+    p.add_argument("--through-grpc", action="store_true",
+                   help="for small: the profiled apus serves through grpc stores (CAS and action cache) "
+                        "from a second apus with memory stores, so every call is also a client call: "
+                        "what the client side (GRPCClient, GRPCStore) costs")
     p.add_argument("--blob-mib", type=int, default=512, help="for upload/download: blob size (default 512)")
     p.add_argument("--frequency", type=int, default=999, help="perf sampling frequency in Hz (default 999)")
     p.add_argument("--apus", default=".build/release/apus")
@@ -163,11 +168,18 @@ def summarise(stacks, top, headline):
 def main():
     args = parse_args()
     os.makedirs(args.out, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="apus-profile-") as work:
-        with start_apus(args.apus, work, {"memory": {"max_bytes": 16 << 30}}) as server:
+    with tempfile.TemporaryDirectory(prefix="apus-profile-") as work, contextlib.ExitStack() as stack:
+        cas, ac = {"memory": {"max_bytes": 16 << 30}}, None
+        if args.through_grpc:
+            upstream = stack.enter_context(start_apus(args.apus, work, cas, name="apus-upstream"))
+            url = f"grpc://127.0.0.1:{upstream.port}"
+            cas, ac = {"grpc": {"url": url}}, {"grpc": {"url": url, "role": "action_cache"}}
+        with start_apus(args.apus, work, cas, ac) as server:
             if args.row == "small":
                 with Recording(server.proc.pid, args.out, args.frequency):
                     headline = load_small(args, server, work)
+                if args.through_grpc:
+                    headline = f"through grpc stores to another apus: {headline}"
             else:
                 h, size, body = prepare_blob(args, work)
                 if args.row == "download":

@@ -6,7 +6,11 @@ once through grpcio and its response checked, and h2load's received byte count m
 response for every completed request (a gRPC error would arrive as headers without data).
 Streams are spread over up to 4 connections, as a client with a connection pool would.
 Requests/s is given over 1-second windows (min / median / max); latency percentiles are over
-every request of the run, from h2load's per-request log."""
+every request of the run, from h2load's per-request log.
+
+Two more tables: the issue-15 RPCs with the server pinned to 1 and to 2 cores (`taskset`, nghttpd
+pinned the same way as the reference), and, with `--baseline-apus PATH`, every row on both
+binaries, alternated A B A B, with p99 and CPU per request side by side."""
 import hashlib
 import os
 import statistics
@@ -126,17 +130,18 @@ def load(ctx, server, label, path, request, check, streams, base=None, channel=N
             client_cpu / duration, per_request_us, 5 + len(response))
 
 
-def nghttpd_reference(ctx, size, streams):
+def nghttpd_reference(ctx, size, streams, prefix=()):
     """nghttpd, nghttp2's own C server, answering the same h2load POSTs with a static body of
     the response's size: (requests/s, server CPU µs per request). The floor of the HTTP/2 layer
-    Apus is built on, measured on the same machine in the same run."""
+    Apus is built on, measured on the same machine in the same run. `prefix` as for start_apus
+    (pinning)."""
     root = os.path.join(ctx.work, "nghttpd-rpc")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "reply"), "wb") as f:
         f.write(os.urandom(size))
     body = os.path.join(ctx.work, "rpc.body")
     port = free_port()
-    with Server("nghttpd-rpc", ["nghttpd", "-a", "127.0.0.1", "-d", root, "--no-tls", str(port)],
+    with Server("nghttpd-rpc", [*prefix, "nghttpd", "-a", "127.0.0.1", "-d", root, "--no-tls", str(port)],
                 port, ctx.work) as server:
         conns = min(streams, 4)
         warm_up = 0.5 if ctx.rpc_seconds >= 1 else 0.1
@@ -161,9 +166,33 @@ def measure(ctx, server):
     return results
 
 
+def ratio(a, b):
+    """a / b, or nan when b is 0 (a smoke run's CPU can round to nothing)."""
+    return a / b if b else float("nan")
+
+
+def merge(rounds):
+    """One result per row from the rounds of one binary: every round's 1-second windows, the
+    median of the rounds' p50, p99 and CPU figures, and each round's p99 (for the A/B table)."""
+    merged = {}
+    for key in rounds[0]:
+        runs = [r[key] for r in rounds]
+        rates = [x for run in runs for x in run[0]]
+        mid = [statistics.median(run[i] for run in runs) for i in range(1, 6)]
+        merged[key] = (rates, *mid, runs[0][6], [run[2] for run in runs])
+    return merged
+
+
 def run(ctx):
-    with start_apus(ctx.apus, ctx.work, {"memory": {"max_bytes": 4 << 30}}) as server:
-        apus = measure(ctx, server)
+    # With a baseline binary, both run every row twice, alternated (A B A B), so a drift in the
+    # machine's load hits both alike.
+    binaries = [("apus", ctx.apus)] + ([("baseline", ctx.baseline_apus)] if ctx.baseline_apus else [])
+    rounds = {name: [] for name, _ in binaries}
+    for _ in range(2 if ctx.baseline_apus else 1):
+        for name, path in binaries:
+            with start_apus(path, ctx.work, {"memory": {"max_bytes": 4 << 30}}, name=f"apus-{name}") as server:
+                rounds[name].append(measure(ctx, server))
+    apus = merge(rounds["apus"])
     peer = {}
     if ctx.peer:
         with start_buildgrid(ctx.work) as server:
@@ -174,7 +203,7 @@ def run(ctx):
     floor = {label: nghttpd_reference(ctx, apus[label, top][6], top) for label in FLOOR_RPCS}
 
     rows, notes = [], []
-    for (label, streams), (rates, p50, p99, server_cpu, client_cpu, cpu_us, _) in apus.items():
+    for (label, streams), (rates, p50, p99, server_cpu, client_cpu, cpu_us, _, _) in apus.items():
         fig = ctx.add(Figure("small RPCs", f"{label}, {streams} streams", "req/s", rates,
                              f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"))
         ctx.add(Figure("small RPCs", f"{label}, {streams} streams, p99", "ms", [p99]))
@@ -214,3 +243,96 @@ def run(ctx):
     ctx.target(f"p99 < 5 ms at {top} streams (worst of the single-digest RPCs)",
                apus[slowest, top][2], 5, " ms", slowest, higher_is_better=False)
 
+
+    if ctx.baseline_apus:
+        baseline_table(ctx, apus, merge(rounds["baseline"]), top)
+    pinned_table(ctx, {label: apus[label, top][6] for label in FLOOR_RPCS}, top)
+
+
+def baseline_table(ctx, apus, base, top):
+    """Every row on this binary and on the baseline, from the alternated rounds."""
+    rows = []
+    for key, a in apus.items():
+        b = base[key]
+        label, streams = key
+        ctx.add(Figure("small RPCs", f"baseline {label}, {streams} streams", "req/s", b[0],
+                       f"p50 {b[1]:.3f} ms, p99 {b[2]:.3f} ms"))
+        ctx.add(Figure("small RPCs", f"baseline {label}, {streams} streams, p99", "ms", b[7]))
+        ctx.add(Figure("small RPCs", f"baseline {label}, {streams} streams, server CPU per request", "µs", [b[5]]))
+        ctx.ratio(f"{label}, {streams} streams: apus / baseline p99", ratio(a[2], b[2]))
+        ctx.ratio(f"{label}, {streams} streams: apus / baseline server CPU per request", ratio(a[5], b[5]))
+        rows.append([label, streams, fmt(statistics.median(a[0])), fmt(statistics.median(b[0])),
+                     " / ".join(fmt(x) for x in a[7]), " / ".join(fmt(x) for x in b[7]),
+                     f"{ratio(a[2], b[2]):.2f}", f"{a[5]:.1f}", f"{b[5]:.1f}", f"{ratio(a[5], b[5]):.2f}"])
+    ctx.table(f"Small RPCs against the baseline binary: h2load, {ctx.rpc_seconds} s per row per round, "
+              "rounds alternated A B A B",
+              ["RPC", "streams", "apus req/s", "baseline req/s", "apus p99 ms (round 1 / 2)",
+               "baseline p99 ms (round 1 / 2)", "p99 apus / baseline", "apus µs CPU / req",
+               "baseline µs CPU / req", "CPU apus / baseline"], rows,
+              [f"baseline: {ctx.baseline_apus}; apus: {ctx.apus}. Each binary ran every row twice, in "
+               "the order apus, baseline, apus, baseline; req/s is the median of both rounds' 1-second "
+               "windows, the ratios use the median (here the mean) of the two rounds' p99 and CPU."])
+    for label in SINGLE_DIGEST + [x for x in FLOOR_RPCS if x not in SINGLE_DIGEST]:
+        a, b = apus[label, top], base[label, top]
+        ctx.target(f"p99 ≤ baseline's: {label} at {top} streams", ratio(a[2], b[2]), 1, "×",
+                   f"{a[2]:.3f} ms vs {b[2]:.3f} ms", higher_is_better=False)
+
+
+# (row name, CPUs for taskset, extra command before it). NIO sizes its event-loop group from the
+# machine's (or the cgroup's) CPU count, not the affinity mask, so a server pinned to one core
+# still runs 2 loops on it; the third row shows what matching the loops to the core changes.
+PINNINGS = [("1 core", "0", []), ("1 core, 1 event loop", "0", ["env", "NIO_SINGLETON_GROUP_LOOP_COUNT=1"]),
+            ("2 cores", "0,1", [])]
+
+
+def pinned_table(ctx, sizes, top):
+    """The issue-15 RPCs with the server pinned to 1 and to 2 cores, nghttpd pinned the same;
+    which threads did the work shows whether connections spread over the event loops."""
+    rows, rates = [], {}
+    for name, cpus, before in PINNINGS:
+        prefix = before + ["taskset", "-c", cpus]
+        with start_apus(ctx.apus, ctx.work, {"memory": {"max_bytes": 4 << 30}}, name=f"apus-pinned-{cpus}",
+                        prefix=prefix) as server:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+                calls = prepare(ch)
+            for label in FLOOR_RPCS:
+                threads0 = server.thread_cpu_seconds()
+                r = load(ctx, server, f"{label}, pinned to {name}", *calls[label], top)
+                split = thread_split(threads0, server.thread_cpu_seconds())
+                floor_rate, floor_us = nghttpd_reference(ctx, sizes[label], top, prefix)
+                rate = statistics.median(r[0])
+                rates[name, label] = rate
+                ctx.add(Figure("small RPCs", f"{label}, {top} streams, server pinned to {name}", "req/s", r[0],
+                               f"{r[3]:.2f} server cores, {r[5]:.1f} µs CPU per request; {split}"))
+                ctx.add(Figure("small RPCs", f"{label}, {top} streams, server pinned to {name}, server CPU "
+                               "per request", "µs", [r[5]]))
+                ctx.add(Figure("small RPCs", f"nghttpd, {label}-sized reply, {top} streams, pinned to {name}, "
+                               "server CPU per request", "µs", [floor_us], f"{fmt(floor_rate)} req/s"))
+                ctx.ratio(f"{label}, {top} streams, pinned to {name}: apus / nghttpd server CPU per request",
+                          ratio(r[5], floor_us))
+                rows.append([name, label, fmt(rate), f"{r[3]:.2f}", fmt(ratio(rate, r[3])), f"{r[5]:.1f}",
+                             fmt(floor_rate), f"{floor_us:.2f}", f"{ratio(r[5], floor_us):.1f}×", split])
+    for label in FLOOR_RPCS:
+        ctx.ratio(f"{label}, {top} streams: req/s pinned to 2 cores / to 1 core",
+                  ratio(rates["2 cores", label], rates["1 core", label]))
+    ctx.table(f"Small RPCs with the server pinned (taskset): h2load, {top} streams, {ctx.rpc_seconds} s per row",
+              ["server CPUs", "RPC", "apus req/s", "apus CPU cores", "req/s per apus core", "apus µs CPU / req",
+               "nghttpd req/s", "nghttpd µs CPU / req", "apus / nghttpd", "apus CPU by thread"], rows,
+              ["The server (apus, and nghttpd for its reference row) is pinned with `taskset -c 0` or "
+               "`-c 0,1`; h2load, the client, is not pinned and shares the machine's 2 cores with it, so "
+               "at 2 cores the client takes CPU from the server and req/s understates how apus scales.",
+               "nghttpd is single-threaded: pinning it to 2 cores changes little.",
+               "NIO sizes its event-loop group from the machine's CPU count, not the affinity mask: "
+               "'1 core' runs 2 event loops on one core; '1 core, 1 event loop' sets "
+               "NIO_SINGLETON_GROUP_LOOP_COUNT=1.",
+               "CPU by thread: each event loop's share of the server's CPU in the row (NIO-SGLTN-… "
+               "threads), then the rest; even shares mean connections spread over the loops."])
+
+
+def thread_split(before, after):
+    """Each event loop's share of the process's CPU between two thread_cpu_seconds() readings."""
+    used = {tid: (name, cpu - before.get(tid, (name, 0))[1]) for tid, (name, cpu) in after.items()}
+    total = sum(cpu for _, cpu in used.values()) or 1
+    loops = sorted((name, cpu) for name, cpu in used.values() if name.startswith(("NIO-SGLTN", "NIO-ELT")))
+    rest = total - sum(cpu for _, cpu in loops)
+    return ", ".join(f"loop {i} {cpu / total:.0%}" for i, (_, cpu) in enumerate(loops)) + f", other {rest / total:.0%}"

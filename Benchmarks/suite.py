@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +45,11 @@ class Context:
         self.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
         self.__dict__.update(MODES[self.mode])
         self.apus, self.work, self.peer, self.s3 = args.apus, work, not args.no_peer, args.s3
+        self.baseline_apus = args.baseline_apus
+        self.command = " ".join(["Benchmarks/suite.py"] + sys.argv[1:])
+        # The checkout's commit: the measured binary's when it was built here (Benchmarks/run).
+        self.commit = subprocess.run(["git", "-C", common.ROOT, "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip() or "?"
         self.figures, self.sections, self.targets, self.ratios, self.failures = [], [], [], {}, []
         self.sha256_mbps = common.openssl_sha256_mbps(1 if self.mode == "smoke" else 3)
 
@@ -71,7 +77,8 @@ class Context:
     def report(self):
         lines = [f"## Apus benchmarks ({self.mode}), {datetime.date.today().isoformat()}", "",
                  f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Linux "
-                 f"{platform.release()}; apus {self.apus}", ""]
+                 f"{platform.release()}; apus {self.apus}"
+                 + (f"; baseline apus {self.baseline_apus}" if self.baseline_apus else ""), ""]
         if self.mode == "smoke":
             lines += ["Smoke mode: every scenario once at tiny sizes, to show the suite works. "
                       "These figures say nothing about performance.", ""]
@@ -88,6 +95,7 @@ class Context:
 
     def as_json(self):
         return {"mode": self.mode, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "command": self.command, "commit": self.commit, "apus": self.apus, "baseline_apus": self.baseline_apus,
                 "machine": {"cores": os.cpu_count(), "arch": platform.machine(), "kernel": platform.release()},
                 "openssl_sha256_MBps": self.sha256_mbps,
                 "figures": [f.as_json() for f in self.figures], "ratios": self.ratios,
@@ -103,11 +111,18 @@ def main():
     ap.add_argument("--no-peer", action="store_true", help="skip the BuildGrid side-by-side rows")
     ap.add_argument("--s3", action="store_true", help="large blobs also through an s3 store on moto_server")
     ap.add_argument("--apus", default=os.path.join(common.ROOT, ".build", "release", "apus"))
+    ap.add_argument("--baseline-apus", metavar="PATH",
+                    help="small_rpcs: also run its rows on this binary (e.g. the previous release's), "
+                         "alternating the two (A B A B), and compare p99 and CPU per request")
     ap.add_argument("--json", default=os.path.join(common.ROOT, ".build", "benchmarks.json"))
     ap.add_argument("--markdown", default=os.path.join(common.ROOT, ".build", "benchmarks.md"))
     ap.add_argument("--workdir", help="parent of the scratch directory (default: $TMPDIR)")
     args = ap.parse_args()
     args.apus = os.path.abspath(args.apus)
+    if args.baseline_apus:
+        args.baseline_apus = os.path.abspath(args.baseline_apus)
+        if not os.access(args.baseline_apus, os.X_OK):
+            ap.error(f"--baseline-apus {args.baseline_apus}: not an executable file")
 
     started = time.monotonic()
     work = tempfile.mkdtemp(prefix="apus-bench-", dir=args.workdir)
