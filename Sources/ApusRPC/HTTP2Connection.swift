@@ -246,7 +246,7 @@ class HTTP2Connection {
       nghttp2_session_mem_recv(
         session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
     }
-    if result < 0 { receiveFailed(Int32(result)) }
+    if result < 0 { receiveFailed(Int32(result)) } else { receiveProcessed() }
     applyPendingConsumption()
     flush()
     if result < 0 { close() }
@@ -335,6 +335,8 @@ class HTTP2Connection {
   func beginGracefulShutdown(_ reason: GoawayReason = .shutdown) { close() }
 
   func beginHeaders(_ id: Int32, request: Bool) {}
+  /// Every frame of one read was handled: work deferred to the end of the read runs now.
+  func receiveProcessed() {}
   func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {}
   /// The peer half-closed the stream after DATA.
   func peerEnded(_ stream: CallStream) {}
@@ -590,6 +592,11 @@ class HTTP2Connection {
 
   /// Queues for a new call on `stream`, waking this connection from any thread.
   func makeQueues(_ stream: CallStream, encoding: MessageEncoding) -> (InboundMessageQueue, OutboundQueue) {
+    (makeInbound(stream, encoding: encoding), makeOutbound(stream))
+  }
+
+  /// The request side alone: a call answered on the event loop never needs the other.
+  func makeInbound(_ stream: CallStream, encoding: MessageEncoding) -> InboundMessageQueue {
     let id = stream.id
     let bound = NIOLoopBound(self, eventLoop: eventLoop)
     let loop = eventLoop
@@ -597,12 +604,19 @@ class HTTP2Connection {
       highWater: options.streamWindowBytes, decompressLimit: options.maxReceiveMessageBytes,
       encoding: encoding, account: account,
       onDrained: { loop.execute { bound.value.resumeInbound(id) } })
+    stream.inbound = inbound
+    return inbound
+  }
+
+  func makeOutbound(_ stream: CallStream) -> OutboundQueue {
+    let id = stream.id
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    let loop = eventLoop
     let outbound = OutboundQueue(
       highWater: options.streamWindowBytes,
       wake: { loop.execute { bound.value.outboundReady(id) } })
-    stream.inbound = inbound
     stream.outbound = outbound
-    return (inbound, outbound)
+    return outbound
   }
 
   /// A task queued data or finished: start the stream's outbound side or resume its data.

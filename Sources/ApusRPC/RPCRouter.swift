@@ -6,6 +6,9 @@ public struct RPCRouter: Sendable {
     /// The call lasts as long as the work it follows (Execute, the worker stream), so a
     /// listener's default deadline does not apply to it.
     public var longLived: Bool
+    /// Answers a unary call on the event loop when it can do so without waiting; the
+    /// connection falls back to `handler` when it returns nil (or is absent).
+    public var immediate: RPCImmediateHandler?
     let metrics: MethodMetrics
   }
 
@@ -13,9 +16,16 @@ public struct RPCRouter: Sendable {
 
   public init() {}
 
-  public mutating func register(_ path: String, longLived: Bool = false, _ handler: @escaping RPCHandler) {
+  /// `immediate`, for unary methods only, answers without a task when the answer is at
+  /// hand; it must behave as `handler` would for the same request.
+  public mutating func register(
+    _ path: String, longLived: Bool = false, immediate: RPCImmediateHandler? = nil,
+    _ handler: @escaping RPCHandler
+  ) {
     precondition(handlers[path] == nil, "\(path) registered twice")
-    handlers[path] = Route(handler: handler, longLived: longLived, metrics: MethodMetrics(path: path, longLived: longLived))
+    handlers[path] = Route(
+      handler: handler, longLived: longLived, immediate: immediate,
+      metrics: MethodMetrics(path: path, longLived: longLived))
   }
 
   public func route(for path: String) -> Route? { handlers[path] }

@@ -12,15 +12,19 @@ struct ActionCacheService {
     let table = self.table
     router.unary(
       Self.prefix + "GetActionResult", GetActionResultRequest.self, auth: table.authorizer,
-      instance: { $0.instanceName }
+      instance: { $0.instanceName },
+      now: { request, _ in
+        let (ac, key) = try Self.lookup(table, request)
+        switch try ac.readAllNow(key, maxBytes: table.maxMessageBytes) {
+        case .wouldWait: return nil
+        case .absent: return try Self.answer(nil, request, key)
+        case .found(let bytes): return try Self.answer(bytes, request, key)
+        }
+      }
     ) { request, _ in
-      try DigestCheck.checkFunction(request.digestFunction)
-      let ac = try table.actionCache(request.instanceName)
-      let key = try DigestCheck.validate(request.actionDigest, "action_digest")
-      let bytes = try await ac.readAll(key, maxBytes: table.maxMessageBytes)
-      ActionCacheLookups.shared.counts(request.instanceName).record(hit: bytes != nil)
-      guard let bytes else { throw RPCError(.notFound, "no action result for \(key)") }
-      return bytes
+      let (ac, key) = try Self.lookup(table, request)
+      return try Self.answer(
+        try await ac.readAll(key, maxBytes: table.maxMessageBytes), request, key)
     }
     router.unaryWithBytes(
       Self.prefix + "UpdateActionResult", UpdateActionResultRequest.self, auth: table.authorizer,
@@ -41,6 +45,24 @@ struct ActionCacheService {
       try await ac.writeAll(key, stored)
       return stored
     }
+  }
+
+  /// GetActionResult's checks: the action cache and key the request names.
+  static func lookup(
+    _ table: InstanceTable, _ request: GetActionResultRequest
+  ) throws -> (any BlobStore, BlobDigest) {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let ac = try table.actionCache(request.instanceName)
+    return (ac, try DigestCheck.validate(request.actionDigest, "action_digest"))
+  }
+
+  /// GetActionResult's answer for what the store holds under `key`, counted as a lookup.
+  static func answer(
+    _ bytes: [UInt8]?, _ request: GetActionResultRequest, _ key: BlobDigest
+  ) throws -> [UInt8] {
+    ActionCacheLookups.shared.counts(request.instanceName).record(hit: bytes != nil)
+    guard let bytes else { throw RPCError(.notFound, "no action result for \(key)") }
+    return bytes
   }
 
   /// Every digest an ActionResult names must be well-formed, or clients would later fail.

@@ -16,7 +16,14 @@ struct ContentAddressableStorageService {
     let table = self.table
     router.unary(
       Self.prefix + "FindMissingBlobs", FindMissingBlobsRequest.self, auth: table.authorizer,
-      instance: { $0.instanceName }
+      instance: { $0.instanceName },
+      now: { request, _ in
+        let (cas, digests) = try Self.findMissingQuery(table, request)
+        guard let missing = try cas.findMissingNow(digests) else { return nil }
+        var response = FindMissingBlobsResponse()
+        response.missingBlobDigests = missing.map(\.proto)
+        return response.serializedBytes()
+      }
     ) { request, _ in
       try await Self.findMissing(table, request).serializedBytes()
     }
@@ -43,6 +50,17 @@ struct ContentAddressableStorageService {
   static func findMissing(
     _ table: InstanceTable, _ request: FindMissingBlobsRequest
   ) async throws -> FindMissingBlobsResponse {
+    let (cas, digests) = try findMissingQuery(table, request)
+    var response = FindMissingBlobsResponse()
+    response.missingBlobDigests = try await cas.findMissing(digests).map(\.proto)
+    return response
+  }
+
+  /// FindMissingBlobs's checks: the CAS and the valid digests to look up (the empty blob
+  /// is always present).
+  static func findMissingQuery(
+    _ table: InstanceTable, _ request: FindMissingBlobsRequest
+  ) throws -> (any BlobStore, [BlobDigest]) {
     try DigestCheck.checkFunction(request.digestFunction)
     let cas = try table.cas(request.instanceName)
     var digests: [BlobDigest] = []
@@ -51,9 +69,7 @@ struct ContentAddressableStorageService {
       let valid = try DigestCheck.validate(d, "blob_digests[\(i)]")
       if !valid.isEmpty { digests.append(valid) }
     }
-    var response = FindMissingBlobsResponse()
-    response.missingBlobDigests = try await cas.findMissing(digests).map(\.proto)
-    return response
+    return (cas, digests)
   }
 
   static func batchUpdate(
