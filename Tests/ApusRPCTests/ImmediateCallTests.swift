@@ -99,7 +99,8 @@ struct ImmediateCallTests {
   @Test("a route that cannot answer now falls back to its task")
   func fallback() async throws {
     try await withServer { client, counts in
-      #expect(try await client.unary("/t.I/Now", [0xFE, 1]) == [1, 0xFE])
+      let answer = try await client.unary("/t.I/Now", [0xFE, 1])
+      #expect(answer == [1, 0xFE])
       #expect(counts.immediate.load(ordering: .relaxed) == 0)
       #expect(counts.task.load(ordering: .relaxed) == 1)
     }
