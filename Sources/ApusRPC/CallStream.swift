@@ -3,8 +3,10 @@ import NIOCore
 /// Event-loop state of one HTTP/2 stream carrying a gRPC call, on either side.
 final class CallStream {
   let id: Int32
-  /// Request headers (server) or response headers and trailers (client), as received.
+  /// Client: response headers and trailers, as received.
   var headers: [(String, String)] = []
+  /// Server: what the request headers said.
+  var request = RequestHeaders()
   var deframer: GRPCMessageDeframer
   /// Messages from the peer: requests on a server, responses on a client.
   var inbound: InboundMessageQueue?

@@ -353,8 +353,15 @@ class HTTP2Connection {
 
   // MARK: - Shared stream events
 
-  fileprivate func header(_ id: Int32, name: String, value: String) {
-    streams[id]?.headers.append((name, value))
+  /// One header of a HEADERS frame; the bytes are valid for the call only.
+  func header(_ stream: CallStream, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+    stream.headers.append(
+      (String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+  }
+
+  fileprivate func header(_ id: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+    guard let stream = streams[id] else { return }
+    header(stream, name: name, value: value)
   }
 
   /// SETTINGS, PING, WINDOW_UPDATE…: the first one after the preface completes the handshake.
@@ -694,9 +701,8 @@ private let onHeader: nghttp2_on_header_callback = {
   _, frame, name, nameLength, value, valueLength, _, userData in
   guard let frame, let name, let value, isHeaders(frame) else { return 0 }
   connection(userData).header(
-    frame.pointee.hd.stream_id,
-    name: String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self),
-    value: String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self))
+    frame.pointee.hd.stream_id, name: UnsafeRawBufferPointer(start: name, count: nameLength),
+    value: UnsafeRawBufferPointer(start: value, count: valueLength))
   return 0
 }
 

@@ -114,29 +114,23 @@ final class ServerConnection: HTTP2Connection {
 
   // MARK: - Calls
 
+  /// Server: headers are parsed as they arrive, without a String per header.
+  override func header(
+    _ stream: CallStream, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer
+  ) {
+    stream.request.add(name: name, value: value, router: router)
+  }
+
   private func startCall(_ stream: CallStream) {
-    var method = "", path = "", contentType = "", encoding = "identity", timeoutHeader: String?
-    var acceptEncoding: String?
-    var metadata: [(name: String, value: String)] = []
-    for (name, value) in stream.headers {
-      switch name {
-      case ":method": method = value
-      case ":path": path = value
-      case "content-type": contentType = value
-      case "grpc-encoding": encoding = value
-      case "grpc-timeout": timeoutHeader = value
-      case "grpc-accept-encoding": acceptEncoding = value
-      case "te", "user-agent": break
-      default: if !name.hasPrefix(":") { metadata.append((name, value)) }
-      }
-    }
-    stream.headers = []
-    guard method == "POST" else {
+    let request = stream.request
+    stream.request = RequestHeaders()
+    guard request.isPost else {
       return reject(stream, httpStatus: "405")
     }
-    guard contentType.hasPrefix("application/grpc") else {
+    guard request.isGRPC else {
       return reject(stream, httpStatus: "415")
     }
+    let encoding = request.encoding ?? "identity"
     guard let requestEncoding = MessageEncoding(rawValue: encoding) else {
       return reject(
         stream,
@@ -144,9 +138,11 @@ final class ServerConnection: HTTP2Connection {
           .unimplemented,
           "grpc-encoding \"\(encoding)\" is not supported (\(MessageEncoding.acceptHeader))"))
     }
-    guard let route = router.route(for: path) else {
-      return reject(stream, RPCError(.unimplemented, "unknown method \(path)"))
+    guard let route = request.route else {
+      return reject(stream, RPCError(.unimplemented, "unknown method \(request.unknownPath)"))
     }
+    let timeoutHeader = request.timeout, acceptEncoding = request.acceptEncoding
+    let path = route.path, metadata = request.metadata
     var timeout = route.longLived ? nil : options.defaultDeadline
     if let timeoutHeader {
       guard let parsed = GRPCTimeout.parse(timeoutHeader) else {
