@@ -3,8 +3,10 @@ import NIOCore
 /// Event-loop state of one HTTP/2 stream carrying a gRPC call, on either side.
 final class CallStream {
   let id: Int32
-  /// Request headers (server) or response headers and trailers (client), as received.
+  /// Client: response headers and trailers, as received.
   var headers: [(String, String)] = []
+  /// Server: what the request headers said.
+  var request = RequestHeaders()
   var deframer: GRPCMessageDeframer
   /// Messages from the peer: requests on a server, responses on a client.
   var inbound: InboundMessageQueue?
@@ -26,6 +28,13 @@ final class CallStream {
   var deframedHeld = 0
   /// When DATA last arrived (or the stream opened): stalled uploads are cancelled.
   var lastDataAt = NIODeadline.now()
+  /// Server: a call whose route may answer on the event loop, waiting for the end of its
+  /// request within the read that opened it (then answered, or given a handler task).
+  var pending: PendingCall?
+  /// Server: the response of a call answered on the event loop, and how much of it went
+  /// into DATA frames.
+  var immediateResponse: [UInt8] = []
+  var immediateSent = 0
 
   init(id: Int32, maxMessageBytes: Int) {
     self.id = id

@@ -257,7 +257,7 @@ class HTTP2Connection {
       nghttp2_session_mem_recv(
         session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
     }
-    if result < 0 { receiveFailed(Int32(result)) }
+    if result < 0 { receiveFailed(Int32(result)) } else { receiveProcessed() }
     applyPendingConsumption()
     flush()
     if result < 0 { close() }
@@ -404,6 +404,8 @@ class HTTP2Connection {
   func beginGracefulShutdown(_ reason: GoawayReason = .shutdown) { close() }
 
   func beginHeaders(_ id: Int32, request: Bool) {}
+  /// Every frame of one read was handled: work deferred to the end of the read runs now.
+  func receiveProcessed() {}
   func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {}
   /// The peer half-closed the stream after DATA.
   func peerEnded(_ stream: CallStream) {}
@@ -420,8 +422,15 @@ class HTTP2Connection {
 
   // MARK: - Shared stream events
 
-  fileprivate func header(_ id: Int32, name: String, value: String) {
-    streams[id]?.headers.append((name, value))
+  /// One header of a HEADERS frame; the bytes are valid for the call only.
+  func header(_ stream: CallStream, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+    stream.headers.append(
+      (String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+  }
+
+  fileprivate func header(_ id: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+    guard let stream = streams[id] else { return }
+    header(stream, name: name, value: value)
   }
 
   /// SETTINGS, PING, WINDOW_UPDATE…: the first one after the preface completes the handshake.
@@ -659,6 +668,11 @@ class HTTP2Connection {
 
   /// Queues for a new call on `stream`, waking this connection from any thread.
   func makeQueues(_ stream: CallStream, encoding: MessageEncoding) -> (InboundMessageQueue, OutboundQueue) {
+    (makeInbound(stream, encoding: encoding), makeOutbound(stream))
+  }
+
+  /// The request side alone: a call answered on the event loop never needs the other.
+  func makeInbound(_ stream: CallStream, encoding: MessageEncoding) -> InboundMessageQueue {
     let id = stream.id
     let bound = NIOLoopBound(self, eventLoop: eventLoop)
     let loop = eventLoop
@@ -666,12 +680,19 @@ class HTTP2Connection {
       highWater: options.streamWindowBytes, decompressLimit: options.maxReceiveMessageBytes,
       encoding: encoding, account: account,
       onDrained: { loop.execute { bound.value.resumeInbound(id) } })
+    stream.inbound = inbound
+    return inbound
+  }
+
+  func makeOutbound(_ stream: CallStream) -> OutboundQueue {
+    let id = stream.id
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    let loop = eventLoop
     let outbound = OutboundQueue(
       highWater: options.streamWindowBytes,
       wake: { loop.execute { bound.value.outboundReady(id) } })
-    stream.inbound = inbound
     stream.outbound = outbound
-    return (inbound, outbound)
+    return outbound
   }
 
   /// A task queued data or finished: start the stream's outbound side or resume its data.
@@ -753,9 +774,8 @@ private let onHeader: nghttp2_on_header_callback = {
   _, frame, name, nameLength, value, valueLength, _, userData in
   guard let frame, let name, let value, isHeaders(frame) else { return 0 }
   connection(userData).header(
-    frame.pointee.hd.stream_id,
-    name: String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self),
-    value: String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self))
+    frame.pointee.hd.stream_id, name: UnsafeRawBufferPointer(start: name, count: nameLength),
+    value: UnsafeRawBufferPointer(start: value, count: valueLength))
   return 0
 }
 

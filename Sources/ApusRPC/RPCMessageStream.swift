@@ -132,6 +132,18 @@ final class InboundMessageQueue: Sendable {
     account?.release(state.withLock { $0.bufferedBytes })
   }
 
+  /// Event loop: the payload when the sequence ended cleanly after exactly one
+  /// uncompressed message, still queued; nil otherwise. Takes nothing: a caller that cannot
+  /// use it leaves the queue to the handler.
+  var onlyMessageIfEnded: [UInt8]? {
+    state.withLock { s in
+      guard case .some(nil) = s.end, s.messages.count == 1, let m = s.messages.first,
+        !m.compressed
+      else { return nil }
+      return m.payload
+    }
+  }
+
   func next() async throws -> [UInt8]? {
     guard let message = try await nextFramed() else { return nil }
     guard message.compressed else { return message.payload }

@@ -12,6 +12,8 @@ final class ServerConnection: HTTP2Connection {
   private let onHandshake: @Sendable () -> Void
   /// Where this connection's call handlers run: its own event loop.
   private let handlerExecutor: EventLoopTaskExecutor
+  /// Streams whose call may be answered at once, waiting for the end of the current read.
+  private var pendingCalls: [Int32] = []
 
   init(
     context: ChannelHandlerContext, router: RPCRouter, options: GRPCServerOptions,
@@ -71,14 +73,36 @@ final class ServerConnection: HTTP2Connection {
 
   override func headersComplete(_ stream: CallStream, request: Bool, endStream: Bool) {
     if request { startCall(stream) }
-    if endStream { finishInbound(stream) }
+    if endStream { peerEnded(stream) }
   }
 
   override func peerEnded(_ stream: CallStream) {
     finishInbound(stream)
+    if stream.pending != nil { answerNow(stream) }
+  }
+
+  /// A pending call whose request began but did not end in this read gets its task: the
+  /// body is streaming and someone must read it. One that only has its headers so far
+  /// (clients often send HEADERS and DATA in separate writes) stays pending: there is
+  /// nothing to read yet, and its deadline runs.
+  override func receiveProcessed() {
+    guard !pendingCalls.isEmpty else { return }
+    var waiting: [Int32] = []
+    for id in pendingCalls {
+      guard let stream = streams[id], let call = stream.pending else { continue }
+      if stream.unconsumed == 0 {
+        armDeadline(stream, call)
+        waiting.append(id)
+      } else {
+        stream.pending = nil
+        runHandler(stream, call)
+      }
+    }
+    pendingCalls = waiting
   }
 
   override func abandon(_ stream: CallStream, _ error: RPCError) {
+    stream.pending = nil
     super.abandon(stream, error)
     activity.streamClosed()
     if streams.isEmpty { idleSince = .now() }
@@ -90,29 +114,23 @@ final class ServerConnection: HTTP2Connection {
 
   // MARK: - Calls
 
+  /// Server: headers are parsed as they arrive, without a String per header.
+  override func header(
+    _ stream: CallStream, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer
+  ) {
+    stream.request.add(name: name, value: value, router: router)
+  }
+
   private func startCall(_ stream: CallStream) {
-    var method = "", path = "", contentType = "", encoding = "identity", timeout: String?
-    var acceptEncoding: String?
-    var metadata: [(name: String, value: String)] = []
-    for (name, value) in stream.headers {
-      switch name {
-      case ":method": method = value
-      case ":path": path = value
-      case "content-type": contentType = value
-      case "grpc-encoding": encoding = value
-      case "grpc-timeout": timeout = value
-      case "grpc-accept-encoding": acceptEncoding = value
-      case "te", "user-agent": break
-      default: if !name.hasPrefix(":") { metadata.append((name, value)) }
-      }
-    }
-    stream.headers = []
-    guard method == "POST" else {
+    let request = stream.request
+    stream.request = RequestHeaders()
+    guard request.isPost else {
       return reject(stream, httpStatus: "405")
     }
-    guard contentType.hasPrefix("application/grpc") else {
+    guard request.isGRPC else {
       return reject(stream, httpStatus: "415")
     }
+    let encoding = request.encoding ?? "identity"
     guard let requestEncoding = MessageEncoding(rawValue: encoding) else {
       return reject(
         stream,
@@ -120,80 +138,172 @@ final class ServerConnection: HTTP2Connection {
           .unimplemented,
           "grpc-encoding \"\(encoding)\" is not supported (\(MessageEncoding.acceptHeader))"))
     }
-    guard let route = router.route(for: path) else {
-      return reject(stream, RPCError(.unimplemented, "unknown method \(path)"))
+    guard let route = request.route else {
+      return reject(stream, RPCError(.unimplemented, "unknown method \(request.unknownPath)"))
     }
-    let handler = route.handler
-    var deadline: ContinuousClock.Instant?
-    var duration = route.longLived ? nil : options.defaultDeadline
-    if let timeout {
-      guard let parsed = GRPCTimeout.parse(timeout) else {
-        return reject(stream, RPCError(.internal, "malformed grpc-timeout \"\(timeout)\""))
+    let timeoutHeader = request.timeout, acceptEncoding = request.acceptEncoding
+    let path = route.path, metadata = request.metadata
+    var timeout = route.longLived ? nil : options.defaultDeadline
+    if let timeoutHeader {
+      guard let parsed = GRPCTimeout.parse(timeoutHeader) else {
+        return reject(stream, RPCError(.internal, "malformed grpc-timeout \"\(timeoutHeader)\""))
       }
-      duration = parsed
+      timeout = parsed
     }
-    if let duration {
-      deadline = ContinuousClock.now.advanced(by: duration)
-      let bound = NIOLoopBound(self, eventLoop: eventLoop), id = stream.id
-      stream.deadlineTimer = eventLoop.scheduleTask(in: TimeAmount(duration)) {
-        bound.value.deadlineExpired(id)
-      }
-    }
-
-    let (inbound, outbound) = makeQueues(stream, encoding: requestEncoding)
-    let compressor = options.responseCompression?.compressor(acceptEncoding: acceptEncoding)
-    stream.responseEncoding = compressor?.encoding
+    let now = ContinuousClock.now
     let context = ServerContext(
-      path: path, metadata: Metadata(metadata), deadline: deadline, peer: peer,
-      clientCertificate: clientCertificate)
-    let logger = self.logger, metrics = route.metrics, started = ContinuousClock.now
-    let slowAfter = route.longLived ? nil : options.slowCallThreshold
-    let logFields = options.callLogFields
-    metrics.started()
+      path: path, metadata: Metadata(metadata), deadline: timeout.map { now.advanced(by: $0) },
+      peer: peer, clientCertificate: clientCertificate)
+    let call = PendingCall(
+      route: route, context: context, timeout: timeout, requestEncoding: requestEncoding,
+      compressor: options.responseCompression?.compressor(acceptEncoding: acceptEncoding),
+      started: now)
+    // A call its route may answer at once waits for the rest of this read: its request
+    // usually came in the same packet (HEADERS, DATA with END_STREAM). Compressed responses
+    // are left to the task: compressing on the event loop would hold it.
+    if route.immediate != nil && call.compressor == nil {
+      _ = makeInbound(stream, encoding: requestEncoding)
+      stream.pending = call
+      pendingCalls.append(stream.id)
+    } else {
+      runHandler(stream, call)
+    }
+  }
+
+  /// Answers a pending call on the event loop if its request is complete and the route can
+  /// answer without waiting; otherwise gives it a handler task.
+  private func answerNow(_ stream: CallStream) {
+    guard let call = stream.pending, let inbound = stream.inbound,
+      let immediate = call.route.immediate
+    else { return }
+    stream.pending = nil
+    guard let request = inbound.onlyMessageIfEnded else { return runHandler(stream, call) }
+    var failure: RPCError?
+    do {
+      guard let response = try immediate(request, call.context) else {
+        return runHandler(stream, call)
+      }
+      stream.immediateResponse = response
+    } catch {
+      let rpcError = RPCError(from: error)
+      if rpcError.code == .unknown || rpcError.code == .internal {
+        logger.warning("call failed", metadata: ["path": "\(call.context.path)", "error": "\(rpcError)"])
+      }
+      failure = rpcError
+    }
+    inbound.discard()
+    stream.deadlineTimer?.cancel()
+    stream.deadlineTimer = nil
+    call.route.metrics.started()
+    call.finished(
+      code: failure?.code ?? .ok, receivedBytes: request.count,
+      sentBytes: failure == nil ? 5 + stream.immediateResponse.count : 0, logger: logger,
+      options: options)
+    stream.started = true
+    if let failure { return submitTrailersOnly(stream.id, failure) }
+    var provider = nghttp2_data_provider(
+      source: nghttp2_data_source(ptr: nil), read_callback: readImmediateResponse)
+    Self.okResponseHeaders.withList { nv, count in
+      _ = nghttp2_submit_response(session, stream.id, nv, count, &provider)
+    }
+  }
+
+  /// nghttp2 asks for the DATA of a call answered on the event loop: the gRPC message
+  /// prefix, then the response; at its end, the OK trailers.
+  fileprivate func readImmediate(
+    _ id: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ flags: UnsafeMutablePointer<UInt32>
+  ) -> Int {
+    guard let stream = streams[id] else {
+      return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+    }
+    let body = stream.immediateResponse
+    var n = 0
+    while n < buffer.count && stream.immediateSent < 5 {
+      let i = stream.immediateSent
+      buffer[n] = i == 0 ? 0 : UInt8(truncatingIfNeeded: body.count >> (8 * (4 - i)))
+      n += 1
+      stream.immediateSent += 1
+    }
+    let offset = stream.immediateSent - 5
+    let take = min(buffer.count - n, body.count - offset)
+    if take > 0 {
+      body.withUnsafeBytes { src in
+        UnsafeMutableRawBufferPointer(rebasing: buffer[n..<(n + take)])
+          .copyMemory(from: UnsafeRawBufferPointer(rebasing: src[offset..<(offset + take)]))
+      }
+      n += take
+      stream.immediateSent += take
+    }
+    if stream.immediateSent == 5 + body.count {
+      stream.immediateResponse = []
+      flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
+      Self.okTrailers.withList { nv, count in
+        _ = nghttp2_submit_trailer(session, id, nv, count)
+      }
+    }
+    return n
+  }
+
+  /// Schedules the call's deadline, once.
+  private func armDeadline(_ stream: CallStream, _ call: PendingCall) {
+    guard stream.deadlineTimer == nil, let timeout = call.timeout else { return }
+    let bound = NIOLoopBound(self, eventLoop: eventLoop), id = stream.id
+    stream.deadlineTimer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+      bound.value.deadlineExpired(id)
+    }
+  }
+
+  /// Gives a call its handler task, on this connection's event loop.
+  private func runHandler(_ stream: CallStream, _ call: PendingCall) {
+    armDeadline(stream, call)
+    let inbound = stream.inbound ?? makeInbound(stream, encoding: call.requestEncoding)
+    let outbound = makeOutbound(stream)
+    stream.responseEncoding = call.compressor?.encoding
+    let handler = call.route.handler, context = call.context, compressor = call.compressor
+    let logger = self.logger, options = self.options
+    call.route.metrics.started()
     // Owned by the stream: cancelled when the stream is reset or closed, its deadline passes
     // or the connection drops; GRPCServer.shutdown waits for every stream (ConnectionActivity).
     stream.task = Task(executorPreference: handlerExecutor) {
       var status = CallStatus(error: nil)
       do {
-        try await CallDeadline.$current.withValue(deadline) {
+        try await CallDeadline.$current.withValue(context.deadline) {
           try await handler(RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound, compressor: compressor), context)
         }
       } catch {
         let rpcError = RPCError(from: error)
         if rpcError.code == .unknown || rpcError.code == .internal {
-          logger.warning("call failed", metadata: ["path": "\(path)", "error": "\(rpcError)"])
+          logger.warning("call failed", metadata: ["path": "\(context.path)", "error": "\(rpcError)"])
         }
         status = CallStatus(error: rpcError)
       }
       // Request messages the handler did not read are dropped and their window granted, so
       // a client still sending a body it no longer needs (an existing blob) is not stuck.
       inbound.discard()
-      // Counted and logged before the status goes out, so a client that saw its answer
-      // finds the call in /metrics and the log.
-      let elapsed = ContinuousClock.now - started
       let (ended, sent) = outbound.outcome
-      let code = ended ?? status.error?.code ?? .ok
-      let received = inbound.receivedBytes
-      metrics.finished(code: code, duration: elapsed, receivedBytes: received, sentBytes: sent)
-      defer { outbound.finish(status) }
-      let slow = slowAfter.map { elapsed >= $0 } ?? false
-      guard slow || logger.logLevel <= .debug else { return }
-      var fields: Logger.Metadata = [
-        "method": "\(metrics.method)", "code": "\(code)",
-        "duration_ms": "\(((Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12).rounded()) / 1000)",
-        "received_bytes": "\(received)", "sent_bytes": "\(sent)", "peer": "\(context.peer)",
-      ]
-      if let logFields { fields.merge(logFields(context.metadata)) { current, _ in current } }
-      if slow {
-        logger.warning("slow call", metadata: fields)
-      } else {
-        logger.debug("call finished", metadata: fields)
-      }
+      call.finished(
+        code: ended ?? status.error?.code ?? .ok, receivedBytes: inbound.receivedBytes,
+        sentBytes: sent, logger: logger, options: options)
+      outbound.finish(status)
     }
   }
 
   private func deadlineExpired(_ id: Int32) {
-    guard let stream = streams[id], let outbound = stream.outbound else { return }
+    guard let stream = streams[id] else { return }
+    if let call = stream.pending {
+      // Its request never completed: the status a handler task would have ended with.
+      stream.pending = nil
+      let error = RPCError(.deadlineExceeded, "deadline exceeded")
+      stream.inbound?.finish(error)
+      call.route.metrics.started()
+      call.finished(
+        code: .deadlineExceeded, receivedBytes: stream.inbound?.receivedBytes ?? 0, sentBytes: 0,
+        logger: logger, options: options)
+      stream.started = true
+      submitTrailersOnly(stream.id, error)
+      return flush()
+    }
+    guard let outbound = stream.outbound else { return }
     if outbound.finish(CallStatus(error: RPCError(.deadlineExceeded, "deadline exceeded"))) {
       stream.task?.cancel()
       stream.inbound?.finish(RPCError(.deadlineExceeded, "deadline exceeded"))
@@ -219,6 +329,10 @@ final class ServerConnection: HTTP2Connection {
     ("grpc-accept-encoding", MessageEncoding.acceptHeader),
   ]
 
+  /// The response headers and trailers of every uncompressed OK call, encoded once.
+  private static let okResponseHeaders = StaticHeaderList(responseHeaders)
+  private static let okTrailers = StaticHeaderList(trailers(nil))
+
   private static func trailers(_ error: RPCError?) -> [(String, String)] {
     guard let error else { return [("grpc-status", "0")] }
     var t = [("grpc-status", "\(error.code.rawValue)")]
@@ -242,11 +356,14 @@ final class ServerConnection: HTTP2Connection {
     stream.started = true
     if let status = outbound.trailersOnlyStatus {
       submitTrailersOnly(stream.id, status.error)
+    } else if let encoding = stream.responseEncoding {
+      var provider = Self.dataProvider
+      withHeaderList(Self.responseHeaders + [("grpc-encoding", encoding.rawValue)]) { nv, count in
+        _ = nghttp2_submit_response(session, stream.id, nv, count, &provider)
+      }
     } else {
       var provider = Self.dataProvider
-      var headers = Self.responseHeaders
-      if let encoding = stream.responseEncoding { headers.append(("grpc-encoding", encoding.rawValue)) }
-      withHeaderList(headers) { nv, count in
+      Self.okResponseHeaders.withList { nv, count in
         _ = nghttp2_submit_response(session, stream.id, nv, count, &provider)
       }
     }
@@ -254,9 +371,27 @@ final class ServerConnection: HTTP2Connection {
 
   override func outboundFinished(_ stream: CallStream, _ status: CallStatus) -> UInt32 {
     stream.deadlineTimer?.cancel()
-    withHeaderList(Self.trailers(status.error)) { nv, count in
-      _ = nghttp2_submit_trailer(session, stream.id, nv, count)
+    if status.error == nil {
+      Self.okTrailers.withList { nv, count in
+        _ = nghttp2_submit_trailer(session, stream.id, nv, count)
+      }
+    } else {
+      withHeaderList(Self.trailers(status.error)) { nv, count in
+        _ = nghttp2_submit_trailer(session, stream.id, nv, count)
+      }
     }
     return UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
   }
+}
+
+/// nghttp2's data source for a call answered on the event loop (``ServerConnection/readImmediate``).
+private let readImmediateResponse: nghttp2_data_source_read_callback = {
+  _, streamID, buffer, length, flags, _, userData in
+  guard let flags, let userData else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+  // Safe: user_data is the connection that created the session (HTTP2Connection.createSession
+  // passes itself unretained and outlives its session), and only a ServerConnection
+  // submits this data source.
+  let connection = Unmanaged<ServerConnection>.fromOpaque(userData).takeUnretainedValue()
+  return connection.readImmediate(
+    streamID, UnsafeMutableRawBufferPointer(start: buffer, count: length), flags)
 }

@@ -29,3 +29,10 @@ public struct ServerContext: Sendable {
 /// status (see ``RPCError``). Unary, server-, client- and bidi-streaming are all this shape.
 public typealias RPCHandler =
   @Sendable (RPCMessageStream, RPCMessageWriter, ServerContext) async throws -> Void
+
+/// The synchronous fast path of a unary method: the response message for the request
+/// message, computed on the event loop without waiting (a memory store hit), or nil when
+/// the answer needs I/O and the call must go to the route's ``RPCHandler``. Throws for a
+/// status other than OK, as a handler does.
+public typealias RPCImmediateHandler =
+  @Sendable (_ request: [UInt8], ServerContext) throws -> [UInt8]?

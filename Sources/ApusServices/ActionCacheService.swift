@@ -12,16 +12,19 @@ struct ActionCacheService {
     let table = self.table
     router.unary(
       Self.prefix + "GetActionResult", DecodedGetActionResultRequest.self, auth: table.authorizer,
-      instance: { $0.instanceName }
+      instance: { $0.instanceName },
+      now: { request, _ in
+        let (entry, ac, key) = try Self.lookup(table, request)
+        switch try ac.readAllNow(key, maxBytes: table.maxMessageBytes) {
+        case .wouldWait: return nil
+        case .absent: return try Self.answer(nil, entry, key)
+        case .found(let bytes): return try Self.answer(bytes, entry, key)
+        }
+      }
     ) { request, _ in
-      try DigestCheck.checkFunction(request.digestFunction)
-      let entry = try table.entry(request.instanceName)
-      let ac = try table.actionCache(of: entry)
-      let key = try DigestCheck.validate(request.actionDigest, "action_digest")
-      let bytes = try await ac.readAll(key, maxBytes: table.maxMessageBytes)
-      entry.lookups.counts.record(hit: bytes != nil)
-      guard let bytes else { throw RPCError(.notFound, "no action result for \(key)") }
-      return bytes
+      let (entry, ac, key) = try Self.lookup(table, request)
+      return try Self.answer(
+        try await ac.readAll(key, maxBytes: table.maxMessageBytes), entry, key)
     }
     router.unaryWithBytes(
       Self.prefix + "UpdateActionResult", UpdateActionResultRequest.self, auth: table.authorizer,
@@ -42,6 +45,25 @@ struct ActionCacheService {
       try await ac.writeAll(key, stored)
       return stored
     }
+  }
+
+  /// GetActionResult's checks: the instance, its action cache and the key the request names.
+  static func lookup(
+    _ table: InstanceTable, _ request: DecodedGetActionResultRequest
+  ) throws -> (InstanceTable.Entry, any BlobStore, BlobDigest) {
+    try DigestCheck.checkFunction(request.digestFunction)
+    let entry = try table.entry(request.instanceName)
+    let ac = try table.actionCache(of: entry)
+    return (entry, ac, try DigestCheck.validate(request.actionDigest, "action_digest"))
+  }
+
+  /// GetActionResult's answer for what the store holds under `key`, counted as a lookup.
+  static func answer(
+    _ bytes: [UInt8]?, _ entry: InstanceTable.Entry, _ key: BlobDigest
+  ) throws -> [UInt8] {
+    entry.lookups.counts.record(hit: bytes != nil)
+    guard let bytes else { throw RPCError(.notFound, "no action result for \(key)") }
+    return bytes
   }
 
   /// Every digest an ActionResult names must be well-formed, or clients would later fail.

@@ -16,7 +16,12 @@ struct ContentAddressableStorageService {
     let table = self.table
     router.unary(
       Self.prefix + "FindMissingBlobs", DecodedFindMissingBlobsRequest.self, auth: table.authorizer,
-      instance: { $0.instanceName }
+      instance: { $0.instanceName },
+      now: { request, _ in
+        let (cas, digests) = try Self.findMissingQuery(table, request)
+        guard let missing = try cas.findMissingNow(digests) else { return nil }
+        return FindMissingBlobsResponse.serializedBytes(missing: missing)
+      }
     ) { request, _ in
       FindMissingBlobsResponse.serializedBytes(missing: try await Self.findMissing(table, request))
     }
@@ -45,6 +50,15 @@ struct ContentAddressableStorageService {
   static func findMissing(
     _ table: InstanceTable, _ request: DecodedFindMissingBlobsRequest
   ) async throws -> [BlobDigest] {
+    let (cas, digests) = try findMissingQuery(table, request)
+    return try await cas.findMissing(digests)
+  }
+
+  /// FindMissingBlobs's checks: the CAS and the valid digests to look up (the empty blob
+  /// is always present).
+  static func findMissingQuery(
+    _ table: InstanceTable, _ request: DecodedFindMissingBlobsRequest
+  ) throws -> (any BlobStore, [BlobDigest]) {
     try DigestCheck.checkFunction(request.digestFunction)
     let cas = try table.cas(request.instanceName)
     if let (i, invalid) = request.firstInvalid {
@@ -52,7 +66,7 @@ struct ContentAddressableStorageService {
     }
     var digests = request.digests
     if digests.contains(where: \.isEmpty) { digests.removeAll(where: \.isEmpty) }
-    return try await cas.findMissing(digests)
+    return (cas, digests)
   }
 
   static func batchUpdate(

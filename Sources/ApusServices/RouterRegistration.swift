@@ -64,13 +64,23 @@ struct CallAccess: Sendable {
 /// check of `MethodPermissions` done before the handler runs.
 extension RPCRouter {
   /// One request, one response; `instance` names the instance the access is checked on.
+  /// `now`, when given, answers on the event loop if it can without waiting (nil: it
+  /// cannot) and must answer as `body` would. With `auth` configured it is not used: the
+  /// caller is authenticated by the handler task.
   mutating func unary<Request: ProtoMessage>(
     _ path: String, _ : Request.Type, longLived: Bool = false, auth: Authorizer?,
     instance: @escaping @Sendable (Request) async -> String?,
+    now: (@Sendable (Request, ServerContext) throws -> [UInt8]?)? = nil,
     _ body: @escaping @Sendable (Request, ServerContext) async throws -> [UInt8]
   ) {
-    unaryWithBytes(path, Request.self, longLived: longLived, auth: auth, instance: instance) {
-      request, _, context in
+    var immediate: RPCImmediateHandler?
+    if auth == nil, let now {
+      immediate = { raw, context in try now(try Request(serializedBytes: raw), context) }
+    }
+    unaryWithBytes(
+      path, Request.self, longLived: longLived, auth: auth, instance: instance,
+      immediate: immediate
+    ) { request, _, context in
       try await body(request, context)
     }
   }
@@ -79,10 +89,11 @@ extension RPCRouter {
   mutating func unaryWithBytes<Request: ProtoMessage>(
     _ path: String, _ : Request.Type, longLived: Bool = false, auth: Authorizer?,
     instance: @escaping @Sendable (Request) async -> String?,
+    immediate: RPCImmediateHandler? = nil,
     _ body: @escaping @Sendable (Request, [UInt8], ServerContext) async throws -> [UInt8]
   ) {
     _ = MethodPermissions.required(path)
-    register(path, longLived: longLived) { requests, responses, context in
+    register(path, longLived: longLived, immediate: immediate) { requests, responses, context in
       let access = try await CallAccess(auth, path, context)
       let raw = try await requests.single()
       let request = try Request(serializedBytes: raw)

@@ -34,6 +34,23 @@ public protocol BlobStore: Sendable {
   /// write-behind queue holds what it has not copied to the slow tier yet. Calls nest.
   func pin(_ digest: BlobDigest)
   func unpin(_ digest: BlobDigest)
+
+  /// `findMissing` answered without waiting (a memory store, a cache that knows), so a
+  /// small call can be answered on the event loop; nil: it would have to wait (I/O, a lock
+  /// held across I/O) and the caller uses `findMissing`. Optional: the default is nil.
+  func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]?
+
+  /// `readAll` answered without waiting, as `findMissingNow`. Optional: the default is
+  /// `.wouldWait`.
+  func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead
+}
+
+/// What a store answers to `readAllNow`.
+public enum ImmediateRead: Sendable, Equatable {
+  case found([UInt8])
+  case absent
+  /// The store cannot answer without waiting: call `readAll`.
+  case wouldWait
 }
 
 extension BlobStore {
@@ -41,6 +58,10 @@ extension BlobStore {
   /// fast_slow store (memory, remote stores), ignore pins. Wrappers forward them.
   public func pin(_ digest: BlobDigest) {}
   public func unpin(_ digest: BlobDigest) {}
+
+  /// Stores that do I/O never answer at once.
+  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? { nil }
+  public func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead { .wouldWait }
 
   /// Stores that keep blobs as they are: nothing stored compressed to hand out.
   public func readCompressed(

@@ -37,6 +37,26 @@ public final class ExistenceCacheStore: BlobStore {
     return missing
   }
 
+  /// Answers at once when every digest is known, or when the backend answers at once.
+  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+    let now = StoreClock.now()
+    let unknown = known.withLock { idx in
+      _ = idx.evict(maxBytes: nil, maxCount: maxCount, maxAge: maxSeconds, now: now)
+      return digests.filter { !idx.contains($0) }
+    }
+    guard !unknown.isEmpty else { return [] }
+    guard let missing = try backend.findMissingNow(unknown) else { return nil }
+    let missingSet = Set(missing)
+    remember(unknown.filter { !missingSet.contains($0) })
+    return missing
+  }
+
+  public func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead {
+    let answer = try backend.readAllNow(digest, maxBytes: maxBytes)
+    if answer == .absent { known.withLock { _ = $0.remove(digest) } }
+    return answer
+  }
+
   public func read(
     _ digest: BlobDigest, offset: Int64, limit: Int64?,
     into sink: (ArraySlice<UInt8>) async throws -> Void

@@ -96,6 +96,33 @@ public struct InstrumentedStore: BlobStore {
     }
   }
 
+  /// Counted like `findMissing` when the inner store answers.
+  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+    do {
+      guard let missing = try inner.findMissingNow(digests) else { return nil }
+      metrics.hits.increment(by: digests.count - missing.count)
+      metrics.misses.increment(by: missing.count)
+      return missing
+    } catch {
+      metrics.findMissingErrors.increment()
+      throw error
+    }
+  }
+
+  /// Counted like `read` when the inner store answers. Its only error is the caller's size
+  /// limit, which `read` does not count either (there the caller's sink throws it).
+  public func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead {
+    let answer = try inner.readAllNow(digest, maxBytes: maxBytes)
+    switch answer {
+    case .found(let bytes):
+      metrics.hits.increment()
+      if !bytes.isEmpty { metrics.readBytes.increment(by: bytes.count) }
+    case .absent: metrics.misses.increment()
+    case .wouldWait: break
+    }
+    return answer
+  }
+
   public func pin(_ digest: BlobDigest) { inner.pin(digest) }
   public func unpin(_ digest: BlobDigest) { inner.unpin(digest) }
 

@@ -44,6 +44,33 @@ public final class MemoryStore: BlobStore {
     }
   }
 
+  /// Never waits: the index lock is only held for the look-up.
+  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+    let now = StoreClock.now()
+    return index.withLock { idx in
+      expire(&idx, now: now)
+      return digests.filter { idx.get($0, now: now) == nil }
+    }
+  }
+
+  /// Never waits; a value kept as one chunk is handed out without a copy.
+  public func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead {
+    let now = StoreClock.now()
+    let value = index.withLock { idx in
+      expire(&idx, now: now)
+      return idx.get(digest, now: now)
+    }
+    guard let value else { return .absent }
+    let size = value.chunks.reduce(0) { $0 + $1.count }
+    guard size <= maxBytes else {
+      throw StoreError(.resourceExhausted, "value \(digest) is larger than \(maxBytes) bytes")
+    }
+    switch value {
+    case .one(let chunk): return .found(chunk)
+    case .many(let chunks): return .found(chunks.reduce(into: []) { $0 += $1 })
+    }
+  }
+
   public func read(
     _ digest: BlobDigest, offset: Int64, limit: Int64?,
     into sink: (ArraySlice<UInt8>) async throws -> Void

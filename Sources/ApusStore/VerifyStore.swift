@@ -19,6 +19,14 @@ public final class VerifyStore: BlobStore {
     try await backend.findMissing(digests)
   }
 
+  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+    try backend.findMissingNow(digests)
+  }
+
+  public func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead {
+    try backend.readAllNow(digest, maxBytes: maxBytes)
+  }
+
   public func read(
     _ digest: BlobDigest, offset: Int64, limit: Int64?,
     into sink: (ArraySlice<UInt8>) async throws -> Void
