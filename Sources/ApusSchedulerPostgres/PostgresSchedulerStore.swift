@@ -462,7 +462,8 @@ public final class PostgresSchedulerStore: Sendable {
       + String(UInt64.random(in: 0...UInt64.max), radix: 16)
   }
 
-  static func start(_ job: ExecutionJob, timeoutSeconds: Int64) -> ByteBuffer {
+  /// What a worker is sent to run `job` (without the operation name, set when it is known).
+  static func startAction(_ job: ExecutionJob, timeoutSeconds: Int64) -> StartAction {
     var start = StartAction()
     start.instanceName = job.instanceName
     start.actionDigest = job.actionDigest.proto
@@ -470,7 +471,12 @@ public final class PostgresSchedulerStore: Sendable {
     var timeout = ProtoDuration()
     timeout.seconds = timeoutSeconds
     start.timeout = timeout
-    return ByteBuffer(bytes: start.serializedBytes())
+    return start
+  }
+
+  /// The StartAction stored with a queued operation, as the claim hands it to a worker.
+  static func start(_ job: ExecutionJob, timeoutSeconds: Int64) -> ByteBuffer {
+    ByteBuffer(bytes: startAction(job, timeoutSeconds: timeoutSeconds).serializedBytes())
   }
 
   static func platformBytes(_ properties: [Platform.Property]) -> ByteBuffer {

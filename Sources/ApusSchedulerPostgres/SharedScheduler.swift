@@ -148,13 +148,7 @@ public actor SharedScheduler {
     let unchanged = inserting.remove(planned) != nil
     let added = keys.insert(key).inserted
     if submitted.direct, let target {
-      var start = StartAction()
-      start.instanceName = job.instanceName
-      start.actionDigest = job.actionDigest.proto
-      start.action = job.action
-      var limit = ProtoDuration()
-      limit.seconds = seconds
-      start.timeout = limit
+      var start = PostgresSchedulerStore.startAction(job, timeoutSeconds: seconds)
       start.operationName = name
       let action = ClaimedAction(
         start: start, worker: target.id, platform: job.platform, platformKey: key.rawValue, queueWait: .zero, attempts: 0)

@@ -42,20 +42,7 @@ struct ClientServerTests {
   func withServer(
     _ options: GRPCServerOptions = .init(), _ body: (GRPCClient) async throws -> Void
   ) async throws {
-    let server = GRPCServer(
-      router: Self.router(), options: options, group: MultiThreadedEventLoopGroup.singleton,
-      logger: Logger(label: "test"))
-    let address = try await server.start(host: "127.0.0.1", port: 0)
-    let client = GRPCClient(host: "127.0.0.1", port: try #require(address.port))
-    do {
-      try await body(client)
-    } catch {
-      await client.close()
-      await server.shutdown(grace: .seconds(1))
-      throw error
-    }
-    await client.close()
-    await server.shutdown(grace: .seconds(1))
+    try await withLoopbackServer(Self.router(), server: options, body)
   }
 
   @Test("unary, server streaming and client streaming")

@@ -53,20 +53,7 @@ struct HTTP2ConnectionTests {
     server serverOptions: GRPCServerOptions = .init(), client clientOptions: GRPCServerOptions = .init(),
     router: RPCRouter = router(), _ body: (GRPCClient) async throws -> Void
   ) async throws {
-    let server = GRPCServer(
-      router: router, options: serverOptions, group: MultiThreadedEventLoopGroup.singleton,
-      logger: Logger(label: "test"))
-    let address = try await server.start(host: "127.0.0.1", port: 0)
-    let client = GRPCClient(host: "127.0.0.1", port: try #require(address.port), options: clientOptions)
-    do {
-      try await body(client)
-    } catch {
-      await client.close()
-      await server.shutdown(grace: .seconds(1))
-      throw error
-    }
-    await client.close()
-    await server.shutdown(grace: .seconds(1))
+    try await withLoopbackServer(router, server: serverOptions, client: clientOptions, body)
   }
 
   func expectParts(_ client: GRPCClient) async throws {

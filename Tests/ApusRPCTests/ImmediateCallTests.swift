@@ -45,20 +45,7 @@ struct ImmediateCallTests {
     _ options: GRPCServerOptions = .init(), _ body: (GRPCClient, Counts) async throws -> Void
   ) async throws {
     let counts = Counts()
-    let server = GRPCServer(
-      router: Self.router(counts), options: options, group: MultiThreadedEventLoopGroup.singleton,
-      logger: Logger(label: "test"))
-    let address = try await server.start(host: "127.0.0.1", port: 0)
-    let client = GRPCClient(host: "127.0.0.1", port: try #require(address.port))
-    do {
-      try await body(client, counts)
-    } catch {
-      await client.close()
-      await server.shutdown(grace: .seconds(1))
-      throw error
-    }
-    await client.close()
-    await server.shutdown(grace: .seconds(1))
+    try await withLoopbackServer(Self.router(counts), server: options) { try await body($0, counts) }
   }
 
   @Test("an answer at hand gives the same bytes as the task, without a task")
@@ -111,7 +98,9 @@ struct ImmediateCallTests {
     try await withServer { client, counts in
       let call = try await client.call("/t.I/Now")
       try await call.requests.write([1])
-      try await Task.sleep(for: .milliseconds(50))
+      // The message must reach the server in a read of its own, before END_STREAM: generous,
+      // since under a loaded test run the client's write can take tens of milliseconds.
+      try await Task.sleep(for: .milliseconds(500))
       call.finishRequests()
       #expect(try await call.responses.single() == [1])
       #expect(counts.task.load(ordering: .relaxed) == 1)
