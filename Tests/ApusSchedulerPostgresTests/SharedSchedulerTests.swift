@@ -68,7 +68,7 @@ func code(_ body: () async throws -> Void) async -> RPCStatusCode? {
   }
 }
 
-@Suite("Shared scheduler", .serialized, .enabled(if: testDatabaseURL != nil), .timeLimit(.minutes(3)))
+@Suite("Shared scheduler", .enabled(if: testDatabaseURL != nil), .timeLimit(.minutes(3)))
 struct SharedSchedulerTests {
   @Test("an action submitted to one process runs on a worker of another; a watcher on the first sees the result")
   func acrossProcesses() async throws {
