@@ -4,9 +4,16 @@
 Field numbers are facts from the upstream .proto files (bazelbuild/remote-apis,
 googleapis). Run after editing a table: python3 scripts/gen-messages.py
 Kinds: string, bytes, int64, int32, uint32, bool, enum:T, msg:T (optional sub-message),
-[msg:T], [string], [enum:T] (packed), [bytes].
+[msg:T], [string], [enum:T] (packed), [bytes], digest (a Digest sub-message decoded
+straight into a BlobDigest: DecodedDigest?). A message may carry a fourth element, its doc
+comment lines, in place of the proto name.
 """
 import os
+
+GET_ACTION_RESULT_REQUEST = [
+  ("instanceName", "string", 1), ("actionDigest", "msg:Digest", 2),
+  ("inlineStdout", "bool", 3), ("inlineStderr", "bool", 4),
+  ("inlineOutputFiles", "[string]", 5), ("digestFunction", "enum:DigestFunction", 6)]
 
 FILES = {
   "WellKnownTypes": [
@@ -166,9 +173,14 @@ FILES = {
   ],
   "ActionCacheMessages": [
     ("GetActionResultRequest", "build.bazel.remote.execution.v2.GetActionResultRequest",
-     [("instanceName", "string", 1), ("actionDigest", "msg:Digest", 2),
-      ("inlineStdout", "bool", 3), ("inlineStderr", "bool", 4),
-      ("inlineOutputFiles", "[string]", 5), ("digestFunction", "enum:DigestFunction", 6)]),
+     GET_ACTION_RESULT_REQUEST),
+    ("DecodedGetActionResultRequest", "build.bazel.remote.execution.v2.GetActionResultRequest",
+     [(n, "digest" if k == "msg:Digest" else k, f) for n, k, f in GET_ACTION_RESULT_REQUEST],
+     ["`GetActionResultRequest` as the server reads it: `action_digest` decodes straight into",
+      "a ``BlobDigest`` from the received bytes (see ``DecodedDigest``).",
+      "",
+      "The same wire form as ``GetActionResultRequest``; decoding rejects the same malformed",
+      "input with the same errors."]),
     ("UpdateActionResultRequest", "build.bazel.remote.execution.v2.UpdateActionResultRequest",
      [("instanceName", "string", 1), ("actionDigest", "msg:Digest", 2),
       ("actionResult", "msg:ActionResult", 3), ("resultsCachePolicy", "msg:ResultsCachePolicy", 4),
@@ -274,6 +286,8 @@ def field_decl(name, kind):
     return f"public var {name}: {kind[5:]} = {kind[5:]}(rawValue: 0)"
   if kind.startswith("msg:"):
     return f"public var {name}: {kind[4:]}?"
+  if kind == "digest":
+    return f"public var {name}: DecodedDigest?"
   if kind == "[string]":
     return f"public var {name}: [String] = []"
   if kind.startswith("[msg:"):
@@ -292,6 +306,8 @@ def decode_case(name, kind, num):
     return f"case {num}: {name} = {kind[5:]}(rawValue: try reader.int32(tag))"
   if kind.startswith("msg:"):
     return f"case {num}: {name} = try reader.message(tag, as: {kind[4:]}.self)"
+  if kind == "digest":
+    return f"case {num}: {name} = try reader.digest(tag)"
   if kind == "[string]":
     return f"case {num}: {name}.append(try reader.string(tag))"
   if kind.startswith("[msg:"):
@@ -313,6 +329,8 @@ def encode_line(name, kind, num):
     return f"writer.int32({num}, {name}.rawValue)"
   if kind.startswith("msg:"):
     return f"writer.message({num}, {name})"
+  if kind == "digest":
+    return f"writer.message({num}, {name}?.proto)"
   if kind == "[string]":
     return f"writer.strings({num}, {name})"
   if kind.startswith("[msg:"):
@@ -322,13 +340,14 @@ def encode_line(name, kind, num):
   raise ValueError(kind)
 
 
-def gen_message(swift_name, full_name, fields):
+def gen_message(swift_name, full_name, fields, doc=None):
   short = swift_name.split(".")[-1]
   nested = "." in swift_name
   head = f"extension {swift_name.rsplit('.', 1)[0]} {{\n" if nested else ""
   tail = "}\n" if nested else ""
   ind = "  " if nested else ""
-  lines = [f"{ind}/// `{full_name}`.", f"{ind}public struct {short}: ProtoMessage {{"]
+  lines = [f"{ind}///{' ' + l if l else ''}" for l in (doc or [f"`{full_name}`."])]
+  lines.append(f"{ind}public struct {short}: ProtoMessage {{")
   for name, kind, _ in fields:
     lines.append(f"{ind}  {field_decl(name, kind)}")
   lines.append("")

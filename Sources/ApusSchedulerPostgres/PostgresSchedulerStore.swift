@@ -382,6 +382,10 @@ public final class PostgresSchedulerStore: Sendable {
     let timeout = Duration.seconds(config.queryTimeoutSeconds)
     let race = StatementRace<T>()
     let (logger, database) = (self.logger, config.displayName)
+    // Owned by this call: cancelled by the `defer` below when the call returns (result,
+    // timeout or the caller's cancellation); it ends when postgres-nio ends the query, which
+    // the cancellation asks for, or when the connection closes, and the pool shuts down
+    // with the store's `run()`.
     let statement = Task {
       let began = ContinuousClock.now
       do {
