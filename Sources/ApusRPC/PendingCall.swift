@@ -11,6 +11,16 @@ struct PendingCall: Sendable {
   let compressor: ResponseCompressor?
   let started: ContinuousClock.Instant
 
+  /// The status a handler's error ends the call with; errors that say the server failed
+  /// (UNKNOWN, INTERNAL) are logged.
+  func failed(_ error: any Error, logger: Logger) -> RPCError {
+    let rpcError = RPCError(from: error)
+    if rpcError.code == .unknown || rpcError.code == .internal {
+      logger.warning("call failed", metadata: ["path": "\(context.path)", "error": "\(rpcError)"])
+    }
+    return rpcError
+  }
+
   /// Counts the finished call in its method's metrics and logs it when slow (or at debug
   /// level), before its status goes out: a client that saw its answer finds the call in
   /// /metrics and the log.
@@ -20,13 +30,15 @@ struct PendingCall: Sendable {
   ) {
     let elapsed = ContinuousClock.now - started
     let metrics = route.metrics
-    metrics.finished(code: code, duration: elapsed, receivedBytes: receivedBytes, sentBytes: sentBytes)
+    metrics.finished(
+      code: code, duration: elapsed, receivedBytes: receivedBytes, sentBytes: sentBytes)
     let slowAfter = route.longLived ? nil : options.slowCallThreshold
     let slow = slowAfter.map { elapsed >= $0 } ?? false
     guard slow || logger.logLevel <= .debug else { return }
     var fields: Logger.Metadata = [
       "method": "\(metrics.method)", "code": "\(code)",
-      "duration_ms": "\(((Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12).rounded()) / 1000)",
+      "duration_ms":
+        "\(((Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12).rounded()) / 1000)",
       "received_bytes": "\(receivedBytes)", "sent_bytes": "\(sentBytes)", "peer": "\(context.peer)",
     ]
     if let logFields = options.callLogFields {

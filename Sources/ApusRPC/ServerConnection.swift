@@ -185,11 +185,7 @@ final class ServerConnection: HTTP2Connection {
       }
       stream.immediateResponse = response
     } catch {
-      let rpcError = RPCError(from: error)
-      if rpcError.code == .unknown || rpcError.code == .internal {
-        logger.warning("call failed", metadata: ["path": "\(call.context.path)", "error": "\(rpcError)"])
-      }
-      failure = rpcError
+      failure = call.failed(error, logger: logger)
     }
     inbound.discard()
     stream.deadlineTimer?.cancel()
@@ -271,11 +267,7 @@ final class ServerConnection: HTTP2Connection {
           try await handler(RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound, compressor: compressor), context)
         }
       } catch {
-        let rpcError = RPCError(from: error)
-        if rpcError.code == .unknown || rpcError.code == .internal {
-          logger.warning("call failed", metadata: ["path": "\(context.path)", "error": "\(rpcError)"])
-        }
-        status = CallStatus(error: rpcError)
+        status = CallStatus(error: call.failed(error, logger: logger))
       }
       // Request messages the handler did not read are dropped and their window granted, so
       // a client still sending a body it no longer needs (an existing blob) is not stuck.

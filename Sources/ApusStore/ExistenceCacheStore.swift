@@ -25,27 +25,30 @@ public final class ExistenceCacheStore: BlobStore {
   }
 
   public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {
-    let now = StoreClock.now()
-    let unknown = known.withLock { idx in
-      _ = idx.evict(maxBytes: nil, maxCount: maxCount, maxAge: maxSeconds, now: now)
-      return digests.filter { !idx.contains($0) }
-    }
+    let unknown = unknown(digests)
     guard !unknown.isEmpty else { return [] }
-    let missing = try await backend.findMissing(unknown)
-    let missingSet = Set(missing)
-    remember(unknown.filter { !missingSet.contains($0) })
-    return missing
+    return learn(unknown, missing: try await backend.findMissing(unknown))
   }
 
   /// Answers at once when every digest is known, or when the backend answers at once.
   public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+    let unknown = unknown(digests)
+    guard !unknown.isEmpty else { return [] }
+    guard let missing = try backend.findMissingNow(unknown) else { return nil }
+    return learn(unknown, missing: missing)
+  }
+
+  /// The digests not known to exist, expired knowledge dropped first.
+  private func unknown(_ digests: [BlobDigest]) -> [BlobDigest] {
     let now = StoreClock.now()
-    let unknown = known.withLock { idx in
+    return known.withLock { idx in
       _ = idx.evict(maxBytes: nil, maxCount: maxCount, maxAge: maxSeconds, now: now)
       return digests.filter { !idx.contains($0) }
     }
-    guard !unknown.isEmpty else { return [] }
-    guard let missing = try backend.findMissingNow(unknown) else { return nil }
+  }
+
+  /// Remembers the digests of `unknown` the backend holds; returns its `missing` answer.
+  private func learn(_ unknown: [BlobDigest], missing: [BlobDigest]) -> [BlobDigest] {
     let missingSet = Set(missing)
     remember(unknown.filter { !missingSet.contains($0) })
     return missing

@@ -34,9 +34,21 @@ public final class MemoryStore: BlobStore {
   public var totalBytes: Int64 { index.withLock { $0.totalBytes } }
   public var count: Int { index.withLock { $0.count } }
   /// Entries and bytes held, read under one lock.
-  public var usage: StoreUsage { index.withLock { StoreUsage(entries: $0.count, bytes: $0.totalBytes) } }
+  public var usage: StoreUsage {
+    index.withLock { StoreUsage(entries: $0.count, bytes: $0.totalBytes) }
+  }
 
   public func findMissing(_ digests: [BlobDigest]) async throws -> [BlobDigest] {
+    missing(digests)
+  }
+
+  /// Never waits: the index lock is only held for the look-up.
+  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+    missing(digests)
+  }
+
+  /// The digests not held, expired entries dropped first.
+  private func missing(_ digests: [BlobDigest]) -> [BlobDigest] {
     let now = StoreClock.now()
     return index.withLock { idx in
       expire(&idx, now: now)
@@ -44,23 +56,18 @@ public final class MemoryStore: BlobStore {
     }
   }
 
-  /// Never waits: the index lock is only held for the look-up.
-  public func findMissingNow(_ digests: [BlobDigest]) throws -> [BlobDigest]? {
+  /// The value held under `digest` (marked as used), expired entries dropped first.
+  private func value(of digest: BlobDigest) -> StoredChunks? {
     let now = StoreClock.now()
     return index.withLock { idx in
       expire(&idx, now: now)
-      return digests.filter { idx.get($0, now: now) == nil }
+      return idx.get(digest, now: now)
     }
   }
 
   /// Never waits; a value kept as one chunk is handed out without a copy.
   public func readAllNow(_ digest: BlobDigest, maxBytes: Int) throws -> ImmediateRead {
-    let now = StoreClock.now()
-    let value = index.withLock { idx in
-      expire(&idx, now: now)
-      return idx.get(digest, now: now)
-    }
-    guard let value else { return .absent }
+    guard let value = value(of: digest) else { return .absent }
     let size = value.chunks.reduce(0) { $0 + $1.count }
     guard size <= maxBytes else {
       throw StoreError(.resourceExhausted, "value \(digest) is larger than \(maxBytes) bytes")
@@ -75,12 +82,7 @@ public final class MemoryStore: BlobStore {
     _ digest: BlobDigest, offset: Int64, limit: Int64?,
     into sink: (ArraySlice<UInt8>) async throws -> Void
   ) async throws -> Bool {
-    let now = StoreClock.now()
-    let value = index.withLock { idx in
-      expire(&idx, now: now)
-      return idx.get(digest, now: now)
-    }
-    guard let value else { return false }
+    guard let value = value(of: digest) else { return false }
     var skip = Int(max(offset, 0))
     var remaining = limit.map { Int(clamping: $0) } ?? Int.max
     for chunk in value.chunks where remaining > 0 {
