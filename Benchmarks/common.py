@@ -70,23 +70,33 @@ class Server:
             return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) * 1024
 
     def cpu_seconds(self):
-        """User + system CPU time of the process so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the process so far, to the nanosecond: the sum of its threads' on-CPU
+        time (/proc/PID/task/TID/schedstat), plus what threads gone since an earlier call had
+        used by then. /proc/PID/stat counts in 10 ms ticks, which at 4 GB/s is a sixth of a
+        256 MiB transfer's CPU; a thread that ends loses only its time since the last call."""
+        live = {tid: ns for tid, (_, ns) in self._thread_ns().items()}
+        seen = getattr(self, "_seen_ns", {})
+        self._gone_ns = getattr(self, "_gone_ns", 0) + sum(ns for tid, ns in seen.items() if tid not in live)
+        self._seen_ns = live
+        return (sum(live.values()) + self._gone_ns) / 1e9
 
     def thread_cpu_seconds(self):
-        """{thread id: (thread name, user + system CPU seconds so far)} of every thread: shows
-        which threads did the work (NIO's event loops are named NIO-SGLTN-… or NIO-ELT-…)."""
+        """{thread id: (thread name, on-CPU seconds so far)} of every thread: shows which
+        threads did the work (NIO's event loops are named NIO-SGLTN-… or NIO-ELT-…)."""
+        return {tid: (name, ns / 1e9) for tid, (name, ns) in self._thread_ns().items()}
+
+    def _thread_ns(self):
+        """{thread id: (name, on-CPU nanoseconds)} of the live threads."""
         threads = {}
-        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+        task = f"/proc/{self.proc.pid}/task"
+        for tid in os.listdir(task):
             try:
-                with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
-                    head, tail = f.read().rsplit(")", 1)
-            except FileNotFoundError:  # the thread ended between listdir and open
+                with open(f"{task}/{tid}/comm") as f:
+                    name = f.read().strip()
+                with open(f"{task}/{tid}/schedstat") as f:
+                    threads[tid] = (name, int(f.read().split()[0]))
+            except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
                 continue
-            fields = tail.split()
-            threads[tid] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
         return threads
 
     def stop(self):

@@ -109,7 +109,7 @@ def disk_bytes(root):
 
 
 def ratio(a, b):
-    """a / b, NaN when b is 0 (CPU time moves in 10 ms ticks: a smoke-sized transfer can show none)."""
+    """a / b, NaN when b is 0."""
     return a / b if b else float("nan")
 
 

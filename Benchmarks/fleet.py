@@ -462,8 +462,7 @@ def run(ctx):
                after["free_wait_p99"], 10, " ms", "bucket bound; the simulator's delays excluded",
                higher_is_better=False)
     ctx.target("≤ 2 KiB RSS per queued action", after["rss_per_queued"], 2048, " B", higher_is_better=False)
-    # Flat submission cost as the queue deepens (CPU is counted in 10 ms ticks: a smoke-sized
-    # queue can show none for its first 10%).
+    # Flat submission cost as the queue deepens.
     if after["submit_first_us"]:
         ctx.target("apus CPU per Execute, last 10% of the queue ≤ 1.5× the first 10%",
                    after["submit_last_us"] / after["submit_first_us"], 1.5, "×",

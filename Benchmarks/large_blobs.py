@@ -168,7 +168,6 @@ def run(ctx):
     # stream, plus one SHA-256 pass for uploads (openssl speed, one core).
     sha_per_gb = 1000 / sha
     up_floor, down_floor = core_seconds_per_gb(ref_up) + sha_per_gb, core_seconds_per_gb(ref_down)
-    # (CPU time is counted in 10 ms ticks: a smoke-sized transfer can show none.)
     up_ratio = core_seconds_per_gb(up) / up_floor if up_floor else float("nan")
     down_ratio = core_seconds_per_gb(down) / down_floor if down_floor else float("nan")
     notes.append(f"server core-seconds per GB, memory store: upload {core_seconds_per_gb(up):.2f} vs nghttpd "

@@ -18,6 +18,8 @@ class HTTP2Connection {
   private(set) var session: OpaquePointer?
   var streams: [Int32: CallStream] = [:]
   private weak var context: ChannelHandlerContext?
+  /// The channel's allocator, kept so building a DATA frame needs no weak load of `context`.
+  private let allocator: ByteBufferAllocator
   private var pendingConsume: [Int32] = []
   private(set) var closed = false
   private(set) var started = false
@@ -69,6 +71,7 @@ class HTTP2Connection {
   init(context: ChannelHandlerContext, options: GRPCServerOptions, logger: Logger) {
     self.eventLoop = context.eventLoop
     self.context = context
+    self.allocator = context.channel.allocator
     self.options = options
     self.logger = logger
     self.peer = context.remoteAddress.map(Self.describe) ?? "unknown"
@@ -315,7 +318,7 @@ class HTTP2Connection {
         break
       }
       if n > 0, let pointer {
-        if out.readableBytes == 0 { prepareOut(context, capacity: max(n, 16 * 1024)) }
+        if out.readableBytes == 0 { prepareOut(capacity: max(n, 16 * 1024)) }
         out.writeBytes(UnsafeRawBufferPointer(start: pointer, count: n))
       } else if !sendPaused {
         break
@@ -342,13 +345,13 @@ class HTTP2Connection {
   /// Makes `out` hold at least `capacity` bytes. Before the first bytes of a write it reuses
   /// `out`'s storage if the channel no longer holds it (`clear` allocates otherwise, without
   /// copying); after, it grows once (copying the few frames before a download's first DATA).
-  private func prepareOut(_ context: ChannelHandlerContext, capacity: Int) {
+  private func prepareOut(capacity: Int) {
     if out.readableBytes > 0 {
       if out.capacity < capacity { out.reserveCapacity(capacity) }
     } else if out.capacity >= capacity {
       out.clear()
     } else {
-      out = context.channel.allocator.buffer(capacity: capacity)
+      out = allocator.buffer(capacity: capacity)
     }
   }
 
@@ -359,12 +362,12 @@ class HTTP2Connection {
   fileprivate func sendData(
     _ id: Int32, header: UnsafeRawBufferPointer, length: Int, padding: Int
   ) -> Int32 {
-    guard let context, let outbound = streams[id]?.outbound else {
+    guard let outbound = streams[id]?.outbound else {
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
     }
     // One batch and the frame that completes it, so appending never reallocates.
     let frameBytes = header.count + padding + length
-    prepareOut(context, capacity: Self.writeBatchBytes + max(frameBytes, 64 * 1024))
+    prepareOut(capacity: Self.writeBatchBytes + max(frameBytes, 64 * 1024))
     let mark = out.writerIndex
     out.writeBytes(header)
     // We set no padding callback, so nghttp2 pads nothing; handled per RFC 9113 §6.1 anyway.

@@ -213,8 +213,11 @@ final class OutboundQueue: Sendable {
       while left > 0, let head = s.chunks.first {
         let available = head.count - s.headOffset
         let n = min(available, left)
-        let start = head.startIndex + s.headOffset
-        buffer.writeBytes(head[start..<(start + n)])
+        let offset = s.headOffset
+        // From the slice's memory: no slice of the slice (and its retain) per frame.
+        head.withUnsafeBytes {
+          _ = buffer.writeBytes(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + n)]))
+        }
         left -= n
         if n == available {
           s.chunks.removeFirst()
@@ -224,7 +227,8 @@ final class OutboundQueue: Sendable {
         }
       }
       s.queuedBytes -= count
-      if let waiter = s.writeWaiter, s.queuedBytes <= highWater / 2 {
+      // The size test first: it is one compare, the waiter's test copies the optional.
+      if s.queuedBytes <= highWater / 2, let waiter = s.writeWaiter {
         s.writeWaiter = nil
         waiter.resume()
       }
