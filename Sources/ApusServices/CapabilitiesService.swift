@@ -9,7 +9,9 @@ struct CapabilitiesService {
     let table = self.table
     router.unary(
       "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", GetCapabilitiesRequest.self,
-      auth: table.authorizer, instance: { $0.instanceName }
+      auth: table.authorizer, instance: { $0.instanceName },
+      // Built from the configuration alone: always answered on the event loop.
+      now: { request, _ in try Self.capabilities(table, request.instanceName).serializedBytes() }
     ) { request, _ in
       try Self.capabilities(table, request.instanceName).serializedBytes()
     }

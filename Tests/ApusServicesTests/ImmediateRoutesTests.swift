@@ -78,6 +78,21 @@ struct ImmediateRoutesTests {
     #expect(try immediate(table(WaitingStore(), WaitingStore()), Self.ac)(get.serializedBytes(), context) == nil)
   }
 
+  @Test("GetCapabilities: the handler's bytes, and its error for an unknown instance")
+  func capabilities() throws {
+    let table = table(MemoryStore(), MemoryStore())
+    let now = try immediate(table, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities")
+    var request = GetCapabilitiesRequest()
+    request.instanceName = "i"
+    let expected = try CapabilitiesService.capabilities(table, "i").serializedBytes()
+    #expect(try now(request.serializedBytes(), context) == expected)
+    #expect(try ServerCapabilities(serializedBytes: expected).cacheCapabilities?.digestFunctions == [.sha256])
+    request.instanceName = "zz"
+    #expect(throws: RPCError(.invalidArgument, "unknown instance name \"zz\"")) {
+      _ = try now(request.serializedBytes(), context)
+    }
+  }
+
   @Test("with auth configured, calls always go through the handler's access check")
   func auth() async throws {
     let authorizer = try await Authorizer(
