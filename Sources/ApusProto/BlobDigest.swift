@@ -39,15 +39,6 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
     self.sizeBytes = sizeBytes
   }
 
-  /// Nibble value per byte; 0xFF marks a byte that is not a lowercase hex digit.
-  private static let nibbles: [UInt8] = (0...255).map { c in
-    switch UInt8(c) {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt8(c) - UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt8(c) - UInt8(ascii: "a") + 10
-    default: 0xFF
-    }
-  }
-
   /// Parses 64 lowercase hex digits given as UTF-8 bytes (a file name, say); `nil` otherwise.
   public init?(hashUTF8: UnsafeBufferPointer<UInt8>, sizeBytes: Int64) {
     guard sizeBytes >= 0, let words = Self.parseHex(hashUTF8) else { return nil }
@@ -64,21 +55,42 @@ public struct BlobDigest: Hashable, Sendable, Comparable, CustomStringConvertibl
   }
 
   static func parseHex(_ utf8: UnsafeBufferPointer<UInt8>) -> Words? {
-    guard utf8.count == 64 else { return nil }
-    return nibbles.withUnsafeBufferPointer { table in
-      var invalid: UInt8 = 0
-      func word(_ start: Int) -> UInt64 {
-        var w: UInt64 = 0
-        for i in start..<(start + 16) {
-          let v = table[Int(utf8[i])]
-          invalid |= v
-          w = w << 4 | UInt64(v & 0x0F)
-        }
-        return w
-      }
-      let words = (word(0), word(16), word(32), word(48))
-      return invalid & 0x80 == 0 ? words : nil
+    guard utf8.count == 64, let base = utf8.baseAddress else { return nil }
+    // Eight digits at a time (SWAR): every request's digests pass through here.
+    let raw = UnsafeRawPointer(base)
+    var valid = true
+    func half(_ offset: Int) -> UInt64 {
+      let (value, ok) = hexWord(
+        UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self)))
+      valid = valid && ok
+      return value
     }
+    let words = (
+      half(0) << 32 | half(8), half(16) << 32 | half(24), half(32) << 32 | half(40),
+      half(48) << 32 | half(56)
+    )
+    return valid ? words : nil
+  }
+
+  /// Eight lowercase hex digits (the first in the lowest byte) as their 32-bit value, and
+  /// whether all eight were lowercase hex digits. Branch-free: each byte of `x` is a lane.
+  @inline(__always)
+  static func hexWord(_ x: UInt64) -> (UInt64, Bool) {
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    let high = ones &* 0x80
+    // With every byte below 0x80, `x + (0x80 - c)` sets a lane's high bit exactly when that
+    // byte is ≥ c, and no lane carries into the next.
+    func atLeast(_ c: UInt64) -> UInt64 { (x &+ ones &* (0x80 - c)) & high }
+    let digit = atLeast(0x30) & ~atLeast(0x3A)
+    let letter = atLeast(0x61) & ~atLeast(0x67)
+    let ok = x & high == 0 && (digit | letter) == high
+    // '0'…'9' keep their low nibble; 'a'…'f' (bit 6 set) have 1…6 there, plus 9.
+    let nibbles = (x & (ones &* 0x0F)) &+ ((x >> 6) & ones) &* 9
+    // Pairs of nibbles into bytes (first digit high), then the four bytes in digit order.
+    let bytes = ((nibbles << 4) | (nibbles >> 8)) & 0x00FF_00FF_00FF_00FF
+    let pairs = (bytes | (bytes >> 8)) & 0x0000_FFFF_0000_FFFF
+    let packed = UInt32(truncatingIfNeeded: pairs | (pairs >> 16))
+    return (UInt64(packed.byteSwapped), ok)
   }
 
   /// SHA-256 of the empty string, size 0: always present in every CAS.

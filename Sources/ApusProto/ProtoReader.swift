@@ -4,7 +4,8 @@
 public struct ProtoReader: Sendable {
   let storage: [UInt8]
   var index: Int
-  let end: Int
+  /// Where this (possibly nested) message ends; `digest` narrows it while reading one.
+  var end: Int
   /// Nesting depth, bounded so hostile input cannot exhaust the stack.
   let depth: Int
 
@@ -134,21 +135,27 @@ public struct ProtoReader: Sendable {
   public mutating func digest(_ tag: FieldTag) throws -> DecodedDigest {
     let range = try lengthDelimitedRange(tag)
     guard depth < Self.maxDepth else { throw ProtoDecodingError("messages nested too deeply") }
-    var inner = ProtoReader(storage: storage, range: range, depth: depth + 1)
+    // The Digest's fields are read by this reader narrowed to them, not by a nested
+    // reader: one per digest retained and released the storage (1,000 per large request).
+    let (outerEnd, resume) = (end, index)
+    (index, end) = (range.lowerBound, range.upperBound)
+    defer { (index, end) = (resume, outerEnd) }
     var hash = range.lowerBound..<range.lowerBound
     var words: BlobDigest.Words?
     var sizeBytes: Int64 = 0
-    while let field = try inner.nextTag() {
+    while let field = try nextTag() {
       switch field.number {
       case 1:
-        hash = try inner.lengthDelimitedRange(field)
+        hash = try lengthDelimitedRange(field)
         // In place: `hash` is within the storage (checked by lengthDelimitedRange).
-        words = storage.withUnsafeBufferPointer { BlobDigest.parseHex(UnsafeBufferPointer(rebasing: $0[hash])) }
+        words = storage.withUnsafeBufferPointer {
+          BlobDigest.parseHex(UnsafeBufferPointer(rebasing: $0[hash]))
+        }
         if words == nil, String(validating: storage[hash], as: UTF8.self) == nil {
           throw ProtoDecodingError("field \(field.number) is not valid UTF-8")
         }
-      case 2: sizeBytes = try inner.int64(field)
-      default: try inner.skip(field)
+      case 2: sizeBytes = try int64(field)
+      default: try skip(field)
       }
     }
     if let words, sizeBytes >= 0 { return .valid(BlobDigest(words: words, sizeBytes: sizeBytes)) }

@@ -16,7 +16,7 @@ class HTTP2Connection {
   /// The names of the peer's verified client certificate (server side, mTLS).
   var clientCertificate: ClientCertificateNames?
   private(set) var session: OpaquePointer?
-  var streams: [Int32: CallStream] = [:]
+  var streams = StreamTable<CallStream>()
   private weak var context: ChannelHandlerContext?
   /// The channel's allocator, kept so building a DATA frame needs no weak load of `context`.
   private let allocator: ByteBufferAllocator
@@ -49,6 +49,10 @@ class HTTP2Connection {
   /// Hops to the event loop and issues a held-back read if now allowed; called when held
   /// bytes are released or the shared budget has room again.
   private let wakeReader: @Sendable () -> Void
+  /// Hop to the event loop for a stream whose request queue drained, or whose response
+  /// queue has data: made once here, so a call's queues allocate no closure of their own.
+  private let wakeInbound: @Sendable (Int32) -> Void
+  private let wakeOutbound: @Sendable (Int32) -> Void
 
   // What this side sends and why: the server logs and counts every GOAWAY and RST_STREAM.
   /// The GOAWAY this side submitted and has not yet seen go out.
@@ -82,6 +86,8 @@ class HTTP2Connection {
     }
     self.weakSelf = weak
     self.wakeReader = wakeReader
+    self.wakeInbound = { id in loop.execute { weak.value.connection?.resumeInbound(id) } }
+    self.wakeOutbound = { id in loop.execute { weak.value.connection?.outboundReady(id) } }
     self.account = BufferAccount(budget: options.budget, onRelease: wakeReader)
     self.resetLimit = TokenBucket(
       burst: Self.resetBurst(options), perSecond: Self.resetBurst(options) / 10)
@@ -396,7 +402,7 @@ class HTTP2Connection {
         ["peer": "\(peer)", "reason": "\(reason.rawValue)", "count": "\(count)"])
     }
     unloggedResets = [:]
-    for stream in streams.values { abandon(stream, RPCError(.unavailable, "connection closed")) }
+    for stream in streams.all { abandon(stream, RPCError(.unavailable, "connection closed")) }
     streams.removeAll()
     context?.close(promise: nil)
     MemoryReclaimer.shared.requestTrim(on: eventLoop)
@@ -680,24 +686,16 @@ class HTTP2Connection {
 
   /// The request side alone: a call answered on the event loop never needs the other.
   func makeInbound(_ stream: CallStream, encoding: MessageEncoding) -> InboundMessageQueue {
-    let id = stream.id
-    let bound = NIOLoopBound(self, eventLoop: eventLoop)
-    let loop = eventLoop
     let inbound = InboundMessageQueue(
       highWater: options.streamWindowBytes, decompressLimit: options.maxReceiveMessageBytes,
-      encoding: encoding, account: account,
-      onDrained: { loop.execute { bound.value.resumeInbound(id) } })
+      encoding: encoding, account: account, stream: stream.id, onDrained: wakeInbound)
     stream.inbound = inbound
     return inbound
   }
 
   func makeOutbound(_ stream: CallStream) -> OutboundQueue {
-    let id = stream.id
-    let bound = NIOLoopBound(self, eventLoop: eventLoop)
-    let loop = eventLoop
     let outbound = OutboundQueue(
-      highWater: options.streamWindowBytes,
-      wake: { loop.execute { bound.value.outboundReady(id) } })
+      highWater: options.streamWindowBytes, stream: stream.id, wake: wakeOutbound)
     stream.outbound = outbound
     return outbound
   }

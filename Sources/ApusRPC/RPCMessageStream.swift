@@ -34,6 +34,9 @@ public struct RPCMessageStream: AsyncSequence, Sendable {
 /// A queue of decoded messages fed by the event loop and drained by the handler task.
 final class InboundMessageQueue: Sendable {
   private struct State {
+    /// The oldest queued message, kept outside `messages`: a unary call's one request
+    /// never allocates the ring's storage.
+    var first: GRPCMessageDeframer.Message?
     var messages = CircularBuffer<GRPCMessageDeframer.Message>()
     var bufferedBytes = 0
     /// Every message's bytes since the call began, for metrics.
@@ -49,14 +52,17 @@ final class InboundMessageQueue: Sendable {
   let decompressLimit: Int
   /// The call's `grpc-encoding`: how messages flagged compressed are inflated.
   let encoding: MessageEncoding
-  /// Called (off the event loop) when a paused queue drains below `lowWater`.
-  private let onDrained: @Sendable () -> Void
+  /// Called (off the event loop) with `stream` when a paused queue drains below
+  /// `lowWater`: one closure per connection, not one per call.
+  private let onDrained: @Sendable (Int32) -> Void
+  private let stream: Int32
   /// Where queued bytes are counted until the handler takes them.
   private let account: BufferAccount?
 
   init(
-    highWater: Int, decompressLimit: Int, encoding: MessageEncoding = .identity, account: BufferAccount? = nil,
-    onDrained: @escaping @Sendable () -> Void
+    highWater: Int, decompressLimit: Int, encoding: MessageEncoding = .identity,
+    account: BufferAccount? = nil,
+    stream: Int32 = 0, onDrained: @escaping @Sendable (Int32) -> Void
   ) {
     self.highWater = highWater
     self.lowWater = highWater / 4
@@ -64,6 +70,7 @@ final class InboundMessageQueue: Sendable {
     self.encoding = encoding
     self.account = account
     self.onDrained = onDrained
+    self.stream = stream
   }
 
   /// Event loop: adds a message. Returns true when the producer should stop acknowledging.
@@ -77,7 +84,11 @@ final class InboundMessageQueue: Sendable {
         waiter.resume(returning: message)
         return false
       }
-      s.messages.append(message)
+      if s.first == nil && s.messages.isEmpty {
+        s.first = message
+      } else {
+        s.messages.append(message)
+      }
       s.bufferedBytes += message.payload.count
       account?.add(message.payload.count)
       if s.bufferedBytes >= highWater { s.paused = true }
@@ -117,6 +128,7 @@ final class InboundMessageQueue: Sendable {
   private static func dropMessages(_ s: inout State) -> (Int, Bool) {
     let dropped = s.bufferedBytes
     let resume = s.paused
+    s.first = nil
     s.messages.removeAll()
     s.bufferedBytes = 0
     s.paused = false
@@ -125,7 +137,7 @@ final class InboundMessageQueue: Sendable {
 
   private func released(_ bytes: Int, resume: Bool) {
     account?.release(bytes)
-    if resume { onDrained() }
+    if resume { onDrained(stream) }
   }
 
   deinit {
@@ -137,11 +149,20 @@ final class InboundMessageQueue: Sendable {
   /// use it leaves the queue to the handler.
   var onlyMessageIfEnded: [UInt8]? {
     state.withLock { s in
-      guard case .some(nil) = s.end, s.messages.count == 1, let m = s.messages.first,
+      guard case .some(nil) = s.end, s.messages.isEmpty, let m = s.first,
         !m.compressed
       else { return nil }
       return m.payload
     }
+  }
+
+  /// The oldest queued message.
+  private static func pop(_ s: inout State) -> GRPCMessageDeframer.Message? {
+    if let m = s.first {
+      s.first = nil
+      return m
+    }
+    return s.messages.popFirst()
   }
 
   func next() async throws -> [UInt8]? {
@@ -151,9 +172,13 @@ final class InboundMessageQueue: Sendable {
   }
 
   private func nextFramed() async throws -> GRPCMessageDeframer.Message? {
-    enum Outcome { case message(GRPCMessageDeframer.Message, resume: Bool), end(RPCError?), wait }
+    enum Outcome {
+      case message(GRPCMessageDeframer.Message, resume: Bool)
+      case end(RPCError?)
+      case wait
+    }
     let outcome: Outcome = state.withLock { s in
-      if let m = s.messages.popFirst() {
+      if let m = Self.pop(&s) {
         s.bufferedBytes -= m.payload.count
         var resume = false
         if s.paused && s.bufferedBytes <= lowWater {
@@ -168,7 +193,7 @@ final class InboundMessageQueue: Sendable {
     switch outcome {
     case .message(let m, let resume):
       account?.release(m.payload.count)
-      if resume { onDrained() }
+      if resume { onDrained(stream) }
       return m
     case .end(let error):
       if let error { throw error }
@@ -177,7 +202,7 @@ final class InboundMessageQueue: Sendable {
       return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { continuation in
           let resume = state.withLock { s -> Bool in
-            if let m = s.messages.popFirst() {
+            if let m = Self.pop(&s) {
               s.bufferedBytes -= m.payload.count
               account?.release(m.payload.count)
               continuation.resume(returning: m)
@@ -198,7 +223,7 @@ final class InboundMessageQueue: Sendable {
             }
             return false
           }
-          if resume { onDrained() }
+          if resume { onDrained(stream) }
         }
       } onCancel: {
         state.withLock { s in

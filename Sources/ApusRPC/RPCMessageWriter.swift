@@ -92,9 +92,12 @@ final class OutboundQueue: Sendable {
 
   private let state = Mutex(State())
   private let highWater: Int
-  private let wake: @Sendable () -> Void
+  /// Wakes the event loop for `stream`: one closure per connection, not one per call.
+  private let wake: @Sendable (Int32) -> Void
+  private let stream: Int32
 
-  init(highWater: Int, wake: @escaping @Sendable () -> Void) {
+  init(highWater: Int, stream: Int32 = 0, wake: @escaping @Sendable (Int32) -> Void) {
+    self.stream = stream
     self.highWater = highWater
     self.wake = wake
   }
@@ -114,7 +117,7 @@ final class OutboundQueue: Sendable {
       s.needsWake = false
       return (s.queuedBytes > highWater, wakeNow)
     }
-    if wakeNow { wake() }
+    if wakeNow { wake(stream) }
     guard mustWait else { return }
     try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
@@ -156,7 +159,7 @@ final class OutboundQueue: Sendable {
       s.needsWake = false
       return (true, w)
     }
-    if wakeNow { wake() }
+    if wakeNow { wake(stream) }
     return accepted
   }
 

@@ -31,7 +31,7 @@ final class ServerConnection: HTTP2Connection {
   /// Cancels stalled uploads; closes the connection after `idleTimeout` without calls.
   override func timersChecked(now: NIODeadline) {
     if let limit = options.uploadIdleTimeout {
-      let stalled = streams.values.filter {
+      let stalled = streams.all.filter {
         !$0.peerEnded && now - $0.lastDataAt >= TimeAmount(limit)
       }
       if !stalled.isEmpty {
@@ -89,12 +89,11 @@ final class ServerConnection: HTTP2Connection {
     guard !pendingCalls.isEmpty else { return }
     var waiting: [Int32] = []
     for id in pendingCalls {
-      guard let stream = streams[id], let call = stream.pending else { continue }
+      guard let stream = streams[id], stream.pending != nil else { continue }
       if stream.unconsumed == 0 {
-        armDeadline(stream, call)
+        armDeadline(stream, timeout: stream.pending?.timeout)
         waiting.append(id)
-      } else {
-        stream.pending = nil
+      } else if let call = stream.pending.take() {
         runHandler(stream, call)
       }
     }
@@ -108,7 +107,10 @@ final class ServerConnection: HTTP2Connection {
     if streams.isEmpty { idleSince = .now() }
     if shuttingDown && !closed && streams.isEmpty {
       let bound = NIOLoopBound(self, eventLoop: eventLoop)
-      eventLoop.execute { bound.value.flush(); bound.value.close() }
+      eventLoop.execute {
+        bound.value.flush()
+        bound.value.close()
+      }
     }
   }
 
@@ -122,8 +124,9 @@ final class ServerConnection: HTTP2Connection {
   }
 
   private func startCall(_ stream: CallStream) {
-    let request = stream.request
-    stream.request = RequestHeaders()
+    // Moved out, not copied: a copy would retain each of its references once more.
+    var request = RequestHeaders()
+    swap(&request, &stream.request)
     guard request.isPost else {
       return reject(stream, httpStatus: "405")
     }
@@ -141,8 +144,10 @@ final class ServerConnection: HTTP2Connection {
     guard let route = request.route else {
       return reject(stream, RPCError(.unimplemented, "unknown method \(request.unknownPath)"))
     }
-    let timeoutHeader = request.timeout, acceptEncoding = request.acceptEncoding
-    let path = route.path, metadata = request.metadata
+    let timeoutHeader = request.timeout
+    let acceptEncoding = request.acceptEncoding
+    let path = route.path
+    let metadata = request.metadata
     var timeout = route.longLived ? nil : options.defaultDeadline
     if let timeoutHeader {
       guard let parsed = GRPCTimeout.parse(timeoutHeader) else {
@@ -173,10 +178,11 @@ final class ServerConnection: HTTP2Connection {
   /// Answers a pending call on the event loop if its request is complete and the route can
   /// answer without waiting; otherwise gives it a handler task.
   private func answerNow(_ stream: CallStream) {
-    guard let call = stream.pending, let inbound = stream.inbound,
-      let immediate = call.route.immediate
-    else { return }
-    stream.pending = nil
+    // Moved out of the stream, not copied (a copy retains each of its references).
+    guard let call = stream.pending.take() else { return }
+    guard let inbound = stream.inbound, let immediate = call.route.immediate else {
+      return runHandler(stream, call)
+    }
     guard let request = inbound.onlyMessageIfEnded else { return runHandler(stream, call) }
     var failure: RPCError?
     do {
@@ -232,7 +238,8 @@ final class ServerConnection: HTTP2Connection {
     }
     if stream.immediateSent == 5 + body.count {
       stream.immediateResponse = []
-      flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
+      flags.pointee |= UInt32(
+        NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
       Self.okTrailers.withList { nv, count in
         _ = nghttp2_submit_trailer(session, id, nv, count)
       }
@@ -241,9 +248,10 @@ final class ServerConnection: HTTP2Connection {
   }
 
   /// Schedules the call's deadline, once.
-  private func armDeadline(_ stream: CallStream, _ call: PendingCall) {
-    guard stream.deadlineTimer == nil, let timeout = call.timeout else { return }
-    let bound = NIOLoopBound(self, eventLoop: eventLoop), id = stream.id
+  private func armDeadline(_ stream: CallStream, timeout: Duration?) {
+    guard stream.deadlineTimer == nil, let timeout else { return }
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    let id = stream.id
     stream.deadlineTimer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
       bound.value.deadlineExpired(id)
     }
@@ -251,12 +259,15 @@ final class ServerConnection: HTTP2Connection {
 
   /// Gives a call its handler task, on this connection's event loop.
   private func runHandler(_ stream: CallStream, _ call: PendingCall) {
-    armDeadline(stream, call)
+    armDeadline(stream, timeout: call.timeout)
     let inbound = stream.inbound ?? makeInbound(stream, encoding: call.requestEncoding)
     let outbound = makeOutbound(stream)
     stream.responseEncoding = call.compressor?.encoding
-    let handler = call.route.handler, context = call.context, compressor = call.compressor
-    let logger = self.logger, options = self.options
+    let handler = call.route.handler
+    let context = call.context
+    let compressor = call.compressor
+    let logger = self.logger
+    let options = self.options
     call.route.metrics.started()
     // Owned by the stream: cancelled when the stream is reset or closed, its deadline passes
     // or the connection drops; GRPCServer.shutdown waits for every stream (ConnectionActivity).
@@ -264,7 +275,9 @@ final class ServerConnection: HTTP2Connection {
       var status = CallStatus(error: nil)
       do {
         try await CallDeadline.$current.withValue(context.deadline) {
-          try await handler(RPCMessageStream(queue: inbound), RPCMessageWriter(queue: outbound, compressor: compressor), context)
+          try await handler(
+            RPCMessageStream(queue: inbound),
+            RPCMessageWriter(queue: outbound, compressor: compressor), context)
         }
       } catch {
         status = CallStatus(error: call.failed(error, logger: logger))
@@ -282,9 +295,8 @@ final class ServerConnection: HTTP2Connection {
 
   private func deadlineExpired(_ id: Int32) {
     guard let stream = streams[id] else { return }
-    if let call = stream.pending {
+    if let call = stream.pending.take() {
       // Its request never completed: the status a handler task would have ended with.
-      stream.pending = nil
       let error = RPCError(.deadlineExceeded, "deadline exceeded")
       stream.inbound?.finish(error)
       call.route.metrics.started()

@@ -28,6 +28,17 @@ struct LRUIndex<Key: Hashable, Value> {
 
   func contains(_ key: Key) -> Bool { slot(of: key).found }
 
+  /// Whether `key` is held; marks it as most recently used. Cheaper than `get` when only
+  /// presence matters: the value is not copied out (no retain and release of it).
+  mutating func touch(_ key: Key, now: UInt32) -> Bool {
+    let (s, found) = slot(of: key)
+    guard found else { return false }
+    let i = slots[s]
+    nodes[Int(i)].lastAccess = now
+    moveToFront(i)
+    return true
+  }
+
   /// Looks up and marks as most recently used.
   mutating func get(_ key: Key, now: UInt32) -> Value? {
     let (s, found) = slot(of: key)
@@ -81,8 +92,7 @@ struct LRUIndex<Key: Hashable, Value> {
     unlink(i)
     totalBytes -= nodes[Int(i)].size
     count -= 1
-    let value = nodes[Int(i)].value
-    nodes[Int(i)].value = nil
+    let value = nodes[Int(i)].value.take()
     freeList.append(i)
     return value
   }
@@ -97,18 +107,20 @@ struct LRUIndex<Key: Hashable, Value> {
     var evicted: [(Key, Value)] = []
     var kept = 0
     while tail >= 0, kept < count {
-      let node = nodes[Int(tail)]
+      // Fields read one by one: a copy of the node would retain and release its value,
+      // and this runs on every look-up of a memory store.
       let overBytes = maxBytes.map { totalBytes > $0 } ?? false
       let overCount = maxCount.map { count > $0 } ?? false
-      let expired = maxAge.map { now &- node.lastAccess > $0 } ?? false
+      let expired = maxAge.map { now &- nodes[Int(tail)].lastAccess > $0 } ?? false
       guard overBytes || overCount || expired else { break }
-      if pinned(node.key) {
+      let key = nodes[Int(tail)].key
+      if pinned(key) {
         moveToFront(tail)
         kept += 1
         continue
       }
-      guard let value = remove(node.key) else { break }
-      evicted.append((node.key, value))
+      guard let value = remove(key) else { break }
+      evicted.append((key, value))
     }
     return evicted
   }
@@ -162,9 +174,11 @@ struct LRUIndex<Key: Hashable, Value> {
   // MARK: - Recency list
 
   private mutating func unlink(_ i: Int32) {
-    let n = nodes[Int(i)]
-    if n.prev >= 0 { nodes[Int(n.prev)].next = n.next } else { head = n.next }
-    if n.next >= 0 { nodes[Int(n.next)].prev = n.prev } else { tail = n.prev }
+    // The links only: copying the node would retain and release its value.
+    let prev = nodes[Int(i)].prev
+    let next = nodes[Int(i)].next
+    if prev >= 0 { nodes[Int(prev)].next = next } else { head = next }
+    if next >= 0 { nodes[Int(next)].prev = prev } else { tail = prev }
   }
 
   private mutating func moveToFront(_ i: Int32) {

@@ -52,7 +52,7 @@ public final class MemoryStore: BlobStore {
     let now = StoreClock.now()
     return index.withLock { idx in
       expire(&idx, now: now)
-      return digests.filter { idx.get($0, now: now) == nil }
+      return digests.filter { !idx.touch($0, now: now) }
     }
   }
 

@@ -30,6 +30,42 @@ struct BlobDigestTests {
     #expect(BlobDigest(hash: hash, sizeBytes: size) == nil)
   }
 
+  @Test("eight digits at a time agree with a digit-by-digit parse for every byte in every position")
+  func swarMatchesReference() throws {
+    // Each byte value at each of the 64 positions of an otherwise valid hash, plus random
+    // valid hashes: accepted exactly when all are lowercase hex, with the same words.
+    func reference(_ bytes: [UInt8]) -> [UInt8]? {
+      var out: [UInt8] = []
+      for pair in stride(from: 0, to: 64, by: 2) {
+        func nibble(_ c: UInt8) -> UInt8? {
+          switch c {
+          case 0x30...0x39: c - 0x30
+          case 0x61...0x66: c - 0x61 + 10
+          default: nil
+          }
+        }
+        guard let hi = nibble(bytes[pair]), let lo = nibble(bytes[pair + 1]) else { return nil }
+        out.append(hi << 4 | lo)
+      }
+      return out
+    }
+    var cases: [[UInt8]] = []
+    let valid = Array(hex.utf8)
+    for position in 0..<64 {
+      for value in 0...255 {
+        var bytes = valid
+        bytes[position] = UInt8(value)
+        cases.append(bytes)
+      }
+    }
+    let digits = Array("0123456789abcdef".utf8)
+    for _ in 0..<2000 { cases.append((0..<64).map { _ in digits.randomElement()! }) }
+    for bytes in cases {
+      let parsed = bytes.withUnsafeBufferPointer { BlobDigest(hashUTF8: $0, sizeBytes: 1) }
+      #expect(parsed?.hashBytes == reference(bytes), "\(bytes)")
+    }
+  }
+
   @Test("size is part of the identity")
   func sizeMatters() throws {
     let a = try #require(BlobDigest(hash: hex, sizeBytes: 11))

@@ -45,7 +45,7 @@ struct BufferBudgetTests {
     let account = BufferAccount(budget: budget) {}
     var queue: InboundMessageQueue? = InboundMessageQueue(
       highWater: 1 << 20, decompressLimit: 1 << 20, account: account,
-      onDrained: {})
+      onDrained: { _ in })
     let message = { (n: Int) in GRPCMessageDeframer.Message(compressed: false, payload: [UInt8](repeating: 1, count: n)) }
     _ = queue?.push(message(100))
     _ = queue?.push(message(200))
@@ -59,7 +59,7 @@ struct BufferBudgetTests {
 
     let other = InboundMessageQueue(
       highWater: 1 << 20, decompressLimit: 1 << 20, account: account,
-      onDrained: {})
+      onDrained: { _ in })
     _ = other.push(message(50))
     other.discard()
     #expect(account.heldBytes == 0)

@@ -9,7 +9,7 @@ import Testing
 struct OutboundQueueTests {
   @Test("peek sizes a frame without taking; take copies across slice boundaries")
   func peekAndTake() async throws {
-    let queue = OutboundQueue(highWater: 1 << 20, wake: {})
+    let queue = OutboundQueue(highWater: 1 << 20, wake: { _ in })
     let whole = (0..<100).map { UInt8($0) }
     try await queue.write([whole[0..<10], whole[10..<11], whole[11..<60]])
     guard case .data(25) = queue.peek(capacity: 25) else { Issue.record("peek"); return }
@@ -34,7 +34,7 @@ struct OutboundQueueTests {
 
   @Test("a queue closed between peek and take appends nothing")
   func closedBetween() async throws {
-    let queue = OutboundQueue(highWater: 1 << 20, wake: {})
+    let queue = OutboundQueue(highWater: 1 << 20, wake: { _ in })
     try await queue.write([[1, 2, 3, 4][...]])
     guard case .data(4) = queue.peek(capacity: 10) else { Issue.record("peek"); return }
     queue.close(RPCError(.cancelled, "reset"))
@@ -45,7 +45,7 @@ struct OutboundQueueTests {
 
   @Test("a writer over the high-water mark resumes once take drains to half of it")
   func backPressure() async throws {
-    let queue = OutboundQueue(highWater: 100, wake: {})
+    let queue = OutboundQueue(highWater: 100, wake: { _ in })
     let writer = Task { try await queue.write([[UInt8](repeating: 1, count: 150)[...]]) }
     var buffer = ByteBuffer()
     while case .deferred = queue.peek(capacity: 1) { try await Task.sleep(for: .milliseconds(5)) }
