@@ -30,23 +30,22 @@ struct LRUIndex<Key: Hashable, Value> {
 
   /// Whether `key` is held; marks it as most recently used. Cheaper than `get` when only
   /// presence matters: the value is not copied out (no retain and release of it).
-  mutating func touch(_ key: Key, now: UInt32) -> Bool {
-    let (s, found) = slot(of: key)
-    guard found else { return false }
-    let i = slots[s]
-    nodes[Int(i)].lastAccess = now
-    moveToFront(i)
-    return true
-  }
+  mutating func touch(_ key: Key, now: UInt32) -> Bool { used(key, now: now) != nil }
 
   /// Looks up and marks as most recently used.
   mutating func get(_ key: Key, now: UInt32) -> Value? {
+    guard let i = used(key, now: now) else { return nil }
+    return nodes[Int(i)].value
+  }
+
+  /// The node holding `key`, marked as most recently used; nil if absent.
+  private mutating func used(_ key: Key, now: UInt32) -> Int32? {
     let (s, found) = slot(of: key)
     guard found else { return nil }
     let i = slots[s]
     nodes[Int(i)].lastAccess = now
     moveToFront(i)
-    return nodes[Int(i)].value
+    return i
   }
 
   func peek(_ key: Key) -> Value? {
