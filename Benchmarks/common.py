@@ -60,6 +60,8 @@ class Server:
             self.stop()
             raise RuntimeError(f"{name} did not start; log:\n{self.tail_log()}")
         self.startup_seconds = time.perf_counter() - started
+        # cpu_seconds: threads' on-CPU time at the last call, and what ended threads had used.
+        self._seen_ns, self._gone_ns = {}, 0
 
     def tail_log(self, n=4000):
         with open(self.log_path, "rb") as f:
@@ -74,9 +76,8 @@ class Server:
         time (/proc/PID/task/TID/schedstat), plus what threads gone since an earlier call had
         used by then. /proc/PID/stat counts in 10 ms ticks, which at 4 GB/s is a sixth of a
         256 MiB transfer's CPU; a thread that ends loses only its time since the last call."""
-        live = {tid: ns for tid, (_, ns) in self._thread_ns().items()}
-        seen = getattr(self, "_seen_ns", {})
-        self._gone_ns = getattr(self, "_gone_ns", 0) + sum(ns for tid, ns in seen.items() if tid not in live)
+        live = {tid: ns for tid, (_, ns) in self._thread_ns(names=False).items()}
+        self._gone_ns += sum(ns for tid, ns in self._seen_ns.items() if tid not in live)
         self._seen_ns = live
         return (sum(live.values()) + self._gone_ns) / 1e9
 
@@ -85,14 +86,16 @@ class Server:
         threads did the work (NIO's event loops are named NIO-SGLTN-… or NIO-ELT-…)."""
         return {tid: (name, ns / 1e9) for tid, (name, ns) in self._thread_ns().items()}
 
-    def _thread_ns(self):
-        """{thread id: (name, on-CPU nanoseconds)} of the live threads."""
+    def _thread_ns(self, names=True):
+        """{thread id: (name, or None without `names`; on-CPU nanoseconds)} of the live threads."""
         threads = {}
         task = f"/proc/{self.proc.pid}/task"
         for tid in os.listdir(task):
             try:
-                with open(f"{task}/{tid}/comm") as f:
-                    name = f.read().strip()
+                name = None
+                if names:
+                    with open(f"{task}/{tid}/comm") as f:
+                        name = f.read().strip()
                 with open(f"{task}/{tid}/schedstat") as f:
                     threads[tid] = (name, int(f.read().split()[0]))
             except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
