@@ -146,7 +146,7 @@ let package = Package(
       dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
       path: "Tests/ApusTestSupport", swiftSettings: strict),
     .testTarget(name: "ApusProtoTests", dependencies: ["ApusProto"], swiftSettings: strict),
-    .testTarget(name: "ApusRPCTests", dependencies: ["ApusRPC"], swiftSettings: strict),
+    .testTarget(name: "ApusRPCTests", dependencies: ["ApusRPC", "ApusTestSupport"], swiftSettings: strict),
     .testTarget(name: "ApusConfigTests", dependencies: ["ApusConfig"], swiftSettings: strict),
     .testTarget(
       name: "ApusSchedulerTests", dependencies: ["ApusScheduler", "ApusProto", "ApusConfig"],

@@ -330,3 +330,40 @@ def test_keepalive_ping_closes_only_dead_peers(apus_factory, answers):
     assert any(f[0] == PING for f in c.frames()), "no keepalive PING was sent"
     assert closed != answers, "a peer answering PINGs must stay; a silent one must be closed"
     c.close()
+
+
+FIND_MISSING = "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs"
+
+
+def curl_grpc(tmp_path, port, path, body):
+    """One call through curl with `body` sent as the request body, framing and all: the
+    trailers (or trailers-only headers) as a dict."""
+    request, headers = tmp_path / "request.bin", tmp_path / "headers.txt"
+    request.write_bytes(body)
+    subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-X", "POST", "--data-binary", f"@{request}",
+                    "-H", "content-type: application/grpc", "-H", "te: trailers", "-D", str(headers),
+                    "-o", "/dev/null", f"http://127.0.0.1:{port}{path}"], check=True, timeout=30)
+    fields = {}
+    for line in headers.read_text().splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not name.startswith("HTTP"):
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (b"\x02\x00\x00\x00\x00", "13", "invalid gRPC message flag 2"),
+    (b"\x00\x00\x00\x00\x05ab", "13", "stream ended inside a message"),
+    (b"\x00\x00\x00\x00\x00" * 2, "13", "expected one request message, got more"),
+    (b"", "13", "expected one request message, got none"),
+    (b"\x00\x00\x00\x00\x00", "0", None),
+])
+def test_malformed_bodies_of_calls_answered_on_the_event_loop(apus_factory, tmp_path, body, status, message):
+    """FindMissingBlobs on a memory CAS is answered without a handler task when its request
+    is one whole message; every other body gets the status the task path gives."""
+    apus = apus_factory(cache_config({"memory": {}}))
+    fields = curl_grpc(tmp_path, apus.port, FIND_MISSING, body)
+    assert fields.get("grpc-status") == status, fields
+    if message:
+        assert message in fields.get("grpc-message", "").replace("%20", " "), fields
+    assert_still_serving(apus)

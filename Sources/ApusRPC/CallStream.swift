@@ -27,17 +27,21 @@ final class CallStream {
   /// Bytes of an incomplete message held by `deframer`, as counted in the connection's account.
   var deframedHeld = 0
   /// When DATA last arrived (or the stream opened): stalled uploads are cancelled.
-  var lastDataAt = NIODeadline.now()
+  var lastDataAt: NIODeadline
   /// Server: a call whose route may answer on the event loop, waiting for the end of its
   /// request within the read that opened it (then answered, or given a handler task).
   var pending: PendingCall?
+  /// Server: the request message of a pending call, held here rather than in a queue while
+  /// the call may still be answered on the event loop.
+  var heldRequest: GRPCMessageDeframer.Message?
   /// Server: the response of a call answered on the event loop, and how much of it went
   /// into DATA frames.
   var immediateResponse: [UInt8] = []
   var immediateSent = 0
 
-  init(id: Int32, maxMessageBytes: Int) {
+  init(id: Int32, maxMessageBytes: Int, openedAt: NIODeadline = .now()) {
     self.id = id
+    self.lastDataAt = openedAt
     self.deframer = GRPCMessageDeframer(maxMessageBytes: maxMessageBytes)
   }
 }

@@ -11,37 +11,44 @@ public struct GRPCMessageDeframer: Sendable {
   }
 
   public let maxMessageBytes: Int
-  private var header: [UInt8] = []
+  /// The prefix bytes received so far, big-endian in the low bytes: a prefix split across
+  /// DATA frames needs no array of its own.
+  private var header: UInt64 = 0
+  private var headerCount = 0
   private var payload: [UInt8] = []
   private var expected: Int = -1
   private var compressed = false
 
   public init(maxMessageBytes: Int) {
     self.maxMessageBytes = maxMessageBytes
-    header.reserveCapacity(5)
   }
 
   /// Bytes of the incomplete message received so far, its 5-byte prefix included.
-  public var bufferedBytes: Int { expected < 0 ? header.count : 5 + payload.count }
+  public var bufferedBytes: Int { expected < 0 ? headerCount : 5 + payload.count }
 
-  /// Appends `bytes`, returning the messages they complete.
-  public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(RPCError) -> [Message] {
-    var messages: [Message] = []
-    var i = 0
+  /// Takes `bytes` from `offset` on, up to the end of the first message they complete, and
+  /// returns that message; nil once all of `bytes` is taken without completing one. The
+  /// caller loops, handling each message between calls: no array of messages per DATA frame.
+  public mutating func next(
+    _ bytes: UnsafeRawBufferPointer, from offset: inout Int
+  ) throws(RPCError) -> Message? {
     let n = bytes.count
-    while i < n {
+    while offset < n {
       if expected < 0 {
-        let take = min(5 - header.count, n - i)
-        header.append(contentsOf: Self.slice(bytes, i, take))
-        i += take
-        guard header.count == 5 else { break }
-        guard header[0] <= 1 else {
-          throw RPCError(.internal, "invalid gRPC message flag \(header[0])")
+        while headerCount < 5 && offset < n {
+          header = header << 8 | UInt64(bytes[offset])
+          headerCount += 1
+          offset += 1
         }
-        compressed = header[0] == 1
-        let length =
-          Int(header[1]) << 24 | Int(header[2]) << 16 | Int(header[3]) << 8 | Int(header[4])
-        header.removeAll(keepingCapacity: true)
+        guard headerCount == 5 else { return nil }
+        let flag = header >> 32
+        guard flag <= 1 else {
+          throw RPCError(.internal, "invalid gRPC message flag \(flag)")
+        }
+        compressed = flag == 1
+        let length = Int(header & 0xFFFF_FFFF)
+        header = 0
+        headerCount = 0
         guard length <= maxMessageBytes else {
           throw RPCError(
             .resourceExhausted,
@@ -51,17 +58,26 @@ public struct GRPCMessageDeframer: Sendable {
         payload = []
         // A declared length is only a claim: reserve what has arrived (up to 1 MiB ahead),
         // so streams announcing large messages cannot make us allocate before they send.
-        payload.reserveCapacity(min(length, max(n - i, 1 << 20)))
+        payload.reserveCapacity(min(length, max(n - offset, 1 << 20)))
       }
-      let take = min(expected - payload.count, n - i)
-      payload.append(contentsOf: Self.slice(bytes, i, take))
-      i += take
+      let take = min(expected - payload.count, n - offset)
+      payload.append(contentsOf: Self.slice(bytes, offset, take))
+      offset += take
       if payload.count == expected {
-        messages.append(Message(compressed: compressed, payload: payload))
+        let message = Message(compressed: compressed, payload: payload)
         payload = []
         expected = -1
+        return message
       }
     }
+    return nil
+  }
+
+  /// Appends `bytes`, returning the messages they complete.
+  public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(RPCError) -> [Message] {
+    var messages: [Message] = []
+    var offset = 0
+    while let message = try next(bytes, from: &offset) { messages.append(message) }
     return messages
   }
 
@@ -70,11 +86,12 @@ public struct GRPCMessageDeframer: Sendable {
   private static func slice(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ count: Int)
     -> UnsafeBufferPointer<UInt8>
   {
-    UnsafeBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + start, count: count)
+    UnsafeBufferPointer(
+      start: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + start, count: count)
   }
 
   /// Whether the body ended cleanly, between two messages.
-  public var isAtMessageBoundary: Bool { expected < 0 && header.isEmpty }
+  public var isAtMessageBoundary: Bool { expected < 0 && headerCount == 0 }
 }
 
 /// The 5-byte gRPC message prefix for an uncompressed payload of `length` bytes.

@@ -42,7 +42,7 @@ class HTTP2Connection {
   let openedAt = NIODeadline.now()
   /// Server: the client preface and a first frame have arrived.
   private(set) var prefaceReceived = false
-  private var lastReceivedAt = NIODeadline.now()
+  private(set) var lastReceivedAt = NIODeadline.now()
   private var pingSentAt: NIODeadline?
   /// This connection for timers, without keeping it alive.
   private let weakSelf: NIOLoopBound<WeakConnection>
@@ -421,6 +421,7 @@ class HTTP2Connection {
   func peerEnded(_ stream: CallStream) {}
   func abandon(_ stream: CallStream, _ error: RPCError) {
     releaseDeframed(stream)
+    releaseHeldRequest(stream)
     stream.deadlineTimer?.cancel()
     stream.inbound?.finish(error)
     stream.outbound?.close(error)
@@ -475,16 +476,18 @@ class HTTP2Connection {
     }
     stream.unconsumed += bytes.count
     stream.lastDataAt = lastReceivedAt
-    guard !stream.rejected, let inbound = stream.inbound else {
+    guard !stream.rejected, stream.inbound != nil || stream.pending != nil else {
       pendingConsume.append(id)
       return
     }
     do {
       var pause = false
-      for message in try stream.deframer.append(bytes) {
-        pause = inbound.push(message) || pause
+      var offset = 0
+      // One message at a time: delivering one may read the deframer's state.
+      while let message = try stream.deframer.next(bytes, from: &offset) {
+        pause = deliver(message, to: stream) || pause
       }
-      // Partial-message bytes are held here; complete messages are counted by the queue.
+      // Partial-message bytes are held here; complete messages are counted where they wait.
       let partial = stream.deframer.bufferedBytes
       if partial > stream.deframedHeld {
         account.add(partial - stream.deframedHeld)
@@ -496,9 +499,40 @@ class HTTP2Connection {
     } catch {
       stream.rejected = true
       releaseDeframed(stream)
-      inbound.finish(error)
+      requestQueue(stream, encoding: stream.pending?.requestEncoding).finish(error)
       pendingConsume.append(id)
     }
+  }
+
+  /// Gives a request message to its call. Returns true when the producer should stop
+  /// acknowledging. The first message of a call that may be answered on the event loop
+  /// waits in the stream itself: a unary request then needs no queue.
+  private func deliver(_ message: GRPCMessageDeframer.Message, to stream: CallStream) -> Bool {
+    if stream.inbound == nil && stream.pending != nil && stream.heldRequest == nil {
+      stream.heldRequest = message
+      account.add(message.payload.count)
+      return false
+    }
+    return requestQueue(stream, encoding: stream.pending?.requestEncoding).push(message)
+  }
+
+  /// The stream's request queue, made for a server call (with its `grpc-encoding`) when it
+  /// first needs one: a held request moves into it first, and an ended request body ends it.
+  func requestQueue(_ stream: CallStream, encoding: MessageEncoding?) -> InboundMessageQueue {
+    if let inbound = stream.inbound { return inbound }
+    let inbound = makeInbound(stream, encoding: encoding ?? .identity)
+    if let held = stream.heldRequest.take() {
+      account.release(held.payload.count)
+      _ = inbound.push(held)
+    }
+    if stream.peerEnded { finishInbound(stream) }
+    return inbound
+  }
+
+  /// Drops the request a pending call held, returning its bytes to the budget.
+  func releaseHeldRequest(_ stream: CallStream) {
+    guard let held = stream.heldRequest.take() else { return }
+    account.release(held.payload.count)
   }
 
   /// Returns the bytes of a stream's incomplete message to the budget.

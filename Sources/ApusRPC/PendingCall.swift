@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 
 /// A server call as its request headers describe it, from `startCall` until a handler task
 /// or the route's immediate answer takes it; then what both record when it finishes.
@@ -9,7 +10,8 @@ struct PendingCall: Sendable {
   let timeout: Duration?
   let requestEncoding: MessageEncoding
   let compressor: ResponseCompressor?
-  let started: ContinuousClock.Instant
+  /// When the read that completed its headers arrived.
+  let started: NIODeadline
 
   /// The status a handler's error ends the call with; errors that say the server failed
   /// (UNKNOWN, INTERNAL) are logged.
@@ -28,7 +30,7 @@ struct PendingCall: Sendable {
     code: RPCStatusCode, receivedBytes: Int, sentBytes: Int, logger: Logger,
     options: GRPCServerOptions
   ) {
-    let elapsed = ContinuousClock.now - started
+    let elapsed = Duration(NIODeadline.now() - started)
     let metrics = route.metrics
     metrics.finished(
       code: code, duration: elapsed, receivedBytes: receivedBytes, sentBytes: sentBytes)

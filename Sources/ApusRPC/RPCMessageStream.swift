@@ -144,18 +144,6 @@ final class InboundMessageQueue: Sendable {
     account?.release(state.withLock { $0.bufferedBytes })
   }
 
-  /// Event loop: the payload when the sequence ended cleanly after exactly one
-  /// uncompressed message, still queued; nil otherwise. Takes nothing: a caller that cannot
-  /// use it leaves the queue to the handler.
-  var onlyMessageIfEnded: [UInt8]? {
-    state.withLock { s in
-      guard case .some(nil) = s.end, s.messages.isEmpty, let m = s.first,
-        !m.compressed
-      else { return nil }
-      return m.payload
-    }
-  }
-
   /// The oldest queued message.
   private static func pop(_ s: inout State) -> GRPCMessageDeframer.Message? {
     if let m = s.first {

@@ -66,7 +66,8 @@ final class ServerConnection: HTTP2Connection {
 
   override func beginHeaders(_ id: Int32, request: Bool) {
     guard request else { return }
-    streams[id] = CallStream(id: id, maxMessageBytes: options.maxReceiveMessageBytes)
+    streams[id] = CallStream(
+      id: id, maxMessageBytes: options.maxReceiveMessageBytes, openedAt: lastReceivedAt)
     idleSince = nil
     activity.streamOpened()
   }
@@ -155,9 +156,11 @@ final class ServerConnection: HTTP2Connection {
       }
       timeout = parsed
     }
-    let now = ContinuousClock.now
+    // The read that brought the headers: every call of a read starts then, without a
+    // clock read of its own.
+    let now = lastReceivedAt
     let context = ServerContext(
-      path: path, metadata: Metadata(metadata), deadline: timeout.map { now.advanced(by: $0) },
+      path: path, metadata: Metadata(metadata), deadline: timeout.map { now + TimeAmount($0) },
       peer: peer, clientCertificate: clientCertificate)
     let call = PendingCall(
       route: route, context: context, timeout: timeout, requestEncoding: requestEncoding,
@@ -167,7 +170,6 @@ final class ServerConnection: HTTP2Connection {
     // usually came in the same packet (HEADERS, DATA with END_STREAM). Compressed responses
     // are left to the task: compressing on the event loop would hold it.
     if route.immediate != nil && call.compressor == nil {
-      _ = makeInbound(stream, encoding: requestEncoding)
       stream.pending = call
       pendingCalls.append(stream.id)
     } else {
@@ -180,10 +182,12 @@ final class ServerConnection: HTTP2Connection {
   private func answerNow(_ stream: CallStream) {
     // Moved out of the stream, not copied (a copy retains each of its references).
     guard let call = stream.pending.take() else { return }
-    guard let inbound = stream.inbound, let immediate = call.route.immediate else {
-      return runHandler(stream, call)
-    }
-    guard let request = inbound.onlyMessageIfEnded else { return runHandler(stream, call) }
+    // Only a request that ended cleanly after exactly one uncompressed message, still held
+    // by the stream: anything else is the handler's to read (and report).
+    guard let immediate = call.route.immediate, stream.inbound == nil, !stream.rejected,
+      stream.deframer.isAtMessageBoundary, let held = stream.heldRequest, !held.compressed
+    else { return runHandler(stream, call) }
+    let request = held.payload
     var failure: RPCError?
     do {
       guard let response = try immediate(request, call.context) else {
@@ -193,7 +197,7 @@ final class ServerConnection: HTTP2Connection {
     } catch {
       failure = call.failed(error, logger: logger)
     }
-    inbound.discard()
+    releaseHeldRequest(stream)
     stream.deadlineTimer?.cancel()
     stream.deadlineTimer = nil
     call.route.metrics.started()
@@ -260,7 +264,7 @@ final class ServerConnection: HTTP2Connection {
   /// Gives a call its handler task, on this connection's event loop.
   private func runHandler(_ stream: CallStream, _ call: PendingCall) {
     armDeadline(stream, timeout: call.timeout)
-    let inbound = stream.inbound ?? makeInbound(stream, encoding: call.requestEncoding)
+    let inbound = requestQueue(stream, encoding: call.requestEncoding)
     let outbound = makeOutbound(stream)
     stream.responseEncoding = call.compressor?.encoding
     let handler = call.route.handler
@@ -301,7 +305,9 @@ final class ServerConnection: HTTP2Connection {
       stream.inbound?.finish(error)
       call.route.metrics.started()
       call.finished(
-        code: .deadlineExceeded, receivedBytes: stream.inbound?.receivedBytes ?? 0, sentBytes: 0,
+        code: .deadlineExceeded,
+        receivedBytes: stream.inbound?.receivedBytes ?? stream.heldRequest?.payload.count ?? 0,
+        sentBytes: 0,
         logger: logger, options: options)
       stream.started = true
       submitTrailersOnly(stream.id, error)

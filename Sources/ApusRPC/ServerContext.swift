@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What a handler knows about its call besides the messages.
 public struct ServerContext: Sendable {
   /// `/package.Service/Method`.
@@ -6,14 +8,14 @@ public struct ServerContext: Sendable {
   public var metadata: Metadata
   /// From `grpc-timeout` (or the listener's default); `nil` means none. Also the task's
   /// `CallDeadline.current`.
-  public var deadline: ContinuousClock.Instant?
+  public var deadline: NIODeadline?
   /// The remote address, for logs.
   public var peer: String
   /// The names of the peer's verified client certificate (mTLS); nil without one.
   public var clientCertificate: ClientCertificateNames?
 
   public init(
-    path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String,
+    path: String, metadata: Metadata, deadline: NIODeadline?, peer: String,
     clientCertificate: ClientCertificateNames? = nil
   ) {
     self.path = path

@@ -1,4 +1,5 @@
 import ApusRPC
+import NIOCore
 import Synchronization
 
 /// Whether a named store can serve now, for `/readyz`.
@@ -119,7 +120,7 @@ final class BackendProbe: Sendable {
   private func probe() async throws {
     let check = self.check, timeout = self.timeout
     try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await CallDeadline.$current.withValue(.now + timeout) { try await check(timeout) } }
+      group.addTask { try await CallDeadline.$current.withValue(.now() + TimeAmount(timeout)) { try await check(timeout) } }
       group.addTask {
         try await Task.sleep(for: timeout + .milliseconds(500))
         throw StoreError(.deadlineExceeded, "no answer within \(CircuitBreaker.seconds(timeout))")

@@ -110,7 +110,7 @@ struct ClientServerTests {
       #expect(error?.code == .deadlineExceeded)
       #expect(try await client.unary("/t.T/SlowLongLived", []) == [0], "no deadline for a long-lived call")
       // A call made while serving another inherits what is left of its deadline.
-      let inherited = try await CallDeadline.$current.withValue(.now + .seconds(6)) {
+      let inherited = try await CallDeadline.$current.withValue(.now() + .seconds(6)) {
         Int(String(decoding: try await client.unary("/t.T/Remaining", []), as: UTF8.self))
       }
       #expect((2001...6000).contains(inherited ?? 0), "\(String(describing: inherited))")

@@ -1,3 +1,4 @@
+import ApusTestSupport
 import Logging
 import NIOPosix
 import Synchronization
@@ -45,7 +46,9 @@ struct ImmediateCallTests {
     _ options: GRPCServerOptions = .init(), _ body: (GRPCClient, Counts) async throws -> Void
   ) async throws {
     let counts = Counts()
-    try await withLoopbackServer(Self.router(counts), server: options) { try await body($0, counts) }
+    try await withLoopbackServer(Self.router(counts), server: options) {
+      try await body($0, counts)
+    }
   }
 
   @Test("an answer at hand gives the same bytes as the task, without a task")
@@ -111,6 +114,31 @@ struct ImmediateCallTests {
       await #expect(throws: RPCError(.internal, "expected one request message, got more")) {
         _ = try await two.responses.single()
       }
+    }
+  }
+
+  @Test("request bytes held for the event loop go back to the budget, whichever path answers")
+  func budgetReturns() async throws {
+    let budget = BufferBudget(limitBytes: 64 << 20)
+    var options = GRPCServerOptions()
+    options.budget = budget
+    try await withServer(options) { client, counts in
+      for size in [1, 1_000, 100_000] {
+        let request = [UInt8](repeating: 3, count: size)
+        #expect(try await client.unary("/t.I/Now", request) == request)
+      }
+      #expect(try await client.unary("/t.I/Now", [0xFE, 1]) == [1, 0xFE])
+      await #expect(throws: RPCError(.notFound, "no 1", statusDetails: [7, 8])) {
+        _ = try await client.unary("/t.I/Now", [0xFF])
+      }
+      let two = try await client.call("/t.I/Now")
+      try await two.requests.write([1])
+      try await two.requests.write([2])
+      two.finishRequests()
+      await #expect(throws: RPCError.self) { _ = try await two.responses.single() }
+      #expect(counts.immediate.load(ordering: .relaxed) >= 1)
+      let released = await eventually(within: .seconds(10)) { budget.heldBytes == 0 }
+      #expect(released, "\(budget.heldBytes) bytes still held")
     }
   }
 

@@ -75,7 +75,7 @@ struct S3ClientTests {
     let clock = ContinuousClock()
     var error: StoreError?
     let elapsed = await clock.measure {
-      await CallDeadline.$current.withValue(.now + .milliseconds(500)) {
+      await CallDeadline.$current.withValue(.now() + .milliseconds(500)) {
         error = await #expect(throws: StoreError.self) { _ = try await client.send(.GET, key: "k") }
       }
     }
