@@ -4,7 +4,7 @@
 /// over them holds only 4-byte node indices (open addressing, linear probing), so each key is
 /// stored once: an entry costs its node plus about 8 bytes of table. A `Dictionary` keyed by
 /// the digest cost about twice that per entry, which matters at millions of entries.
-struct LRUIndex<Key: Hashable, Value> {
+struct LRUIndex<Key: LRUIndexKey, Value> {
   private struct Node {
     var key: Key
     /// nil once removed, so a free node does not keep its value alive.
@@ -25,6 +25,7 @@ struct LRUIndex<Key: Hashable, Value> {
   private var tail: Int32 = -1  // least recent
   private(set) var totalBytes: Int64 = 0
   private(set) var count = 0
+  private let seed = LRUIndexSeed()
 
   func contains(_ key: Key) -> Bool { slot(of: key).found }
 
@@ -130,7 +131,7 @@ struct LRUIndex<Key: Hashable, Value> {
   private func slot(of key: Key) -> (slot: Int, found: Bool) {
     guard !slots.isEmpty else { return (-1, false) }
     let mask = slots.count - 1
-    var s = key.hashValue & mask
+    var s = key.indexHash(seed) & mask
     while true {
       let i = slots[s]
       if i == Self.emptySlot { return (s, false) }
@@ -144,7 +145,7 @@ struct LRUIndex<Key: Hashable, Value> {
     slots = [Int32](repeating: Self.emptySlot, count: max(16, old.count * 2))
     let mask = slots.count - 1
     for i in old where i != Self.emptySlot {
-      var s = nodes[Int(i)].key.hashValue & mask
+      var s = nodes[Int(i)].key.indexHash(seed) & mask
       while slots[s] != Self.emptySlot { s = (s + 1) & mask }
       slots[s] = i
     }
@@ -159,7 +160,7 @@ struct LRUIndex<Key: Hashable, Value> {
       s = (s + 1) & mask
       let i = slots[s]
       if i == Self.emptySlot { break }
-      let home = nodes[Int(i)].key.hashValue & mask
+      let home = nodes[Int(i)].key.indexHash(seed) & mask
       // The entry at `s` may fill the hole unless its home lies cyclically in (hole, s].
       let staysPut = hole <= s ? (hole < home && home <= s) : (hole < home || home <= s)
       if !staysPut {

@@ -1,6 +1,9 @@
 import Testing
 
+@testable import ApusProto
 @testable import ApusStore
+
+extension Int: LRUIndexKey {}
 
 @Suite("LRU index", .timeLimit(.minutes(3)))
 struct LRUIndexTests {
@@ -24,7 +27,7 @@ struct LRUIndexTests {
 
   /// A key whose hashes collide in groups of ~13, so probe runs are long and deletions
   /// have to shift entries back across them.
-  struct CollidingKey: Hashable {
+  struct CollidingKey: LRUIndexKey {
     var value: Int
     func hash(into hasher: inout Hasher) { hasher.combine(value / 13) }
   }
@@ -86,5 +89,47 @@ struct SplitMix64: RandomNumberGenerator {
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
     return z ^ (z >> 31)
+  }
+}
+
+@Suite("LRU index key hash")
+struct LRUIndexKeyTests {
+  /// Slots the low 12 bits of the hashes reach, for 4,096 keys.
+  func slotsReached(_ keys: [BlobDigest]) -> Int {
+    let seed = LRUIndexSeed()
+    return Set(keys.map { $0.indexHash(seed) & 4095 }).count
+  }
+
+  @Test(
+    "digests that differ in one word, or in a word and the size together, spread over the table")
+  func spread() {
+    // Random hashes reach about 2,590 of 4,096 slots; a hash that dropped a word's high bits
+    // or cancelled the size against a word would put these in a handful.
+    let word = (0..<4096).map { BlobDigest(words: (0, UInt64($0) << 40, 0, 0), sizeBytes: 1) }
+    let traded = (0..<4096).map { BlobDigest(words: (0, 0, 0, UInt64($0)), sizeBytes: Int64($0)) }
+    let size = (0..<4096).map { BlobDigest(words: (7, 7, 7, 7), sizeBytes: Int64($0) << 20) }
+    for keys in [word, traded, size] { #expect(slotsReached(keys) > 2_400) }
+  }
+
+  @Test("a digest-keyed index agrees with a Dictionary")
+  func digestModel() {
+    var index = LRUIndex<BlobDigest, Int>()
+    var model: [BlobDigest: Int] = [:]
+    var rng = SplitMix64(seed: 7)
+    let keys = (0..<2_000).map { _ in
+      BlobDigest(
+        words: (rng.next(), rng.next(), 0, rng.next() % 4), sizeBytes: Int64(rng.next() % 3))
+    }
+    for step in 0..<20_000 {
+      let key = keys[Int(rng.next() % UInt64(keys.count))]
+      if rng.next() % 3 == 0 {
+        #expect(index.remove(key) == model.removeValue(forKey: key))
+      } else {
+        index.set(key, step, size: 1, now: 0)
+        model[key] = step
+      }
+    }
+    #expect(index.count == model.count)
+    for key in keys { #expect(index.peek(key) == model[key]) }
   }
 }
