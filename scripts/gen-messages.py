@@ -3,7 +3,8 @@
 
 Field numbers are facts from the upstream .proto files (bazelbuild/remote-apis,
 googleapis). Run after editing a table: python3 scripts/gen-messages.py
-Kinds: string, bytes, int64, int32, uint32, bool, enum:T, msg:T (optional sub-message),
+Kinds: string, bytes, bytes_slice (an ArraySlice of the received message: no copy, and it
+keeps the message alive), int64, int32, uint32, bool, enum:T, msg:T (optional sub-message),
 [msg:T], [string], [enum:T] (packed), [bytes], digest (a Digest sub-message decoded
 straight into a BlobDigest: DecodedDigest?). A message may carry a fourth element, its doc
 comment lines, in place of the proto name.
@@ -258,7 +259,7 @@ FILES = {
     ("ReadResponse", "google.bytestream.ReadResponse", [("data", "bytes", 10)]),
     ("WriteRequest", "google.bytestream.WriteRequest",
      [("resourceName", "string", 1), ("writeOffset", "int64", 2), ("finishWrite", "bool", 3),
-      ("data", "bytes", 10)]),
+      ("data", "bytes_slice", 10)]),
     ("WriteResponse", "google.bytestream.WriteResponse", [("committedSize", "int64", 1)]),
     ("QueryWriteStatusRequest", "google.bytestream.QueryWriteStatusRequest",
      [("resourceName", "string", 1)]),
@@ -270,6 +271,7 @@ FILES = {
 SCALAR = {
   "string": ("String", '""', "string", "string"),
   "bytes": ("[UInt8]", "[]", "bytes", "bytes"),
+  "bytes_slice": ("ArraySlice<UInt8>", "[]", "bytesSlice", "bytes"),
   "int64": ("Int64", "0", "int64", "int64"),
   "int32": ("Int32", "0", "int32", "int32"),
   "bool": ("Bool", "false", "bool", "bool"),

@@ -112,6 +112,11 @@ public struct ProtoReader: Sendable {
     Array(storage[try lengthDelimitedRange(tag)])
   }
 
+  /// The field's bytes in place: no copy, and the slice keeps the whole message alive.
+  public mutating func bytesSlice(_ tag: FieldTag) throws -> ArraySlice<UInt8> {
+    storage[try lengthDelimitedRange(tag)]
+  }
+
   public mutating func string(_ tag: FieldTag) throws -> String {
     let range = try lengthDelimitedRange(tag)
     guard let value = String(validating: storage[range], as: UTF8.self) else {

@@ -42,7 +42,9 @@ public struct ProtoWriter: Sendable {
     uint64(field, value ? 1 : 0)
   }
 
-  public mutating func bytes(_ field: Int, _ value: [UInt8]) {
+  public mutating func bytes(_ field: Int, _ value: [UInt8]) { bytes(field, value[...]) }
+
+  public mutating func bytes(_ field: Int, _ value: ArraySlice<UInt8>) {
     guard !value.isEmpty else { return }
     writeTag(field, .lengthDelimited)
     writeVarint(UInt64(value.count))

@@ -19,6 +19,12 @@ public struct GRPCMessageDeframer: Sendable {
   private var expected: Int = -1
   private var compressed = false
 
+  /// How much of a declared length is reserved before it arrives: 1 MiB of data (a common
+  /// upload chunk) and room for the rest of its message, so such a message fills one
+  /// allocation of its own size. A store may keep it (an upload's data is a slice of it):
+  /// growing it would copy it and leave it twice its size.
+  static let reserveAhead = (1 << 20) + (16 << 10)
+
   public init(maxMessageBytes: Int) {
     self.maxMessageBytes = maxMessageBytes
   }
@@ -56,9 +62,9 @@ public struct GRPCMessageDeframer: Sendable {
         }
         expected = length
         payload = []
-        // A declared length is only a claim: reserve what has arrived (up to 1 MiB ahead),
+        // A declared length is only a claim: reserve what has arrived (up to `reserveAhead`),
         // so streams announcing large messages cannot make us allocate before they send.
-        payload.reserveCapacity(min(length, max(n - offset, 1 << 20)))
+        payload.reserveCapacity(min(length, max(n - offset, Self.reserveAhead)))
       }
       let take = min(expected - payload.count, n - offset)
       payload.append(contentsOf: Self.slice(bytes, offset, take))

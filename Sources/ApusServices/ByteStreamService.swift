@@ -150,7 +150,8 @@ struct ByteStreamService {
     if try await exists(cas, name.digest) { return name.compressor == nil ? size : -1 }
     guard name.compressor != nil else {
       let chunks = WriteChunks(
-        first: first, rest: iterator, resourceName: first.resourceName, maxBytes: size)
+        first: first, firstMessageBytes: firstBytes.count, rest: iterator,
+        resourceName: first.resourceName, maxBytes: size)
       try await cas.write(name.digest, from: chunks)
       return size
     }
@@ -158,7 +159,8 @@ struct ByteStreamService {
     // rule is unchanged; the decoder bounds the compressed and the decompressed sizes.
     let decoder = try ZstdUploadDecoder(expectedSize: size)
     let chunks = WriteChunks(
-      first: first, rest: iterator, resourceName: first.resourceName, maxBytes: .max)
+      first: first, firstMessageBytes: firstBytes.count, rest: iterator,
+      resourceName: first.resourceName, maxBytes: .max)
     try await cas.write(name.digest, from: ZstdUploadChunks(source: chunks, decoder: decoder))
     return decoder.compressedBytes
   }
@@ -188,22 +190,34 @@ struct ByteStreamService {
 
 /// The data of a Write call as chunks, checking offsets and `finish_write` on the way.
 /// `maxBytes` is the digest's size (compressed uploads leave the bound to their decoder).
+///
+/// Each chunk is a slice of its received message, not a copy (see ``kept(_:ofMessageBytes:)``).
 struct WriteChunks: AsyncSequence {
-  typealias Element = [UInt8]
+  typealias Element = ArraySlice<UInt8>
   let first: WriteRequest
+  let firstMessageBytes: Int
   let rest: RPCMessageStream.AsyncIterator
   let resourceName: String
   let maxBytes: Int64
 
+  /// The data as a store may keep it: the slice itself when the data is nearly all of its
+  /// message, else a copy, so a message that is mostly something else (a long resource
+  /// name) is not kept alive for a few bytes of data. A store then holds at most 9/8 of
+  /// what it counts.
+  static func kept(_ data: ArraySlice<UInt8>, ofMessageBytes bytes: Int) -> ArraySlice<UInt8> {
+    bytes - data.count <= data.count / 8 ? data : Array(data)[...]
+  }
+
   struct AsyncIterator: AsyncIteratorProtocol {
     var pending: WriteRequest?
+    var pendingBytes: Int
     var rest: RPCMessageStream.AsyncIterator
     let resourceName: String
     let maxBytes: Int64
     var offset: Int64 = 0
     var finished = false
 
-    mutating func next() async throws -> [UInt8]? {
+    mutating func next() async throws -> ArraySlice<UInt8>? {
       while true {
         if finished {
           guard try await rest.next() == nil else {
@@ -212,6 +226,7 @@ struct WriteChunks: AsyncSequence {
           return nil
         }
         let request: WriteRequest
+        var messageBytes = pendingBytes
         if let p = pending {
           request = p
           pending = nil
@@ -221,6 +236,7 @@ struct WriteChunks: AsyncSequence {
               "the client ended the Write without finish_write after \(offset) bytes")
           }
           request = try WriteRequest(serializedBytes: bytes)
+          messageBytes = bytes.count
           guard request.resourceName.isEmpty || request.resourceName == resourceName else {
             throw RPCError.invalidArgument("resource_name changed during the Write")
           }
@@ -234,20 +250,24 @@ struct WriteChunks: AsyncSequence {
           throw RPCError.invalidArgument("Write sent more than the \(maxBytes) bytes of the digest")
         }
         finished = request.finishWrite
-        if !request.data.isEmpty { return request.data }
+        if !request.data.isEmpty {
+          return WriteChunks.kept(request.data, ofMessageBytes: messageBytes)
+        }
       }
     }
   }
 
   func makeAsyncIterator() -> AsyncIterator {
-    AsyncIterator(pending: first, rest: rest, resourceName: resourceName, maxBytes: maxBytes)
+    AsyncIterator(
+      pending: first, pendingBytes: firstMessageBytes, rest: rest, resourceName: resourceName,
+      maxBytes: maxBytes)
   }
 }
 
 /// A compressed Write's data, decompressed: what the store is given. Throws (so nothing is
 /// stored) on bad zstd data, more output than the digest's size, or a short stream.
 struct ZstdUploadChunks: AsyncSequence {
-  typealias Element = [UInt8]
+  typealias Element = ArraySlice<UInt8>
   let source: WriteChunks
   let decoder: ZstdUploadDecoder
 
@@ -256,11 +276,11 @@ struct ZstdUploadChunks: AsyncSequence {
     let decoder: ZstdUploadDecoder
     var ended = false
 
-    mutating func next() async throws -> [UInt8]? {
+    mutating func next() async throws -> ArraySlice<UInt8>? {
       while true {
         if let out = try decoder.next(maxBytes: ByteStreamService.chunkBytes) {
           CompressionMetrics.uploadUncompressed.increment(by: Int64(out.count))
-          return out
+          return out[...]
         }
         if ended { return nil }
         guard let compressed = try await source.next() else {

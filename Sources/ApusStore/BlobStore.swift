@@ -26,7 +26,7 @@ public protocol BlobStore: Sendable {
   ) async throws -> Bool
 
   /// Stores the concatenated chunks under `digest`.
-  func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws
 
@@ -91,13 +91,13 @@ extension BlobStore {
 
 /// An async sequence of exactly one chunk, for writes of values already in memory.
 public struct SingleChunk: AsyncSequence, Sendable {
-  public typealias Element = [UInt8]
-  let bytes: [UInt8]
-  public init(_ bytes: [UInt8]) { self.bytes = bytes }
+  public typealias Element = ArraySlice<UInt8>
+  let bytes: ArraySlice<UInt8>
+  public init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
 
   public struct AsyncIterator: AsyncIteratorProtocol {
-    var bytes: [UInt8]?
-    public mutating func next() async throws -> [UInt8]? {
+    var bytes: ArraySlice<UInt8>?
+    public mutating func next() async throws -> ArraySlice<UInt8>? {
       defer { bytes = nil }
       return bytes
     }

@@ -4,14 +4,14 @@ import Synchronization
 /// `capacity` bytes wait), one consumer iterates. Bridges a push-style read into a
 /// pull-style write without holding a whole blob.
 public final class ChunkPipe: AsyncSequence, Sendable {
-  public typealias Element = [UInt8]
+  public typealias Element = ArraySlice<UInt8>
 
   private struct State {
-    var chunks: [[UInt8]] = []
+    var chunks: [ArraySlice<UInt8>] = []
     var head = 0
     var bytes = 0
     var end: (any Error)?? = nil
-    var consumer: CheckedContinuation<[UInt8]?, any Error>?
+    var consumer: CheckedContinuation<ArraySlice<UInt8>?, any Error>?
     var producer: CheckedContinuation<Void, any Error>?
   }
   private let state = Mutex(State())
@@ -22,7 +22,7 @@ public final class ChunkPipe: AsyncSequence, Sendable {
   /// The consumer is gone: stop producing.
   public struct Closed: Error {}
 
-  public func send(_ chunk: [UInt8]) async throws {
+  public func send(_ chunk: ArraySlice<UInt8>) async throws {
     let mustWait = try state.withLock { s throws -> Bool in
       if s.end != nil { throw Closed() }
       if let consumer = s.consumer {
@@ -61,7 +61,7 @@ public final class ChunkPipe: AsyncSequence, Sendable {
     }
   }
 
-  fileprivate func next() async throws -> [UInt8]? {
+  fileprivate func next() async throws -> ArraySlice<UInt8>? {
     try await withTaskCancellationHandler {
       try await nextChunk()
     } onCancel: {
@@ -69,7 +69,7 @@ public final class ChunkPipe: AsyncSequence, Sendable {
     }
   }
 
-  private func nextChunk() async throws -> [UInt8]? {
+  private func nextChunk() async throws -> ArraySlice<UInt8>? {
     try await withCheckedThrowingContinuation { c in
       state.withLock { s in
         if s.head < s.chunks.count {
@@ -97,7 +97,7 @@ public final class ChunkPipe: AsyncSequence, Sendable {
 
   public struct AsyncIterator: AsyncIteratorProtocol {
     let pipe: ChunkPipe
-    public mutating func next() async throws -> [UInt8]? { try await pipe.next() }
+    public mutating func next() async throws -> ArraySlice<UInt8>? { try await pipe.next() }
   }
 
   public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(pipe: self) }

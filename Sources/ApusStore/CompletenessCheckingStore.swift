@@ -51,7 +51,7 @@ public struct CompletenessCheckingStore: BlobStore {
     return true
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await backend.write(digest, from: chunks)

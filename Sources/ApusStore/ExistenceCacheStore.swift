@@ -75,7 +75,7 @@ public final class ExistenceCacheStore: BlobStore {
     try await backend.readCompressed(digest, into: sink)
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await backend.write(digest, from: chunks)

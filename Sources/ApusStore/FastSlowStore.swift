@@ -104,7 +104,11 @@ public struct FastSlowStore: BlobStore {
     let (found, filled) = await withTaskGroup(of: Result<Bool, any Error>.self) { group in
       group.addTask {
         do {
-          let found = try await slowTier.read(digest, offset: 0, limit: nil) { try await pipe.send(Array($0)) }
+          // Copied: a store may keep what it is given, and a reader's slice may be a small
+          // part of a larger buffer.
+          let found = try await slowTier.read(digest, offset: 0, limit: nil) {
+            try await pipe.send(Array($0)[...])
+          }
           pipe.finish(found ? nil : StoreError(.notFound, "\(digest) is not in the slow store"))
           return .success(found)
         } catch {
@@ -132,7 +136,7 @@ public struct FastSlowStore: BlobStore {
     return try await direct()
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     guard writeFast else { return try await slow.write(digest, from: chunks) }
@@ -145,7 +149,7 @@ public struct FastSlowStore: BlobStore {
   /// One pass over the input feeds both tiers. The slow store is the one that counts: a
   /// failing fast tier is dropped from the write, and the fast copy is committed only after
   /// the slow one (its input ends then), or abandoned if the slow write failed.
-  private func writeBoth<Chunks: AsyncSequence<[UInt8], any Error>>(
+  private func writeBoth<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     let toFast = ChunkPipe(), toSlow = ChunkPipe()
@@ -175,7 +179,7 @@ public struct FastSlowStore: BlobStore {
 
   /// Lists the blob in the write-behind journal, writes it to the fast tier (pinned there)
   /// and returns; the queue's copier takes it from there.
-  private func writeBehind<Chunks: AsyncSequence<[UInt8], any Error>>(
+  private func writeBehind<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks, _ queue: WriteBehindQueue
   ) async throws {
     guard try await queue.reserve(digest) else {
@@ -222,7 +226,10 @@ public struct FastSlowStore: BlobStore {
     async let slowDone = Self.write(pipe, to: slow, digest)
     let found: Bool
     do {
-      found = try await fast.read(digest, offset: 0, limit: nil) { try await pipe.send(Array($0)) }
+      // Copied, as when filling the fast tier: a store may keep what it is given.
+      found = try await fast.read(digest, offset: 0, limit: nil) {
+        try await pipe.send(Array($0)[...])
+      }
       pipe.finish(found ? nil : StoreError(.notFound, "\(digest) is no longer in the fast tier"))
     } catch is ChunkPipe.Closed {
       found = true  // the slow write ended first: its result says why

@@ -5,11 +5,11 @@ import ApusProto
 #endif
 
 extension FilesystemStore {
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await write(digest) { sink in
-      for try await chunk in chunks { try await sink(chunk[...]) }
+      for try await chunk in chunks { try await sink(chunk) }
     }
   }
 

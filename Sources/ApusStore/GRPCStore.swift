@@ -142,7 +142,7 @@ public struct GRPCStore: BlobStore {
     }
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     switch role {

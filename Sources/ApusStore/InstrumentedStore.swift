@@ -78,7 +78,7 @@ public struct InstrumentedStore: BlobStore {
     }
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     let tally = WriteTally()
@@ -138,8 +138,8 @@ final class WriteTally: Sendable {
 }
 
 /// The caller's chunks, counted into a `WriteTally` as the inner store pulls them.
-struct CountingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequence {
-  typealias Element = [UInt8]
+struct CountingChunks<Base: AsyncSequence<ArraySlice<UInt8>, any Error>>: AsyncSequence {
+  typealias Element = ArraySlice<UInt8>
   let base: Base
   let tally: WriteTally
 
@@ -147,7 +147,7 @@ struct CountingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequence {
     var base: Base.AsyncIterator
     let tally: WriteTally
 
-    mutating func next() async throws -> [UInt8]? {
+    mutating func next() async throws -> ArraySlice<UInt8>? {
       do {
         guard let chunk = try await base.next() else { return nil }
         tally.bytes.wrappingAdd(chunk.count, ordering: .relaxed)

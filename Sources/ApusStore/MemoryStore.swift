@@ -74,6 +74,8 @@ public final class MemoryStore: BlobStore {
     }
     switch value {
     case .one(let chunk): return .found(chunk)
+    // Free when the slice spans its whole array (a large value written from one array).
+    case .many(let chunks) where chunks.count == 1: return .found(Array(chunks[0]))
     case .many(let chunks): return .found(chunks.reduce(into: []) { $0 += $1 })
     }
   }
@@ -90,11 +92,13 @@ public final class MemoryStore: BlobStore {
         skip -= chunk.count
         continue
       }
+      // Offsets within the chunk; a kept slice need not start at index 0.
       var i = skip
       skip = 0
+      let start = chunk.startIndex
       while i < chunk.count && remaining > 0 {
         let j = min(chunk.count, i + min(Self.readChunkBytes, remaining))
-        try await sink(chunk[i..<j])
+        try await sink(chunk[(start + i)..<(start + j)])
         remaining -= j - i
         i = j
       }
@@ -102,10 +106,10 @@ public final class MemoryStore: BlobStore {
     return true
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
-    var value: [[UInt8]] = []
+    var value: [ArraySlice<UInt8>] = []
     var size = 0
     for try await chunk in chunks where !chunk.isEmpty {
       value.append(chunk)
@@ -125,19 +129,30 @@ public final class MemoryStore: BlobStore {
   }
 }
 
-/// A blob's bytes as they arrived. Most small blobs come in one chunk and are kept without an
-/// outer array: one allocation (about 48 bytes) less per entry of a memory store.
+/// A blob's bytes as they arrived: the writer's slices (an upload's are slices of its
+/// received messages, not copies).
+///
+/// A small blob in one chunk is kept as an array of its own: an array is one word where a
+/// slice is four, and `.many` needs an outer array, which at millions of small entries is
+/// tens of bytes each. Making that array is free when the slice spans its whole array (a
+/// value written from one array) and a copy of at most `oneChunkBytes` otherwise.
 enum StoredChunks {
   case one([UInt8])
-  case many([[UInt8]])
+  case many([ArraySlice<UInt8>])
 
-  init(_ chunks: [[UInt8]]) {
-    self = chunks.count == 1 ? .one(chunks[0]) : .many(chunks)
+  static let oneChunkBytes = 64 << 10
+
+  init(_ chunks: [ArraySlice<UInt8>]) {
+    if chunks.count == 1 && chunks[0].count <= Self.oneChunkBytes {
+      self = .one(Array(chunks[0]))
+    } else {
+      self = .many(chunks)
+    }
   }
 
-  var chunks: [[UInt8]] {
+  var chunks: [ArraySlice<UInt8>] {
     switch self {
-    case .one(let chunk): [chunk]
+    case .one(let chunk): [chunk[...]]
     case .many(let chunks): chunks
     }
   }

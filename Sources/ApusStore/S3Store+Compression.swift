@@ -17,7 +17,7 @@ extension S3Store {
 
   /// Uploads `chunks` compressed as they arrive (the multipart threshold and parts count
   /// compressed bytes).
-  func putCompressed<Chunks: AsyncSequence<[UInt8], any Error>>(
+  func putCompressed<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await put(

@@ -119,7 +119,7 @@ public final class S3Store: BlobStore {
       ] + metadata)
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     guard compression.algorithm == .zstd else { return try await put(digest, from: chunks, metadata: []) }
@@ -127,7 +127,7 @@ public final class S3Store: BlobStore {
   }
 
   /// One PUT or a multipart upload of `chunks` as the object of `digest`, with `metadata`.
-  func put<Chunks: AsyncSequence<[UInt8], any Error>>(
+  func put<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks, metadata: [(String, String)]
   ) async throws {
     let key = self.key(digest)

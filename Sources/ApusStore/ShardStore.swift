@@ -46,7 +46,7 @@ public struct ShardStore: BlobStore {
     try await shards[index(for: digest)].readCompressed(digest, into: sink)
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await shards[index(for: digest)].write(digest, from: chunks)

@@ -35,7 +35,7 @@ public struct SizePartitioningStore: BlobStore {
     try await store(for: digest).readCompressed(digest, into: sink)
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await store(for: digest).write(digest, from: chunks)

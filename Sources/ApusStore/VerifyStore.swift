@@ -40,7 +40,7 @@ public final class VerifyStore: BlobStore {
     try await backend.readCompressed(digest, into: sink)
   }
 
-  public func write<Chunks: AsyncSequence<[UInt8], any Error>>(
+  public func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(
     _ digest: BlobDigest, from chunks: Chunks
   ) async throws {
     try await backend.write(
@@ -53,8 +53,8 @@ public final class VerifyStore: BlobStore {
 
 /// Passes chunks through while counting and hashing them; throws at the end (before the
 /// consumer sees end-of-sequence) if they do not match the expected digest.
-struct VerifyingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequence {
-  typealias Element = [UInt8]
+struct VerifyingChunks<Base: AsyncSequence<ArraySlice<UInt8>, any Error>>: AsyncSequence {
+  typealias Element = ArraySlice<UInt8>
   let base: Base
   let expected: BlobDigest
   let hash: Bool
@@ -65,7 +65,7 @@ struct VerifyingChunks<Base: AsyncSequence<[UInt8], any Error>>: AsyncSequence {
     let hasher: SHA256Hasher?
     var count: Int64 = 0
 
-    mutating func next() async throws -> [UInt8]? {
+    mutating func next() async throws -> ArraySlice<UInt8>? {
       guard let chunk = try await base.next() else {
         guard count == expected.sizeBytes else {
           throw StoreError(

@@ -90,7 +90,7 @@ enum FileIO {
 
 /// A file's content as chunks, read on a thread pool: uploads never hold a whole file.
 struct FileChunks: AsyncSequence, Sendable {
-  typealias Element = [UInt8]
+  typealias Element = ArraySlice<UInt8>
   let path: String
   let pool: NIOThreadPool
 
@@ -100,7 +100,7 @@ struct FileChunks: AsyncSequence, Sendable {
     var offset: Int64 = 0
     var done = false
 
-    mutating func next() async throws -> [UInt8]? {
+    mutating func next() async throws -> ArraySlice<UInt8>? {
       guard !done else { return nil }
       let (path, at) = (self.path, offset)
       let chunk = try await pool.runIfActive { () throws -> [UInt8] in
@@ -118,7 +118,7 @@ struct FileChunks: AsyncSequence, Sendable {
         return nil
       }
       offset += Int64(chunk.count)
-      return chunk
+      return chunk[...]
     }
   }
 

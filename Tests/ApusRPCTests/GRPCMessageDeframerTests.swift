@@ -46,6 +46,21 @@ struct GRPCMessageDeframerTests {
     #expect(throws: RPCError.self) { _ = try feed(&d, [2, 0, 0, 0, 0]) }
   }
 
+  @Test("a 1 MiB upload chunk arriving in 16 KiB frames fills one allocation of its size")
+  func exactAllocation() throws {
+    // 1 MiB of data and a Write's other fields: a store keeps this array, so it must not
+    // have grown (copied, and twice the size) on the way.
+    let payload = [UInt8](repeating: 5, count: (1 << 20) + 200)
+    let stream = frame(payload)
+    var d = GRPCMessageDeframer(maxMessageBytes: 4 << 20)
+    var out: [GRPCMessageDeframer.Message] = []
+    for start in stride(from: 0, to: stream.count, by: 16 << 10) {
+      out += try feed(&d, Array(stream[start..<min(start + (16 << 10), stream.count)]))
+    }
+    #expect(out.map(\.payload) == [payload])
+    #expect((out.first?.payload.capacity ?? 0) < payload.count + (16 << 10))
+  }
+
   @Test("a body that ends mid-message is detectable")
   func partial() throws {
     var d = GRPCMessageDeframer(maxMessageBytes: 10)

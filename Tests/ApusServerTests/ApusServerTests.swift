@@ -119,7 +119,7 @@ struct ApusServerTests {
         let upload = try await client.call("/google.bytestream.ByteStream/Write")
         var head = WriteRequest()
         head.resourceName = "uploads/1/blobs/\(digest.hashHex)/\(digest.sizeBytes)"
-        head.data = Array(content[..<(32 << 10)])
+        head.data = content[..<(32 << 10)]
         try await upload.requests.write(head.serializedBytes())
         // The call has reached the server once another call on the connection round-trips.
         _ = try await Self.capabilities(client, instance: "")
@@ -130,7 +130,7 @@ struct ApusServerTests {
 
         var tail = WriteRequest()
         tail.writeOffset = Int64(head.data.count)
-        tail.data = Array(content[(32 << 10)...])
+        tail.data = content[(32 << 10)...]
         tail.finishWrite = true
         try await upload.requests.write(tail.serializedBytes())
         upload.finishRequests()

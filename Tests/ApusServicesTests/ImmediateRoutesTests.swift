@@ -117,7 +117,7 @@ struct WaitingStore: BlobStore {
   ) async throws -> Bool {
     try await base.read(digest, offset: offset, limit: limit, into: sink)
   }
-  func write<Chunks: AsyncSequence<[UInt8], any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
+  func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
     try await base.write(digest, from: chunks)
   }
 }

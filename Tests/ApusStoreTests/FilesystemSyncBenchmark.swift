@@ -81,11 +81,11 @@ struct FilesystemSyncBenchmark {
 
 /// Chunks already in memory, handed out one by one.
 struct ChunkList: AsyncSequence, Sendable {
-  typealias Element = [UInt8]
+  typealias Element = ArraySlice<UInt8>
   let chunks: [[UInt8]]
   struct AsyncIterator: AsyncIteratorProtocol {
     var chunks: ArraySlice<[UInt8]>
-    mutating func next() async throws -> [UInt8]? { chunks.popFirst() }
+    mutating func next() async throws -> ArraySlice<UInt8>? { chunks.popFirst()?[...] }
   }
   func makeAsyncIterator() -> AsyncIterator { AsyncIterator(chunks: chunks[...]) }
 }

@@ -12,7 +12,7 @@ struct BrokenStore: BlobStore {
   func read(
     _ digest: BlobDigest, offset: Int64, limit: Int64?, into sink: (ArraySlice<UInt8>) async throws -> Void
   ) async throws -> Bool { throw StoreError(.internal, "broken") }
-  func write<Chunks: AsyncSequence<[UInt8], any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
+  func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
     throw StoreError(.internal, "broken")
   }
 }

@@ -17,8 +17,10 @@ func temporaryDirectory() -> String {
 }
 
 /// Chunks that fail after yielding `failAfter` chunks: a client that disconnects mid-upload.
+/// Each is handed over as a slice in the middle of a larger array, as an upload's data is a
+/// slice of its message: stores must not assume chunks start at index 0 or own their array.
 struct FailingChunks: AsyncSequence {
-  typealias Element = [UInt8]
+  typealias Element = ArraySlice<UInt8>
   let chunks: [[UInt8]]
   let failAfter: Int
 
@@ -27,10 +29,12 @@ struct FailingChunks: AsyncSequence {
   struct AsyncIterator: AsyncIteratorProtocol {
     var chunks: [[UInt8]]
     var remaining: Int
-    mutating func next() async throws -> [UInt8]? {
+    mutating func next() async throws -> ArraySlice<UInt8>? {
       guard remaining > 0 else { throw Disconnected() }
       remaining -= 1
-      return chunks.isEmpty ? nil : chunks.removeFirst()
+      guard !chunks.isEmpty else { return nil }
+      let chunk = chunks.removeFirst()
+      return ([0xEE, 0xEE, 0xEE] + chunk + [0xEE])[3..<(3 + chunk.count)]
     }
   }
 

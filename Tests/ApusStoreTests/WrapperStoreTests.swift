@@ -23,7 +23,7 @@ final class CountingStore: BlobStore {
     reads.withLock { $0 += 1 }
     return try await base.read(digest, offset: offset, limit: limit, into: sink)
   }
-  func write<Chunks: AsyncSequence<[UInt8], any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
+  func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
     if failWrites { throw StoreError(.resourceExhausted, "full") }
     try await base.write(digest, from: chunks)
   }

@@ -26,7 +26,7 @@ final class SwitchableStore: BlobStore {
     try check()
     return try await base.read(digest, offset: offset, limit: limit, into: sink)
   }
-  func write<Chunks: AsyncSequence<[UInt8], any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
+  func write<Chunks: AsyncSequence<ArraySlice<UInt8>, any Error>>(_ digest: BlobDigest, from chunks: Chunks) async throws {
     try check()
     try await base.write(digest, from: chunks)
     writes.withLock { $0 += 1 }

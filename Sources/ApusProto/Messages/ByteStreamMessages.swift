@@ -51,7 +51,7 @@ public struct WriteRequest: ProtoMessage {
   public var resourceName: String = ""
   public var writeOffset: Int64 = 0
   public var finishWrite: Bool = false
-  public var data: [UInt8] = []
+  public var data: ArraySlice<UInt8> = []
 
   public init() {}
 
@@ -61,7 +61,7 @@ public struct WriteRequest: ProtoMessage {
       case 1: resourceName = try reader.string(tag)
       case 2: writeOffset = try reader.int64(tag)
       case 3: finishWrite = try reader.bool(tag)
-      case 10: data = try reader.bytes(tag)
+      case 10: data = try reader.bytesSlice(tag)
       default: try reader.skip(tag)
       }
     }
