@@ -169,7 +169,7 @@ let package = Package(
       name: "ApusServicesTests",
       dependencies: [
         "ApusServices", "ApusStore", "ApusProto", "ApusRPC", "ApusScheduler", "ApusConfig",
-        .product(name: "JWTKit", package: "jwt-kit"),
+        "ApusTestSupport", .product(name: "JWTKit", package: "jwt-kit"),
       ],
       swiftSettings: strict),
     .testTarget(

@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusRPC
+import ApusTestSupport
 import Foundation
 import Logging
 import Testing
@@ -53,7 +54,7 @@ struct AuthorizerTests {
   }
 
   func tokenFile(_ lines: [String]) throws -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("apus-tokens-\(UUID())").path
+    let path = temporaryDirectory("apus-tokens") + "/tokens"
     try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
     return path
   }

@@ -1,5 +1,6 @@
 import ApusConfig
 import ApusRPC
+import ApusTestSupport
 import Foundation
 import JWTKit
 import Logging
@@ -25,7 +26,7 @@ struct JWTVerifierTests {
   func jwksFile() throws -> String {
     let (x, y) = try #require(key.publicKey.parameters)
     let json = #"{"keys":[{"kty":"EC","crv":"P-256","x":"\#(x)","y":"\#(y)","kid":"k1","alg":"ES256","use":"sig"}]}"#
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("apus-jwks-\(UUID()).json").path
+    let path = temporaryDirectory("apus-jwks") + "/jwks.json"
     try json.write(toFile: path, atomically: true, encoding: .utf8)
     return path
   }

@@ -1,5 +1,6 @@
 import ApusProto
 import ApusStore
+import ApusTestSupport
 import Foundation
 
 #if canImport(Glibc)
@@ -10,11 +11,8 @@ func digestOf(_ bytes: [UInt8]) -> BlobDigest { SHA256Hasher.digest(of: bytes) }
 
 func randomBytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255) } }
 
-func temporaryDirectory() -> String {
-  let path = NSTemporaryDirectory() + "apus-test-\(UInt64.random(in: 0...UInt64.max))"
-  try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-  return path
-}
+/// A fresh directory for a store test, removed when the test process exits.
+func temporaryDirectory() -> String { ApusTestSupport.temporaryDirectory("apus-test") }
 
 /// Chunks that fail after yielding `failAfter` chunks: a client that disconnects mid-upload.
 /// Each is handed over as a slice in the middle of a larger array, as an upload's data is a

@@ -7,14 +7,8 @@ import Foundation
   import Glibc
 #endif
 
-/// A fresh directory under the system temporary directory.
-func temporaryDirectory() -> String {
-  var template = Array((NSTemporaryDirectory() + "apus-worker-test-XXXXXX").utf8CString)
-  return template.withUnsafeMutableBufferPointer { buffer in
-    guard let base = buffer.baseAddress, let path = mkdtemp(base) else { return NSTemporaryDirectory() }
-    return String(cString: path)
-  }
-}
+/// A fresh directory for a worker test, removed when the test process exits.
+func temporaryDirectory() -> String { ApusTestSupport.temporaryDirectory("apus-worker-test") }
 
 /// Whether `pid` has exited: no such process, or a zombie nobody has reaped yet.
 func processIsGone(_ pid: pid_t) -> Bool {
