@@ -79,7 +79,8 @@ public struct GRPCMessageDeframer: Sendable {
     return nil
   }
 
-  /// Appends `bytes`, returning the messages they complete.
+  /// Appends `bytes`, returning the messages they complete (for tests and the fuzz target;
+  /// the connection takes them one at a time with `next`).
   public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(RPCError) -> [Message] {
     var messages: [Message] = []
     var offset = 0
