@@ -22,7 +22,8 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
-  if [[ ! -x .venv/bin/python ]]; then
+  # pip, not python: a venv whose creation was interrupted has python and no pip.
+  if [[ ! -x .venv/bin/pip ]]; then
     python3 -m venv .venv
   fi
   stamp=.venv/.requirements
@@ -31,7 +32,7 @@ if [[ "${1:-}" == "--test" ]]; then
     cp tests/requirements.txt "$stamp"
   fi
   # checkov and python-hcl2 for the Terraform checks, apart from the interop-test packages.
-  if [[ ! -x .venv-deploy/bin/python ]]; then
+  if [[ ! -x .venv-deploy/bin/pip ]]; then
     python3 -m venv .venv-deploy
   fi
   stamp=.venv-deploy/.requirements
