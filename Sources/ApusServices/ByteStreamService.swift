@@ -209,8 +209,8 @@ struct WriteChunks: AsyncSequence {
   }
 
   struct AsyncIterator: AsyncIteratorProtocol {
-    var pending: WriteRequest?
-    var pendingBytes: Int
+    /// The first request, decoded by the caller, and the size of its message.
+    var pending: (request: WriteRequest, messageBytes: Int)?
     var rest: RPCMessageStream.AsyncIterator
     let resourceName: String
     let maxBytes: Int64
@@ -226,9 +226,9 @@ struct WriteChunks: AsyncSequence {
           return nil
         }
         let request: WriteRequest
-        var messageBytes = pendingBytes
+        let messageBytes: Int
         if let p = pending {
-          request = p
+          (request, messageBytes) = p
           pending = nil
         } else {
           guard let bytes = try await rest.next() else {
@@ -259,7 +259,7 @@ struct WriteChunks: AsyncSequence {
 
   func makeAsyncIterator() -> AsyncIterator {
     AsyncIterator(
-      pending: first, pendingBytes: firstMessageBytes, rest: rest, resourceName: resourceName,
+      pending: (first, firstMessageBytes), rest: rest, resourceName: resourceName,
       maxBytes: maxBytes)
   }
 }

@@ -23,8 +23,8 @@ struct LRUIndexSeed {
     (k0, k1, k2, k3, k4) = (rng.next(), rng.next(), rng.next(), rng.next(), rng.next())
   }
 
-  /// The 128-bit product's halves folded together: every input bit reaches the low bits
-  /// the table masks with.
+  /// The 128-bit product's halves folded together: a cheap mix of both inputs, though its
+  /// low bits depend only weakly on some input bits (`avalanche` fixes that).
   @inline(__always)
   static func fold(_ x: UInt64, _ y: UInt64) -> UInt64 {
     let product = x.multipliedFullWidth(by: y)
